@@ -2,10 +2,10 @@
 
 ``pipelines.version`` writes this layout; everything downstream reads it through these functions:
 
-    data/batches/<ID>/manifest.parquet   labels + ``split`` (train|val|test) + ``phash`` (int64 view)
+    data/batches/<ID>/manifest.parquet   labels + ``split`` (train|val|test) + ``phash`` (hex pHash)
     data/batches/<ID>/images/*.jpg       the photos (DVC-tracked: ``data/batches/<ID>.dvc`` in git)
     data/test_split.json                 the frozen test split fixed by the first batch (git-tracked):
-                                         {"batch", "listing_ids", "phash" (unsigned 64-bit), "created"}
+                                         {"batch", "listing_ids", "phash" (hex), "created"}
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .manifest import COLUMNS, MANIFEST_NAME, read_manifest
@@ -76,7 +75,7 @@ def frozen_test_ids(repo: str | Path | None = None) -> list[str]:
     return [] if record is None else sorted(record["listing_ids"])
 
 
-def frozen_test_phashes(repo: str | Path | None = None) -> np.ndarray:
-    """pHashes of the frozen test photos as uint64, ready for ``pipelines.phash.near_duplicates``."""
+def frozen_test_phashes(repo: str | Path | None = None) -> list[str]:
+    """pHashes (hex) of the frozen test photos, ready for ``pipelines.phash.near_duplicates``."""
     record = read_test_split(repo)
-    return np.asarray([] if record is None else record["phash"], dtype=np.uint64)
+    return [] if record is None else list(record["phash"])

@@ -80,7 +80,7 @@ class ProhibitedParams(_Strict):
 class ValidationParams(_Strict):
     min_side: int = Field(ge=1)
     max_side: int = Field(ge=1)
-    phash_max_distance: int = Field(ge=0, le=64)
+    phash_max_distance: int = Field(ge=0, le=255)
     prevalence: dict[str, tuple[float, float]]
 
     @field_validator("prevalence")

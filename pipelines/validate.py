@@ -100,7 +100,7 @@ def _image_facts(batch_dir: Path, rel: object) -> dict:
     except Exception:  # noqa: BLE001 - any decoder error means the photo is unusable
         return facts
     h = phash_file(path)
-    facts["phash"] = None if h is None else f"{h:016x}"  # hex: a 64-bit hash does not fit pandas' int64
+    facts["phash"] = h
     return facts
 
 
@@ -147,19 +147,17 @@ def _near_duplicate_facts(df: pd.DataFrame, params: Params, repo: Path) -> tuple
     max_d = params.validation.phash_max_distance
     found: dict[int, list[str]] = {}
 
-    def record(rows: pd.Index, ref_ids: list[str], ref_hashes: list[int], what: str):
-        left = np.array([int(h, 16) for h in hashes[rows]], dtype=np.uint64)
-        right = np.array(ref_hashes, dtype=np.uint64)
-        for i, j, d in near_duplicates(left, right, max_d):
+    def record(rows: pd.Index, ref_ids: list[str], ref_hashes: list[str], what: str):
+        for i, j, d in near_duplicates(list(hashes[rows]), ref_hashes, max_d):
             if df.at[rows[i], "listing_id"] != ref_ids[j]:  # a frozen photo re-validated is not its own duplicate
                 found.setdefault(rows[i], []).append(f"{what} {ref_ids[j]} (pHash distance {d})")
 
     trainval = df.index[has & (split != "test")]
     test = df.index[has & (split == "test")]
-    record(trainval, list(df.loc[test, "listing_id"]), [int(h, 16) for h in hashes[test]], "test photo")
+    record(trainval, list(df.loc[test, "listing_id"]), list(hashes[test]), "test photo")
     if frozen_path.exists():
         frozen = json.loads(frozen_path.read_text())
-        pairs = [(str(i), int(h)) for i, h in zip(frozen.get("listing_ids", []), frozen.get("phash", []))
+        pairs = [(str(i), str(h)) for i, h in zip(frozen.get("listing_ids", []), frozen.get("phash", []))
                  if h is not None]
         record(trainval, [i for i, _ in pairs], [h for _, h in pairs],
                f"frozen test photo of batch {frozen.get('batch')}:")

@@ -40,7 +40,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .dataset import BATCHES_DIR, INCOMING_DIR, TEST_SPLIT_FILE, read_test_split
@@ -231,7 +230,7 @@ def resolve_batch_dir(batch: str | Path, repo: Path) -> Path:
     return path.resolve()
 
 
-def _phashes(batch_dir: Path, images: pd.Series) -> np.ndarray:
+def _phashes(batch_dir: Path, images: pd.Series) -> list[str]:
     paths = [batch_dir / rel for rel in images]
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # cv2 releases the GIL
         hashes = list(pool.map(phash_file, paths, chunksize=64))
@@ -239,7 +238,7 @@ def _phashes(batch_dir: Path, images: pd.Series) -> np.ndarray:
     if bad:
         raise VersionError(f"{len(bad)} images of {batch_dir} do not decode (first: {bad[:3]}); "
                            f"validate the batch before versioning it")
-    return np.asarray(hashes, dtype=np.uint64)
+    return hashes
 
 
 def _split_counts(df: pd.DataFrame) -> dict[str, int]:
@@ -308,7 +307,7 @@ def _already_versioned(src: Path, dest: Path, batch_id: str, repo: Path, in_git:
 def _write_test_split(path: Path, batch_id: str, df: pd.DataFrame) -> None:
     test = df[df["split"] == "test"].sort_values("listing_id")
     record = {"batch": batch_id, "listing_ids": test["listing_id"].tolist(),
-              "phash": [int(h) for h in test["phash"].to_numpy().view(np.uint64)],
+              "phash": test["phash"].tolist(),
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=1) + "\n")
@@ -341,7 +340,7 @@ def version_batch(batch_dir: str | Path, *, repo: str | Path | None = None, para
                                f"data in {BATCHES_DIR}/.gitignore)")
         first = not (repo / TEST_SPLIT_FILE).exists()
         df["split"] = assign_splits(df["listing_id"], params, first_batch=first).to_numpy()
-        df["phash"] = _phashes(src, df["image"]).view(np.int64)
+        df["phash"] = _phashes(src, df["image"])
 
         commit = _commit_version(repo, src, dest, df, batch_id, first, in_git)
         outcome = VersionOutcome(batch_id=batch_id, dest=dest, n_rows=len(df), splits=_split_counts(df),
