@@ -10,6 +10,7 @@ renamed into place at the end, so a crash never leaves half a batch where a read
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import shutil
 import time
@@ -98,7 +99,9 @@ def generate_batch(out_dir: str | Path, batch_id: str, n: int, seed: int, params
                 records.append(_render(job))
                 bar.update()
         else:
-            with ProcessPoolExecutor(workers, initializer=_init, initargs=(cfg,)) as pool:
+            # spawn, not fork: a fork after OpenCV or torch started threads in this process can deadlock
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_init, initargs=(cfg,)) as pool:
                 records = []
                 for rec in pool.map(_render, jobs, chunksize=16):
                     records.append(rec)

@@ -155,3 +155,10 @@ def test_generator_speed_floor():
     """The budget is 50 photos/s on one core (benchmarks/generator_speed.py measures it); a loaded CI
     machine gets half of that as a floor so the test catches regressions, not noise."""
     assert measure_speed(n=60) >= 25
+
+
+@pytest.mark.timeout(120)
+def test_parallel_generation_after_rendering_in_this_process(tmp_path):
+    """Worker processes are spawned, not forked: a fork after OpenCV started its threads here hung."""
+    measure_speed(n=5)
+    assert len(read_manifest(generate_batch(tmp_path, "p", 8, seed=3, workers=2))) == 8
