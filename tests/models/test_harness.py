@@ -1,0 +1,101 @@
+"""The shared training loop on real generated photos: it learns, checkpoints, resumes exactly and stops early."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import timm
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pipelines.generate import generate_batch
+from pipelines.harness import FitConfig, fit, seed_everything
+from pipelines.manifest import read_manifest
+
+
+class BlurPhotos(Dataset):
+    def __init__(self, batch_dir, rows):
+        self.x = [torch.from_numpy(cv2.resize(cv2.imread(str(batch_dir / r.image)), (48, 48),
+                                              interpolation=cv2.INTER_AREA)).permute(2, 0, 1).float() / 255
+                  for r in rows.itertuples()]
+        self.y = torch.tensor(rows.blur_score.to_numpy(), dtype=torch.float32)
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    batch = generate_batch(tmp_path_factory.mktemp("h"), "h1", 64, seed=21, workers=1)
+    df = read_manifest(batch)
+    return BlurPhotos(batch, df.iloc[:48]), BlurPhotos(batch, df.iloc[48:])
+
+
+def _model():
+    seed_everything(0)
+    return timm.create_model("test_efficientnet", pretrained=False, num_classes=1)
+
+
+def _loss(model, batch):
+    x, y = batch
+    return torch.nn.functional.mse_loss(torch.sigmoid(model(x).squeeze(1)), y)
+
+
+def _neg_mse(model, loader):
+    return -float(np.mean([_loss(model, b).item() for b in loader]))
+
+
+CFG = FitConfig(max_epochs=4, patience=10, lr=1e-3, batch_size=16, seed=3, progress=False)
+
+
+def test_fit_writes_checkpoints_and_keeps_the_best(data, tmp_path):
+    train, val = data
+    model = _model()
+    res = fit(model, train, DataLoader(val, batch_size=16), _loss, _neg_mse, CFG, tmp_path, name="blur")
+    assert (tmp_path / "best.pt").exists() and (tmp_path / "last.pt").exists()
+    assert res.epochs_run == 4 and len(res.history) == 4
+    assert res.best_score == max(h["val_score"] for h in res.history)
+    assert _neg_mse(model.eval(), DataLoader(val, batch_size=16)) == pytest.approx(res.best_score, abs=1e-6)
+    assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+
+
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(data, tmp_path):
+    train, val = data
+    loader = DataLoader(val, batch_size=16)
+    fit(_model(), train, loader, _loss, _neg_mse, CFG, tmp_path / "straight")
+    calls = []
+
+    def crash_in_epoch_3(model, val_loader):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("machine lost")
+        return _neg_mse(model, val_loader)
+
+    with pytest.raises(RuntimeError, match="machine lost"):
+        fit(_model(), train, loader, _loss, crash_in_epoch_3, CFG, tmp_path / "resumed")
+    assert torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)["state"]["epoch"] == 2
+    fit(_model(), train, loader, _loss, _neg_mse, CFG, tmp_path / "resumed")
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)
+    assert b["state"]["epoch"] == 4
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_stops_early_when_validation_stops_improving(data, tmp_path):
+    train, val = data
+    scores = iter([0.5, 0.6, 0.55, 0.54, 0.53, 0.52, 0.51])
+    res = fit(_model(), train, [], _loss, lambda m, l: next(scores),
+              FitConfig(**{**CFG.__dict__, "max_epochs": 7, "patience": 2}), tmp_path)
+    assert res.stopped_early and res.best_epoch == 2 and res.epochs_run == 4  # two epochs without gain
+
+
+def test_resume_with_other_settings_is_refused(data, tmp_path):
+    train, val = data
+    fit(_model(), train, [], _loss, lambda m, l: 0.0, FitConfig(max_epochs=1, progress=False), tmp_path)
+    with pytest.raises(ValueError, match="another configuration"):
+        fit(_model(), train, [], _loss, lambda m, l: 0.0, FitConfig(max_epochs=1, lr=1.0, progress=False), tmp_path)
