@@ -34,16 +34,16 @@ def generate(
 
     params = load_params()
     if profile not in params.data.profiles:
-        _fail(f"unknown profile {profile!r}; params.yaml has {sorted(params.data.profiles)}")
+        _fail(f"unknown profile {profile!r}; params.yaml has {sorted(params.data.profiles)}", 2)
     prof = params.data.profiles[profile]
+    count = prof.n if n is None else n
     start = time.perf_counter()
     try:
-        dest = generate_batch(out, batch, n or prof.n, prof.seed if seed is None else seed, params,
+        dest = generate_batch(out, batch, count, prof.seed if seed is None else seed, params,
                               parse_shift(shift), workers=workers, progress=True)
     except (ValueError, FileExistsError) as exc:
         _fail(str(exc), 2)
     took = time.perf_counter() - start
-    count = n or prof.n
     typer.echo(f"wrote {count} photos to {dest} in {took:.1f} s ({count / took:.0f} photos/s)")
 
 
@@ -81,7 +81,10 @@ def contact_sheet(batch_dir: Path = typer.Argument(..., help="a batch directory"
     """Draw photos of a batch with their labels (boxes, SKU, blur score, defects) into one PNG."""
     from .contact_sheet import write_contact_sheet
 
-    typer.echo(f"wrote {write_contact_sheet(batch_dir, out, count)}")
+    try:
+        typer.echo(f"wrote {write_contact_sheet(batch_dir, out, count)}")
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc), 2)
 
 
 @app.command()

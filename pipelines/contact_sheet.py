@@ -50,6 +50,8 @@ def _tile(batch_dir: Path, row) -> np.ndarray:
 
 def write_contact_sheet(batch_dir: str | Path, out: str | Path, count: int = 64, columns: int = 8) -> Path:
     batch_dir, out = Path(batch_dir), Path(out)
+    if count <= 0:
+        raise ValueError("count must be positive")
     df = read_manifest(batch_dir).head(count)
     tiles = [_tile(batch_dir, row) for row in df.itertuples()]
     blank = np.full_like(tiles[0], 255)
