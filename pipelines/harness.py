@@ -76,9 +76,9 @@ def _atomic_save(obj, path: Path) -> None:
 def epoch_loader(dataset: Dataset, cfg: FitConfig, epoch: int, sampler=None,
                  collate_fn: Callable | None = None) -> DataLoader:
     """The training loader of one epoch: its shuffle depends on (seed, epoch) only."""
-    g = torch.Generator().manual_seed(cfg.seed * 10_007 + epoch)
     if sampler is not None:
         return DataLoader(dataset, batch_sampler=sampler(epoch), collate_fn=collate_fn)
+    g = torch.Generator().manual_seed(cfg.seed * 10_007 + epoch)
     return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=g, drop_last=len(dataset) >
                       cfg.batch_size, collate_fn=collate_fn)
 
@@ -145,6 +145,9 @@ def fit(model: torch.nn.Module, train_set: Dataset, val_loader: Iterable,
         _atomic_save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
                       "scheduler": scheduler.state_dict(), "state": state, "rng": _rng_state(),
                       "config": asdict(cfg)}, last)
+    if not best_path.exists():
+        raise RuntimeError(f"{name}: no epoch gave a validation score better than -inf (NaN scores?); "
+                           f"see {last} and the history in it")
     best = torch.load(best_path, map_location="cpu", weights_only=True)
     model.load_state_dict(best["model"])
     return FitResult(best_score=state["best_score"], best_epoch=state["best_epoch"] + 1, epochs_run=state["epoch"],

@@ -39,10 +39,13 @@ def _bits(hashes: Sequence[str]) -> np.ndarray:
     return np.unpackbits(raw, axis=1)[:, :BITS].astype(np.float32)
 
 
+def _distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.rint(x @ (1 - y).T + (1 - x) @ y.T).astype(np.int32)
+
+
 def hamming(a: Sequence[str], b: Sequence[str]) -> np.ndarray:
     """Pairwise Hamming distances between two lists of hex hashes: shape (len(a), len(b))."""
-    x, y = _bits(a), _bits(b)
-    return np.rint(x @ (1 - y).T + (1 - x) @ y.T).astype(np.int32)
+    return _distances(_bits(a), _bits(b))
 
 
 def near_duplicates(left: Sequence[str], right: Sequence[str], max_distance: int) -> list[tuple[int, int, int]]:
@@ -52,8 +55,7 @@ def near_duplicates(left: Sequence[str], right: Sequence[str], max_distance: int
     y = _bits(right)
     out = []
     for start in range(0, len(left), 1024):  # bounded memory: 1024 x len(right) distances at a time
-        x = _bits(left[start:start + 1024])
-        d = np.rint(x @ (1 - y).T + (1 - x) @ y.T).astype(np.int32)
+        d = _distances(_bits(left[start:start + 1024]), y)
         for i, j in zip(*np.nonzero(d <= max_distance)):
             out.append((start + int(i), int(j), int(d[i, j])))
     return out
