@@ -6,8 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export PYTHONUNBUFFERED := 1
+# dvc.yaml's stage commands call `reviewops`: the venv's executables come first
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install test test-fast demo clean
+.PHONY: install test test-fast demo repro clean
 
 install: $(STAMP)
 
@@ -18,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/uv || $(BIN)/pip install --quiet uv==0.13.9
 	@echo ">> installing the pinned set into $(VENV) (first time: several minutes, ~5 GB with torch)"
 	@start=$$(date +%s); \
-	$(BIN)/uv pip install --python $(BIN)/python --constraints constraints.txt -e '.[dev]' && \
+	$(BIN)/uv pip install --compile-bytecode --python $(BIN)/python --constraints constraints.txt -e '.[dev]' && \
 	echo ">> install took $$(( $$(date +%s) - start )) s"
 	@touch $(STAMP)
 
@@ -27,6 +29,10 @@ test: install
 
 demo: install
 	$(BIN)/reviewops demo
+
+# Train and evaluate every model family from the versioned data; unchanged families are skipped.
+repro: install
+	$(BIN)/dvc repro
 
 clean:
 	rm -rf $(VENV) .airflow .pytest_cache

@@ -87,13 +87,62 @@ def contact_sheet(batch_dir: Path = typer.Argument(..., help="a batch directory"
         _fail(str(exc), 2)
 
 
+def _family_or_fail(name: str) -> None:
+    from .families import FAMILIES
+
+    if name not in FAMILIES:
+        _fail(f"unknown model family {name!r}: expected one of {', '.join(FAMILIES)}", 2)
+
+
+@app.command()
+def train(family: str = typer.Argument(..., help="sku | blur | detector | prohibited | manipulation"),
+          category: Optional[list[str]] = typer.Option(None, help="prohibited only: train just these categories")) -> None:
+    """Train one model family on the versioned data; writes models/FAMILY/ (a DVC stage runs this)."""
+    from .families import family_module, train as train_family
+    from .families.common import NoData
+
+    _family_or_fail(family)
+    if category and family != "prohibited":
+        _fail("--category applies to the prohibited family only", 2)
+    start = time.perf_counter()
+    try:
+        if category:
+            from .params import load_params
+
+            family_module("prohibited").train(Path.cwd(), load_params(), list(category))
+        else:
+            train_family(family)
+    except (NoData, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc), 2)
+    typer.echo(f"trained {family}{' ' + ','.join(category) if category else ''} in {time.perf_counter() - start:.1f} s "
+               f"-> models/{family}/")
+
+
+@app.command()
+def evaluate(family: str = typer.Argument(..., help="sku | blur | detector | prohibited | manipulation")) -> None:
+    """Choose thresholds on validation, measure on the frozen test split: metrics/FAMILY.json and plots/FAMILY/."""
+    import json
+
+    from .families import evaluate as evaluate_family
+    from .families.common import NoData
+
+    _family_or_fail(family)
+    try:
+        metrics = evaluate_family(family)
+    except (NoData, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc), 2)
+    typer.echo(json.dumps({"test": metrics.get("test"), "thresholds": metrics.get("thresholds")}, indent=1))
+    typer.echo(f"wrote metrics/{family}.json and plots/{family}/")
+
+
 @app.command()
 def demo(batch: str = typer.Option("demo-b1", help="batch id of the demo batch"),
-         profile: str = typer.Option("demo", help="data profile from params.yaml")) -> None:
-    """The main job, end to end: generate, validate and version a demo batch."""
+         profile: str = typer.Option("demo", help="data profile from params.yaml"),
+         train: bool = typer.Option(True, help="train and evaluate every family (dvc repro) after versioning")) -> None:
+    """The main job, end to end: generate, validate and version a demo batch, then train every model family."""
     from .demo import run_demo
 
-    sys.exit(run_demo(batch, profile))
+    sys.exit(run_demo(batch, profile, train=train))
 
 
 if __name__ == "__main__":

@@ -92,6 +92,102 @@ class ValidationParams(_Strict):
         return v
 
 
+class TimmFamily(_Strict):
+    """Training settings of a family trained with the shared harness on a frozen-trunk tail."""
+    trunk_split: int = Field(ge=1, le=7)
+    lr: float = Field(gt=0.0)
+    weight_decay: float = Field(ge=0.0)
+    batch_size: int = Field(gt=0)
+    max_epochs: int = Field(gt=0)
+    patience: int = Field(ge=0)
+    image_size: int | None = Field(default=None, ge=32, le=1024)  # px; null: train.image_size
+    tail_stages: int | None = Field(default=None, ge=0)           # null: every remaining stage + head conv
+    train_crop: float = Field(default=1.0, gt=0.0, le=1.0)        # side of the random training crop of the trunk output
+
+
+class SkuTrain(TimmFamily):
+    embedding_dim: int = Field(gt=0)
+    p: int = Field(ge=2)                    # SKUs per P x K batch
+    k: int = Field(ge=2)                    # photos per SKU in a batch
+    label_smoothing: float = Field(ge=0.0, lt=1.0)
+    triplet_margin: float = Field(gt=0.0)
+    gallery_per_sku: int = Field(gt=0)
+    knn: int = Field(gt=0)
+    holdout_skus: int = Field(ge=1)         # catalogue SKUs kept out of training: the "new SKUs" of the open set
+
+
+class ProhibitedTrain(TimmFamily):
+    negatives_per_epoch: int = Field(gt=0)  # shared negatives drawn per epoch for each category
+    positive_repeats: int = Field(ge=1)     # each positive is seen this often per epoch
+
+
+class DetectorTrain(_Strict):
+    model: str                              # ultralytics model yaml (from scratch: no weights are fetched)
+    imgsz: int = Field(ge=32)
+    epochs: int = Field(gt=0)
+    batch: int = Field(gt=0)
+    patience: int = Field(ge=0)
+    lr0: float = Field(gt=0.0)
+    conf: float = Field(gt=0.0, lt=1.0)     # lowest box confidence kept at prediction
+
+
+class TrainProfile(_Strict):
+    """Caps for a quick run (``tiny``: tests); null means no cap."""
+    max_epochs: int | None = Field(default=None, gt=0)
+    detector_epochs: int | None = Field(default=None, gt=0)
+    image_size: int | None = Field(default=None, ge=32)
+
+
+class TrainParams(_Strict):
+    profile: str
+    profiles: dict[str, TrainProfile]
+    pretrained: bool
+    image_size: int = Field(ge=32, le=1024)
+    threads: int = Field(gt=0)
+    sku: SkuTrain
+    blur: TimmFamily
+    prohibited: ProhibitedTrain
+    manipulation: TimmFamily
+    detector: DetectorTrain
+    defects: TimmFamily                     # the detector family's sticker-missing and dirt checks
+
+    @model_validator(mode="after")
+    def _profile(self):
+        if self.profile not in self.profiles:
+            raise ValueError(f"train.profile {self.profile!r} is not in train.profiles {sorted(self.profiles)}")
+        return self
+
+    @property
+    def caps(self) -> TrainProfile:
+        return self.profiles[self.profile]
+
+    def input_size(self, family: str | None = None) -> int:
+        size = self.image_size
+        if family is not None and getattr(getattr(self, family), "image_size", None):
+            size = getattr(self, family).image_size
+        cap = self.caps.image_size
+        return size if cap is None else min(cap, size)
+
+    def family(self, name: str):
+        """A family's settings with the active profile's caps applied."""
+        settings = getattr(self, name)
+        cap = self.caps.max_epochs if name != "detector" else self.caps.detector_epochs
+        key = "epochs" if name == "detector" else "max_epochs"
+        if cap is not None and getattr(settings, key) > cap:
+            settings = settings.model_copy(update={key: cap})
+        return settings
+
+
+class RecallTargets(_Strict):
+    """Recall each flag must reach on validation; its threshold is chosen there to meet it."""
+    sku_mismatch: float = Fraction
+    blur: float = Fraction
+    sticker_missing: float = Fraction
+    dirt: float = Fraction
+    prohibited: float = Fraction
+    manipulation: float = Fraction
+
+
 class Params(_Strict):
     seed: int = Field(ge=0)
     data: DataParams
@@ -99,6 +195,8 @@ class Params(_Strict):
     labels: LabelParams
     prohibited: ProhibitedParams
     validation: ValidationParams
+    train: TrainParams
+    recall_targets: RecallTargets
 
     def digest(self) -> str:
         """A short hash of every value, recorded with models and data versions."""

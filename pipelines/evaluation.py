@@ -1,0 +1,116 @@
+"""The one evaluation module of every family: thresholds for a recall target, binary metrics,
+curves for ``dvc plots``, and the metrics file ``dvc metrics`` reads.
+
+Thresholds are always chosen on validation scores; the frozen test split is only ever measured.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+MODELS_DIR = Path("models")
+METRICS_DIR = Path("metrics")
+PLOTS_DIR = Path("plots")
+
+
+def model_dir(family: str, root: str | Path | None = None) -> Path:
+    return Path(root or Path.cwd()) / MODELS_DIR / family
+
+
+def metrics_path(family: str, root: str | Path | None = None) -> Path:
+    return Path(root or Path.cwd()) / METRICS_DIR / f"{family}.json"
+
+
+def plots_dir(family: str, root: str | Path | None = None) -> Path:
+    return Path(root or Path.cwd()) / PLOTS_DIR / family
+
+
+def threshold_for_recall(scores, labels, target: float) -> float:
+    """The highest threshold t such that flagging ``score >= t`` catches at least ``target`` of the positives.
+
+    With no positive on validation there is nothing to calibrate on: that is an error, not a guess.
+    """
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
+    pos = np.sort(scores[labels])[::-1]
+    if len(pos) == 0:
+        raise ValueError("no positive example on validation: cannot choose a threshold for a recall target")
+    need = max(1, math.ceil(target * len(pos) - 1e-9))
+    return float(pos[need - 1])
+
+
+def binary_metrics(scores, labels, threshold: float) -> dict:
+    """Recall, precision, false-positive rate, flagged share, AUC and AP of ``score >= threshold``."""
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
+    flag = scores >= threshold
+    tp, fp = int((flag & labels).sum()), int((flag & ~labels).sum())
+    fn, tn = int((~flag & labels).sum()), int((~flag & ~labels).sum())
+    both = 0 < labels.sum() < len(labels)
+    return {
+        "threshold": float(threshold),
+        "recall": tp / (tp + fn) if tp + fn else float("nan"),
+        "precision": tp / (tp + fp) if tp + fp else float("nan"),
+        "false_positive_rate": fp / (fp + tn) if fp + tn else float("nan"),
+        "flagged_share": float(flag.mean()) if len(flag) else float("nan"),
+        "auc": float(roc_auc_score(labels, scores)) if both else float("nan"),
+        "average_precision": float(average_precision_score(labels, scores)) if both else float("nan"),
+        "positives": int(labels.sum()),
+        "n": int(len(labels)),
+    }
+
+
+def pr_curve(scores, labels, points: int = 101) -> pd.DataFrame:
+    """Precision and recall over ``points`` thresholds (score quantiles): a small CSV for ``dvc plots``."""
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
+    rows = []
+    for t in np.unique(np.quantile(scores, np.linspace(0, 1, points))):
+        flag = scores >= t
+        tp = (flag & labels).sum()
+        rows.append({"threshold": float(t), "recall": tp / max(1, labels.sum()),
+                     "precision": tp / max(1, flag.sum())})
+    return pd.DataFrame(rows)
+
+
+def _clean(obj):
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return None if not math.isfinite(float(obj)) else round(float(obj), 6)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def write_json(obj: dict, path: str | Path) -> Path:
+    """Write ``obj`` atomically as JSON (NaN becomes null, so ``dvc metrics`` can read it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_clean(obj), indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def write_metrics(family: str, metrics: dict, root: str | Path | None = None) -> Path:
+    return write_json(metrics, metrics_path(family, root))
+
+
+def write_plot(family: str, name: str, frame: pd.DataFrame, root: str | Path | None = None) -> Path:
+    path = plots_dir(family, root) / f"{name}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False, float_format="%.6g")
+    return path
+
+
+def read_metrics(family: str, root: str | Path | None = None) -> dict:
+    with open(metrics_path(family, root)) as fh:
+        return json.load(fh)

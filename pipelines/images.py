@@ -1,0 +1,43 @@
+"""Photos as model input: one decode and resize used by training, evaluation and serving alike."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """The photo as an RGB uint8 array; a file OpenCV cannot decode is an error naming it."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"{path}: not a decodable image")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def resize(rgb: np.ndarray, size: int) -> np.ndarray:
+    if rgb.shape[0] == size and rgb.shape[1] == size:
+        return rgb
+    interp = cv2.INTER_AREA if max(rgb.shape[:2]) > size else cv2.INTER_LINEAR
+    return cv2.resize(rgb, (size, size), interpolation=interp)
+
+
+def to_input(rgbs: Sequence[np.ndarray] | np.ndarray, size: int) -> torch.Tensor:
+    """A float batch [N, 3, size, size] scaled to [-1, 1] (the EfficientNet-Lite normalisation)."""
+    arr = np.stack([resize(x, size) for x in rgbs]) if not isinstance(rgbs, np.ndarray) or rgbs.ndim == 3 \
+        else rgbs
+    if arr.ndim == 3:
+        arr = arr[None]
+    t = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
+    return t.div_(127.5).sub_(1.0)
+
+
+def load_resized(paths: Sequence[str | Path], size: int, threads: int = 4) -> np.ndarray:
+    """All photos decoded and resized to ``size`` x ``size``: uint8 [N, size, size, 3]."""
+    with ThreadPoolExecutor(threads) as pool:
+        return np.stack(list(pool.map(lambda p: resize(read_rgb(p), size), paths))) if len(paths) else \
+            np.zeros((0, size, size, 3), np.uint8)

@@ -1,0 +1,55 @@
+"""Shared fixtures: a real git + DVC project holding one versioned tiny batch, trained with the tiny profile."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def sh(cwd: Path, *args: str) -> str:
+    return subprocess.run(args, cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def make_project(base: Path, profile: str = "tiny", n: int | None = None) -> Path:
+    """A git repo with the project's params.yaml (train.profile = tiny) and one versioned batch."""
+    from pipelines.generate import generate_batch
+    from pipelines.params import load_params
+    from pipelines.version import version_batch
+
+    repo = base / "repo"
+    repo.mkdir(parents=True)
+    sh(repo, "git", "init", "-q", "-b", "main")
+    sh(repo, "git", "config", "user.name", "ReviewOps Test")
+    sh(repo, "git", "config", "user.email", "test@reviewops.invalid")
+    (repo / ".gitignore").write_text("/data/incoming/\n/data/quarantine/\n/.dvc-remote/\n/.cache/\n")
+    raw = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    raw["train"]["profile"] = profile
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    sh(repo, "git", "add", ".gitignore", "params.yaml")
+    sh(repo, "git", "commit", "-q", "-m", "init")
+    params = load_params(repo / "params.yaml")
+    prof = params.data.profiles["tiny"]
+    src = generate_batch(repo / "data" / "incoming", "tiny-b1", n or prof.n, prof.seed, params=params, workers=2)
+    version_batch(src, repo=repo, params=params, remote=str(base / "remote"))
+    return repo
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory) -> Path:
+    """Session-wide tiny project; tests that train copy it (``copy_project``) so they never interfere."""
+    return make_project(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture
+def copy_project(tiny_project, tmp_path):
+    def _copy() -> Path:
+        dest = tmp_path / "repo"
+        shutil.copytree(tiny_project, dest, symlinks=True)
+        return dest
+    return _copy

@@ -1,0 +1,146 @@
+"""Every timm family trained and evaluated for real on the tiny profile, as DVC stages and alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pipelines.families import FAMILIES, evaluate, train
+from pipelines.images import load_resized, to_input
+from pipelines.params import load_params
+
+PROJECT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _env() -> dict:
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+
+
+def _dvc(repo: Path, *args: str) -> str:
+    out = subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=_env(), capture_output=True, text=True)
+    assert out.returncode == 0, f"dvc {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
+    return out.stdout + out.stderr
+
+
+def _with_pipeline(repo: Path) -> Path:
+    """The project's dvc.yaml and the code it names as dependencies, committed in the test repo."""
+    shutil.copy(PROJECT / "dvc.yaml", repo / "dvc.yaml")
+    shutil.copytree(PROJECT / "pipelines", repo / "pipelines", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(["git", "add", "dvc.yaml", "pipelines"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "pipeline"], cwd=repo, check=True)
+    return repo
+
+
+@pytest.mark.timeout(900)
+def test_dvc_repro_trains_every_family_and_a_second_repro_trains_nothing(copy_project):
+    repo = _with_pipeline(copy_project())
+    started = time.perf_counter()
+    out = _dvc(repo, "repro")
+    wall = time.perf_counter() - started
+    records = list((repo / "models").glob("*/train.json")) + list((repo / "models").glob("prohibited/*/train.json"))
+    training = sum(json.loads(p.read_text())["seconds"] for p in records)
+    print(f"tiny profile: dvc repro {wall:.0f} s wall, training {training:.0f} s over {len(records)} models")
+    assert training < 180, f"the tiny profile must train all five families in under 3 minutes: {training:.0f} s"
+    for family in FAMILIES:
+        assert (repo / "metrics" / f"{family}.json").exists(), out
+        assert any((repo / "models" / family).iterdir())
+    categories = load_params(repo / "params.yaml").prohibited.categories
+    assert sorted(p.name for p in (repo / "models" / "prohibited").iterdir() if p.is_dir()) == sorted(categories)
+    shown = json.loads(_dvc(repo, "metrics", "show", "--json"))
+    flat = json.dumps(shown)
+    for key in ("top1_accuracy", "spearman", "laplacian_baseline", "map50", "recall_by_type", "false_positive_rate_clean"):
+        assert key in flat, key
+    plots = _dvc(repo, "plots", "show", "-o", str(repo / "plots_html"))
+    assert (repo / "plots_html" / "index.html").exists(), plots
+
+    before = {p: p.stat().st_mtime_ns for p in (repo / "models").rglob("*") if p.is_file()}
+    again = _dvc(repo, "repro")
+    assert "didn't change, skipping" in again and "Running stage" not in again, again
+    assert {p: p.stat().st_mtime_ns for p in (repo / "models").rglob("*") if p.is_file()} == before
+    assert "up to date" in _dvc(repo, "status").lower() or _dvc(repo, "status").strip() == ""
+
+
+def _photos(repo: Path, n: int = 6) -> torch.Tensor:
+    from pipelines.dataset import versioned_manifest
+
+    df = versioned_manifest(repo).head(n)
+    size = load_params(repo / "params.yaml").train.input_size("prohibited")
+    return to_input(load_resized(list(df["path"]), size), size)
+
+
+def test_adding_or_retraining_a_prohibited_category_leaves_the_others_bit_identical(copy_project):
+    from pipelines.families.prohibited import load_combined, train as train_prohibited
+
+    repo = copy_project()
+    params = load_params(repo / "params.yaml")
+    train_prohibited(repo, params, ["cash", "knife"])
+    x = _photos(repo)
+    with torch.no_grad():
+        before = load_combined(repo, params, ["cash", "knife"])(x)
+
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["train"]["prohibited"]["lr"] = 0.01          # retrain cash with other settings, add gun
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    changed = load_params(repo / "params.yaml")
+    train_prohibited(repo, changed, ["cash", "gun"])
+    with torch.no_grad():
+        after = load_combined(repo, changed, ["cash", "knife", "gun"])(x)
+
+    assert torch.equal(after[:, 1], before[:, 1])            # knife: bit-identical
+    assert not torch.equal(after[:, 0], before[:, 0])        # cash was retrained
+    assert after.shape == (len(x), 3) and ((after >= 0) & (after <= 1)).all()
+
+
+def test_a_served_net_gives_what_evaluation_measured_from_cached_features(copy_project):
+    """The cache is an optimisation only: the full forward on photos equals head(tail(cached trunk output))."""
+    from pipelines.families import common, scalar
+    from pipelines.dataset import versioned_manifest
+
+    repo = copy_project()
+    params = load_params(repo / "params.yaml")
+    train("manipulation", repo, params)
+    net, arch = scalar.load_net("manipulation", repo)
+    df = versioned_manifest(repo).head(8)
+    cached = scalar.scores("manipulation", repo, params, df)
+    with torch.no_grad():
+        direct = torch.sigmoid(net(to_input(load_resized(list(df["path"]), arch["image_size"]), arch["image_size"])))
+    np.testing.assert_allclose(direct.numpy(), cached, atol=2e-3)
+    metrics = evaluate("manipulation", repo, params)
+    assert set(metrics["test"]["recall_by_type"]) == {"splice", "clone", "watermark", "synthetic"}
+
+
+def test_evaluate_before_train_and_unknown_family_fail_clearly(copy_project):
+    repo = copy_project()
+    run = lambda *a: subprocess.run([str(BIN / "reviewops"), *a], cwd=repo, env=_env(), capture_output=True, text=True)
+    out = run("evaluate", "blur")
+    assert out.returncode == 2 and "reviewops train blur" in out.stderr
+    out = run("train", "colour")
+    assert out.returncode == 2 and "unknown model family 'colour'" in out.stderr
+    out = run("train", "prohibited", "--category", "bananas")
+    assert out.returncode == 2 and "unknown prohibited category 'bananas'" in out.stderr
+
+
+def test_trunk_features_derived_from_a_lower_cached_split_match_a_direct_computation(tiny_project, tmp_path):
+    from pipelines.dataset import versioned_manifest
+    from pipelines.features import compute, trunk_features
+    from pipelines.trunk import Trunk
+
+    df = versioned_manifest(tiny_project).head(12)
+    paths, shas = list(df["path"]), list(df["sha256"])
+    t5, t6 = Trunk(5), Trunk(6)
+    trunk_features(t5, paths[:8], shas[:8], 96, root=tmp_path)     # the lower split holds 8 of the 12
+    derived = trunk_features(t6, paths, shas, 96, root=tmp_path)   # 8 derived from it, 4 from the photos
+    direct = compute(t6, paths, 96)
+    torch.testing.assert_close(derived.float(), direct.float(), atol=0.05, rtol=0.02)
+    assert torch.equal(trunk_features(t6, paths[::-1], shas[::-1], 96, root=tmp_path), derived.flip(0))
