@@ -28,10 +28,12 @@ def resize(rgb: np.ndarray, size: int) -> np.ndarray:
 
 def to_input(rgbs: Sequence[np.ndarray] | np.ndarray, size: int) -> torch.Tensor:
     """A float batch [N, 3, size, size] scaled to [-1, 1] (the EfficientNet-Lite normalisation)."""
-    arr = np.stack([resize(x, size) for x in rgbs]) if not isinstance(rgbs, np.ndarray) or rgbs.ndim == 3 \
-        else rgbs
-    if arr.ndim == 3:
-        arr = arr[None]
+    if isinstance(rgbs, np.ndarray) and rgbs.ndim == 3:      # one photo
+        arr = resize(rgbs, size)[None]
+    elif isinstance(rgbs, np.ndarray) and rgbs.ndim == 4:    # a batch, resized already (load_resized)
+        arr = rgbs
+    else:                                                    # a sequence of photos of any size
+        arr = np.stack([resize(x, size) for x in rgbs])
     t = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
     return t.div_(127.5).sub_(1.0)
 
