@@ -4,12 +4,19 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Airflow lives in the project (git-ignored): SQLite, these DAGs, no examples
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER ?= $(CURDIR)/dags
+export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 export PYTHONUNBUFFERED := 1
+# make demo DEMO_PROFILE=tiny: 96 photos and the tiny training profile, in $TMPDIR/reviewops-demo-tiny (DEMO_DIR)
+DEMO_PROFILE ?= demo
+DEMO_DIR ?=
+DEMO_PORT ?=
 # dvc.yaml's stage commands call `reviewops`: the venv's executables come first
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install test test-fast demo repro clean
+.PHONY: install test test-fast demo repro clean airflow-init airflow-ui
 
 install: $(STAMP)
 
@@ -27,8 +34,17 @@ $(STAMP): pyproject.toml constraints.txt
 test: install
 	$(BIN)/pytest -q
 
+# Ingest, retrain and deploy through Airflow, live traffic, drift and false-positive reports (pipelines/demo.py).
 demo: install
-	$(BIN)/reviewops demo
+	$(BIN)/python -m pipelines.demo --profile $(DEMO_PROFILE) $(if $(DEMO_DIR),--workdir $(DEMO_DIR)) $(if $(DEMO_PORT),--port $(DEMO_PORT))
+
+# Airflow's metadata database (SQLite in $(AIRFLOW_HOME)); `make demo` migrates its own as well.
+airflow-init: install
+	$(BIN)/airflow db migrate
+
+# The Airflow UI, scheduler, dag-processor and triggerer on this machine: http://localhost:8080
+airflow-ui: airflow-init
+	REVIEWOPS_ROOT=$(CURDIR) $(BIN)/airflow standalone
 
 # Train and evaluate every model family from the versioned data; unchanged families are skipped.
 repro: install

@@ -188,6 +188,130 @@ class RecallTargets(_Strict):
     manipulation: float = Fraction
 
 
+class GateParams(_Strict):
+    """Promotion criteria, all measured on the frozen test split (pipelines/gate.py)."""
+    recall_floors: dict[str, float]         # check -> lowest recall a candidate may have
+    max_recall_drop: float = Fraction       # against production: a check's recall may not fall by more
+    max_auto_pass_drop: float = Fraction    # against production: the family's auto-pass share may not fall by more
+    allow_unmeasured: bool = False          # a check with no positive on the test split passes its floor (tiny data only)
+
+    @field_validator("recall_floors")
+    @classmethod
+    def _floors(cls, v):
+        for name, floor in v.items():
+            if not 0.0 <= floor <= 1.0:
+                raise ValueError(f"gate.recall_floors.{name} must be in [0, 1]")
+        return v
+
+
+class ServingParams(_Strict):
+    """The reviewer service (bentos/): input limits, batching, smoke set, prediction log."""
+    port: int = Field(ge=1, le=65535)       # the serving port `reviewops deploy` answers on (loopback)
+    max_upload_bytes: int = Field(gt=0)     # a larger photo is refused with 413
+    max_pixels: int = Field(gt=0)           # width x height beyond this is refused (decompression bombs)
+    max_batch_photos: int = Field(gt=0)     # photos in one /review_batch request
+    batch_max_size: int = Field(gt=0)       # adaptive batching: largest batch the CNNs run
+    batch_max_latency_ms: int = Field(gt=0) # adaptive batching: a photo waiting longer is shed (503)
+    golden_photos: int = Field(gt=0)        # smoke set recorded at build, replayed by deploy
+    prediction_log: str                     # SQLAlchemy URL; relative sqlite paths are under the project
+    photo_archive: str | None = None           # reviewed photos kept here by SHA-256 (relative: under the project)
+
+
+class SampleSet(_Strict):
+    n: int = Field(gt=0)
+    seed: int = Field(ge=0)
+
+
+class ActiveLearningExperiment(_Strict):
+    """benchmarks/active_learning.py: rounds of labels chosen by uncertainty against rounds chosen at random."""
+    category: str                           # the prohibited category measured
+    shift: str                              # generator knobs of pool and test set (``reviewops generate --shift``)
+    pool: SampleSet                         # the unlabelled pool
+    test: SampleSet                         # the fixed held-out labelled test set
+    seed_labels: int = Field(gt=0)          # labelled seed drawn from the pool...
+    seed_positives: int = Field(ge=0)       # ...holding this many positives
+    k: int = Field(gt=0)                    # labels per round...
+    rounds: int = Field(gt=0)               # ...for this many rounds...
+    then_k: int = Field(gt=0)               # ...then this many per round until the pool is exhausted
+    repetitions: int = Field(gt=0)
+    precision: float = Field(gt=0.0, le=1.0)  # recall is read at this precision
+    image_size: int = Field(ge=32, le=1024)   # px: the experiment's training and scoring input
+
+    @model_validator(mode="after")
+    def _seed(self):
+        if self.seed_positives > self.seed_labels:
+            raise ValueError("active_learning.experiment.seed_positives must be <= seed_labels")
+        return self
+
+
+class ActiveLearningParams(_Strict):
+    """reviewops select: which unlabelled photos go to annotators (pipelines/active_learning.py)."""
+    k: int = Field(gt=0)                    # photos per annotation queue
+    pool_size: int = Field(gt=0)            # most pool photos scored
+    duplicate_distance: float = Field(ge=0.0, le=2.0)  # cosine distance of embeddings: at or below, a near-duplicate
+    box_confidence: float = Fraction        # YOLO dirt boxes at or above it pre-fill the annotator's rectangles
+    experiment: ActiveLearningExperiment
+
+
+# Evidently drift tests whose score is a p-value (drift when p < threshold); the others are distances
+# (drift when distance >= threshold). Only p-value thresholds add up to a false-alarm probability.
+P_VALUE_METHODS = ("ks", "chisquare", "z", "fisher_exact", "g_test", "mannw", "t_test", "anderson",
+                   "cramer_von_mises", "es", "empirical_mmd")
+DISTANCE_METHODS = ("wasserstein", "psi", "jensenshannon", "kl_div", "hellinger", "ed", "TVD")
+DRIFT_COLUMNS = ("blur_score", "sku_similarity", "manipulation_score", "sticker_missing_score", "dirt_score",
+                 "centring_offset", "prohibited", "decision")
+
+
+class DriftColumn(_Strict):
+    """One monitored column: Evidently's drift test, its threshold and whether drift here raises the alarm."""
+    method: Literal[P_VALUE_METHODS + DISTANCE_METHODS]
+    threshold: float = Field(gt=0.0)
+    trigger: bool = False                   # drift here alerts and signals retrain (the others are reported only)
+
+    @model_validator(mode="after")
+    def _p_value(self):
+        if self.method in P_VALUE_METHODS and not self.threshold < 1.0:
+            raise ValueError(f"a p-value threshold ({self.method}) must be < 1")
+        return self
+
+
+class MonitoringParams(_Strict):
+    """Drift of live scores against the reference, alerts, false-positive reports (monitoring/)."""
+    reference: str                          # directory of the reference (reference.parquet + reference.json)
+    reports_dir: str                        # drift and fp reports: <reports_dir>/<date>/
+    alerts: str                             # JSON lines, one per alert
+    workspace: str                          # Evidently UI workspace (`evidently ui --workspace ...`)
+    project: str = Field(min_length=1)      # the Evidently project of the reviewer
+    window: str = Field(pattern=r"^[1-9][0-9]*[mhdw]$")   # default live window of `reviewops drift`
+    min_rows: int = Field(ge=10)            # fewer live rows in the window: no verdict (insufficient data)
+    false_alarm_budget: float = Field(gt=0.0, lt=1.0)    # per window: the trigger p-value thresholds sum to at most this
+    columns: dict[str, DriftColumn]
+    webhook_url: str | None = None          # POSTed the alert JSON on drift; null: no webhook
+    webhook_timeout_s: float = Field(gt=0.0)
+    fp_days: int = Field(gt=0)              # days of predictions the false-positive report covers
+    fp_top: int = Field(ge=0)               # thumbnails of the top false positives per report
+    thumbnail_px: int = Field(ge=32, le=512)
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, v):
+        unknown = sorted(set(v) - set(DRIFT_COLUMNS))
+        if unknown:
+            raise ValueError(f"monitoring.columns: unknown column(s) {unknown}; known: {list(DRIFT_COLUMNS)}")
+        if not any(c.trigger for c in v.values()):
+            raise ValueError("monitoring.columns: at least one column must have trigger: true")
+        return v
+
+    @model_validator(mode="after")
+    def _budget(self):
+        # Bonferroni: P(any trigger column fires | no drift) <= sum of their p-value thresholds
+        spent = sum(c.threshold for c in self.columns.values() if c.trigger and c.method in P_VALUE_METHODS)
+        if spent > self.false_alarm_budget + 1e-12:
+            raise ValueError(f"monitoring: the trigger columns' p-value thresholds sum to {spent:g}, above "
+                             f"false_alarm_budget {self.false_alarm_budget:g}")
+        return self
+
+
 class Params(_Strict):
     seed: int = Field(ge=0)
     data: DataParams
@@ -197,6 +321,10 @@ class Params(_Strict):
     validation: ValidationParams
     train: TrainParams
     recall_targets: RecallTargets
+    gate: GateParams
+    serving: ServingParams
+    active_learning: ActiveLearningParams
+    monitoring: MonitoringParams
 
     def digest(self) -> str:
         """A short hash of every value, recorded with models and data versions."""

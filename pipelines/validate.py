@@ -195,6 +195,9 @@ def _load_suite_json() -> dict:
     return json.loads(SUITE_PATH.read_text())
 
 
+SELECTION_FILE = "selection.json"   # written by active_learning.import_labels
+
+
 def suite_parameters(params: Params, suite: dict | None = None) -> dict:
     """Values of every $PARAMETER of the suite, from params.yaml and the code's vocabularies."""
     suite = suite or _load_suite_json()
@@ -312,6 +315,10 @@ def validate_batch(batch_dir: str | Path, *, repo: str | Path | None = None, par
         raise FileNotFoundError(f"no batch directory {batch_dir}")
     suite_json = _load_suite_json()
     parameters = suite_parameters(params, suite_json)
+    if (batch_dir / SELECTION_FILE).exists():
+        # Answers to an active-learning queue: photos chosen because the model hesitated on them are enriched in
+        # the rare labels by design, so the prevalence bounds (set for batches drawn at random) do not apply.
+        parameters.update({k: (0.0 if k.endswith("_min") else 1.0) for k in parameters if k.startswith("prevalence_")})
     n_rows, failures = _check_manifest(batch_dir)
     ge_result = None
     with tempfile.TemporaryDirectory(prefix="reviewops-ge-") as tmp:

@@ -53,3 +53,30 @@ def copy_project(tiny_project, tmp_path):
         shutil.copytree(tiny_project, dest, symlinks=True)
         return dest
     return _copy
+
+
+def train_all(repo: Path) -> Path:
+    """Train and evaluate every family in ``repo`` (tiny profile), as `dvc repro` would."""
+    from pipelines.families import FAMILIES, evaluate, train
+
+    for family in FAMILIES:
+        train(family, repo)
+        evaluate(family, repo)
+    return repo
+
+
+def tiny_gate_params(repo: Path) -> None:
+    """Gate floors for tiny data: 19 test photos leave most categories without a positive."""
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["gate"]["allow_unmeasured"] = True
+    raw["gate"]["recall_floors"] = {k: 0.0 for k in raw["gate"]["recall_floors"]}
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+@pytest.fixture(scope="session")
+def trained_project(tiny_project, tmp_path_factory) -> Path:
+    """A copy of the tiny project with all five families trained and evaluated (session-wide, read-only)."""
+    dest = tmp_path_factory.mktemp("trained") / "repo"
+    shutil.copytree(tiny_project, dest, symlinks=True)
+    tiny_gate_params(dest)
+    return train_all(dest)

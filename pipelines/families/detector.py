@@ -321,6 +321,15 @@ def centring(product_box, tolerance: float) -> tuple[float, float, bool]:
 
 # --- evaluate ---------------------------------------------------------------------------------------
 
+def auto_pass_share(df: pd.DataFrame, nets: pd.DataFrame, boxes: pd.DataFrame, thresholds: dict) -> float:
+    """Share of the photos of ``df`` that none of the family's three checks flags (as served)."""
+    flagged = np.zeros(len(df), dtype=bool)
+    for name, (applies, _) in CHECKS.items():
+        flagged |= applies(df).to_numpy() & (nets[f"{name}_score"].to_numpy() >= thresholds[name])
+    flagged |= (df["category"] != "none").to_numpy() & boxes["off_centre_flag"].to_numpy(bool)
+    return float(1.0 - flagged.mean()) if len(df) else float("nan")
+
+
 def detect(model, paths: list[str], params: Params) -> list[dict]:
     """Per photo (in the order of ``paths``): confidences of sticker and dirt boxes, the top product box."""
     settings = params.train.detector
@@ -415,7 +424,8 @@ def evaluate(root: Path, params: Params) -> dict:
 
     metrics = {
         "test": {"map50": map50(model, root, df, params), **test_flags,
-                 "centring": centring_metrics(frames["test"], boxes["test"]), "box_rule": box_rule},
+                 "centring": centring_metrics(frames["test"], boxes["test"]), "box_rule": box_rule,
+                 "auto_pass_share": auto_pass_share(frames["test"], nets["test"], boxes["test"], thresholds)},
         "val": {**val_flags, "centring": centring_metrics(frames["val"], boxes["val"])},
         "thresholds": thresholds,
         "threshold_source": sources,

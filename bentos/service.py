@@ -1,0 +1,331 @@
+"""The combined reviewer as a BentoML service (the serving contract of shared/DESIGN.md).
+
+Two services in one Bento:
+- ``Checks`` holds every family's production model (ONNX Runtime; YOLO through ultralytics'
+  ONNX backend) behind one batchable API: BentoML's adaptive batching groups concurrent photos.
+- ``Reviewer`` answers HTTP: it validates and decodes the upload (4xx JSON for bad input, never a
+  500), asks ``Checks`` for the scores, decides with the thresholds of the registered metadata,
+  appends every answer to the prediction log and counts requests per route and decision for
+  ``/metrics``. ``/readyz`` is real: the models answered a warm-up photo and the log is writable.
+
+``production.json`` (family -> model tag), ``params.yaml`` and ``golden/`` are written beside this
+file by ``reviewops build``; the models travel inside the Bento.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+
+import bentoml
+from bentoml.exceptions import BentoMLException
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+HERE = Path(__file__).resolve().parent
+PRODUCTION: dict[str, str] = json.loads(Path(os.environ.get("REVIEWOPS_PRODUCTION", HERE / "production.json")).read_text())
+PARAMS_PATH = Path(os.environ.get("REVIEWOPS_PARAMS", HERE / "params.yaml"))
+
+
+def _serving():
+    from pipelines.params import load_params
+    return load_params(PARAMS_PATH).serving
+
+
+SERVING = _serving()
+THREADS = int(os.environ.get("REVIEWOPS_THREADS", "2"))
+
+
+def _bundles() -> dict[str, str]:
+    return {family: bentoml.models.get(tag).path for family, tag in PRODUCTION.items()}
+
+
+@bentoml.service(name="reviewops-checks", workers=1, traffic={"timeout": 120})
+class Checks:
+    """Every production model; ``infer`` is batched adaptively across concurrent requests."""
+
+    def __init__(self) -> None:
+        from pipelines.reviewer import INPUT_SIZE, ReviewerModels
+
+        self.models = ReviewerModels(_bundles(), threads=THREADS)
+        rng = np.random.default_rng(0)
+        self.models.infer(rng.integers(0, 255, (2, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8))  # warm-up
+        self.ready = True
+
+    def __is_ready__(self) -> bool:
+        return self.ready
+
+    @bentoml.api(batchable=True, max_batch_size=SERVING.batch_max_size, max_latency_ms=SERVING.batch_max_latency_ms)
+    def infer(self, photos: np.ndarray) -> list[str]:
+        """uint8 photos [N, 256, 256, 3] -> one JSON object of raw scores per photo."""
+        return [json.dumps(r) for r in self.models.infer(photos)]
+
+
+app = FastAPI(title="ReviewOps reviewer", docs_url=None, redoc_url=None, openapi_url=None)
+FIELDS = {"sku_id", "category", "listing_id"}
+
+
+def _error(status: int, code: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status)
+
+
+@bentoml.service(name="reviewops-reviewer", workers=1, traffic={"timeout": 120})
+@bentoml.asgi_app(app, path="/")
+class Reviewer:
+    checks = bentoml.depends(Checks)
+
+    def __init__(self) -> None:
+        import prometheus_client as prom  # after BentoML set PROMETHEUS_MULTIPROC_DIR
+
+        from monitoring.prediction_log import PredictionLog, resolve_url
+        from pipelines.photo_input import PhotoError, archive_photo, b64_bytes, decode_photo, missing_field, photo_limits
+        from pipelines.reviewer import decide, log_scores, prepare, read_meta
+
+        self.PhotoError, self.missing_field = PhotoError, missing_field
+        self._decode, self._b64_bytes, self._archive_photo = decode_photo, b64_bytes, archive_photo
+        self._decide, self._log_scores, self._prepare = decide, log_scores, prepare
+        self.params = __import__("pipelines.params", fromlist=["load_params"]).load_params(PARAMS_PATH)
+        self.limits = photo_limits(self.params)
+        bundles = _bundles()
+        self.metas = {family: read_meta(Path(path)) for family, path in bundles.items()}
+        self.models = {family: {"tag": tag, **_summary(tag)} for family, tag in PRODUCTION.items()}
+        self.versions = {family: tag for family, tag in PRODUCTION.items()}
+        root = Path(os.environ.get("REVIEWOPS_ROOT", Path.cwd()))
+        self.log = PredictionLog(resolve_url(SERVING.prediction_log, root))
+        from monitoring.feedback import FeedbackStore, accept_feedback
+
+        self.feedback, self._accept_feedback = FeedbackStore(resolve_url(SERVING.prediction_log, root)), accept_feedback
+        self.archive = (root / SERVING.photo_archive).resolve() if SERVING.photo_archive else None
+        self.requests = prom.Counter("reviewops_reviews", "Photos answered, by route and decision",
+                                     ["route", "decision"])
+        self.errors = prom.Counter("reviewops_rejected", "Requests refused with a 4xx, by route and error",
+                                   ["route", "error"])
+        self.latency = prom.Histogram("reviewops_review_seconds", "Latency of answered requests, by route and decision",
+                                      ["route", "decision"],
+                                      buckets=(.025, .05, .075, .1, .15, .2, .3, .5, .75, 1, 2, 5, 10))
+
+    def __is_ready__(self) -> bool:
+        return self.log.ping()
+
+    # --- parsing ---------------------------------------------------------------------------------
+
+    async def _body(self, request: Request) -> bytes:
+        limit = SERVING.max_upload_bytes * SERVING.max_batch_photos + 1_000_000
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise self.PhotoError(413, "request_too_large", f"the request has {int(declared)} bytes; the limit is {limit}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise self.PhotoError(413, "request_too_large", f"the request exceeds {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _fields(self, item: dict, where: str) -> dict:
+        unknown = set(item) - FIELDS - {"photo", "photo_b64"}
+        if unknown:
+            raise self.PhotoError(400, "unknown_field", f"{where}: unknown field(s) {sorted(unknown)}; "
+                                  f"expected photo (file) or photo_b64, and optional {sorted(FIELDS)}")
+        out = {}
+        for name in FIELDS:
+            value = item.get(name)
+            if value is not None and (not isinstance(value, str) or len(value) > 200):
+                raise self.PhotoError(400, "bad_field", f"{where}: {name} must be a string of at most 200 characters")
+            out[name] = value or None
+        return out
+
+    async def _items(self, request: Request, batch: bool) -> list[dict | Exception]:
+        """Each photo of the request as {"rgb", "sku_id", "category", "listing_id"}, or its PhotoError."""
+        ctype = request.headers.get("content-type", "")
+        body = await self._body(request)
+        if ctype.startswith("multipart/form-data"):
+            return self._multipart(ctype, body, batch)
+        if ctype.startswith("application/json") or not ctype:
+            try:
+                doc = json.loads(body or b"null")
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise self.PhotoError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+            if batch:
+                if not isinstance(doc, dict) or not isinstance(doc.get("items"), list) or set(doc) != {"items"}:
+                    raise self.PhotoError(400, "bad_batch", 'expected {"items": [{"photo_b64": ..., "sku_id": ...}, ...]}')
+                docs = doc["items"]
+            else:
+                if not isinstance(doc, dict):
+                    raise self.PhotoError(400, "bad_request", 'expected a JSON object {"photo_b64": ..., "sku_id": ...}')
+                docs = [doc]
+            return [self._from_json(d, i, batch) for i, d in enumerate(docs)]
+        if ctype.startswith("application/x-www-form-urlencoded"):     # a plain HTML form: fields, photo_b64 or none
+            from urllib.parse import parse_qsl
+
+            try:
+                form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body)))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise self.PhotoError(400, "bad_form", f"the form body is not valid: {exc}") from None
+            if batch:
+                raise self.PhotoError(400, "bad_batch", "/review_batch takes JSON {\"items\": [...]} or multipart photos")
+            if "photo_b64" not in form and "photo" not in form:
+                raise self.missing_field("photo")
+            return [self._from_json(form, 0, batch)]
+        raise self.PhotoError(415, "unsupported_content_type",
+                              f"content type {ctype!r}: send multipart/form-data (field photo) or JSON (photo_b64)")
+
+    def _from_json(self, doc, i: int, batch: bool) -> dict | Exception:
+        where = f"items[{i}]" if batch else "request"
+        try:
+            if not isinstance(doc, dict):
+                raise self.PhotoError(400, "bad_request", f"{where} must be a JSON object")
+            fields = self._fields(doc, where)
+            text = doc.get("photo_b64", doc.get("photo"))
+            if text is None:
+                raise self.missing_field("photo_b64")
+            if not isinstance(text, str):
+                raise self.PhotoError(400, "bad_field", f"{where}: photo_b64 must be a base64 string")
+            data = self._b64_bytes(text, max_bytes=self.limits["max_bytes"])
+            return {"rgb": self._decode(data, **self.limits), "data": data, **fields}
+        except self.PhotoError as exc:
+            if not batch:
+                raise
+            return exc
+
+    def _multipart(self, ctype: str, body: bytes, batch: bool) -> list[dict | Exception]:
+        from pipelines.multipart import parse_multipart
+
+        parts = parse_multipart(ctype, body)
+        files = [p for p in parts if p.filename is not None]
+        values = {p.name: p.text() for p in parts if p.filename is None}
+        unknown = {p.name for p in files if p.name != "photo"} | (set(values) - FIELDS)
+        if unknown:
+            raise self.PhotoError(400, "unknown_field", f"unknown field(s) {sorted(unknown)}; expected the file "
+                                  f"field photo and optional {sorted(FIELDS)}")
+        if not files:
+            raise self.missing_field("photo")
+        if not batch and len(files) > 1:
+            raise self.PhotoError(400, "too_many_photos", "POST /review takes one photo; use /review_batch")
+        listed = {k: [p.text() for p in parts if p.filename is None and p.name == k] for k in FIELDS}
+        items: list[dict | Exception] = []
+        for i, part in enumerate(files):
+            try:
+                fields = {k: (v[i] if len(v) == len(files) else (v[0] if len(v) == 1 and not batch else None)) or None
+                          for k, v in listed.items()}
+                items.append({"rgb": self._decode(part.data, **self.limits), "data": part.data, **fields})
+            except self.PhotoError as exc:
+                if not batch:
+                    raise
+                items.append(exc)
+        return items
+
+    # --- answering -------------------------------------------------------------------------------
+
+    async def _answer(self, route: str, items: list, smoke: bool = False) -> list[dict]:
+        started = time.perf_counter()
+        good = [it for it in items if isinstance(it, dict)]
+        raws = []
+        if good:
+            photos = np.stack([self._prepare(it["rgb"]) for it in good])
+            raws = [json.loads(r) for r in await self._infer(photos)]
+        answers, records, it_raw = [], [], iter(raws)
+        latency_ms = (time.perf_counter() - started) * 1000
+        for item in items:
+            if not isinstance(item, dict):
+                answers.append({"error": item.code, "detail": item.message, "status": item.status})
+                self.errors.labels(route, item.code).inc()
+                continue
+            raw = next(it_raw)
+            answer = {"listing_id": item["listing_id"], "request_id": ("smoke-" if smoke else "") + uuid.uuid4().hex,
+                      **self._decide(raw, self.metas, sku_id=item["sku_id"], category=item["category"]),
+                      "models": self.versions}
+            answers.append(answer)
+            records.append({"request_id": answer["request_id"], "listing_id": item["listing_id"],
+                            "decision": answer["decision"], "reasons": answer["reasons"], "models": self.versions,
+                            "checks": answer["checks"], "latency_ms": latency_ms, **self._log_scores(raw, answer)})
+        if records:
+            await asyncio.to_thread(self._keep, [it for it in items if isinstance(it, dict)], records)
+        elapsed = time.perf_counter() - started
+        for answer in answers:
+            if "decision" in answer:
+                self.requests.labels(route, answer["decision"]).inc()
+                self.latency.labels(route, answer["decision"]).observe(elapsed)
+        return answers
+
+    async def _infer(self, photos: np.ndarray) -> list[str]:
+        """The checks' scores; a connection the checks process dropped under load is retried once (inference is pure)."""
+        import aiohttp
+
+        try:
+            return await self.checks.to_async.infer(photos)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            return await self.checks.to_async.infer(photos)
+
+    def _keep(self, items: list[dict], records: list[dict]) -> None:
+        """Archive the photos (named by SHA-256, so a resent photo is stored once) and append the log rows."""
+        if self.archive is not None:
+            for item, record in zip(items, records):
+                record["image_path"] = str(self._archive_photo(item["data"], self.archive))
+        self.log.append(records)
+
+    async def _handle(self, route: str, request: Request, batch: bool) -> JSONResponse:
+        try:
+            items = await self._items(request, batch)
+            if batch and len(items) > SERVING.max_batch_photos:
+                raise self.PhotoError(413, "too_many_photos", f"{len(items)} photos; the limit is {SERVING.max_batch_photos}")
+            if batch and not items:
+                raise self.PhotoError(400, "empty_batch", "the batch has no photo")
+        except self.PhotoError as exc:
+            self.errors.labels(route, exc.code).inc()
+            return JSONResponse(exc.to_json(), status_code=exc.status)
+        try:
+            answers = await self._answer(route, items, smoke=request.headers.get("x-reviewops-smoke") == "1")
+        except BentoMLException as exc:                          # the checks shed load or are restarting: retry later
+            self.errors.labels(route, "overloaded").inc()
+            return JSONResponse({"error": "overloaded", "detail": f"the models cannot take this photo now ({exc.message}); "
+                                 "retry shortly"}, status_code=503, headers={"Retry-After": "1"})
+        return JSONResponse({"results": answers} if batch else answers[0])
+
+    @app.post("/review")
+    async def review(self, request: Request) -> JSONResponse:
+        """One photo: multipart (file field ``photo``) or JSON ``{"photo_b64": ...}``, optional sku_id, category, listing_id."""
+        return await self._handle("/review", request, batch=False)
+
+    @app.post("/review_batch")
+    async def review_batch(self, request: Request) -> JSONResponse:
+        """Many photos: JSON ``{"items": [...]}`` or multipart with repeated ``photo`` (and aligned fields)."""
+        return await self._handle("/review_batch", request, batch=True)
+
+    @app.post("/feedback")
+    async def feedback(self, request: Request) -> JSONResponse:
+        """Manual-review outcomes (per reason: confirmed or not) and later-reported misses, as JSON; 400 names the bad field."""
+        try:
+            body = await self._body(request)
+        except self.PhotoError as exc:
+            return JSONResponse(exc.to_json(), status_code=exc.status)
+        status, answer = await asyncio.to_thread(self._accept_feedback, body, self.feedback,
+                                                 self.params.prohibited.categories)
+        if status >= 400:
+            self.errors.labels("/feedback", answer.get("error", "bad_feedback")).inc()
+        return JSONResponse(answer, status_code=status)
+
+    @app.get("/models")
+    async def served_models(self) -> dict:
+        """The served model of every family: tag, thresholds, test metrics, data version, git revision."""
+        return {"models": self.models, "bento": os.environ.get("BENTOML_BENTO_TAG") or _bento_tag()}
+
+
+def _summary(tag: str) -> dict:
+    meta = dict(bentoml.models.get(tag).info.metadata)
+    return {k: meta.get(k) for k in ("thresholds", "data_version", "git_revision", "params_hash", "content_hash",
+                                     "registered_at", "onnx_parity_max_abs_diff")}
+
+
+def _bento_tag() -> str | None:
+    path = HERE.parent / "bento.yaml"
+    if path.exists():
+        import yaml
+        doc = yaml.safe_load(path.read_text())
+        return f"{doc['name']}:{doc['version']}"
+    return None

@@ -1,0 +1,40 @@
+"""What every ReviewOps DAG shares: owner, retries with backoff, the assets that chain the DAGs.
+
+Wiring only (no project logic): the tasks call ``pipelines.orchestration`` (and through it
+``pipelines`` and ``monitoring``), which finds the project at ``$REVIEWOPS_ROOT`` or beside ``dags/``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, ExceptionRetryPolicy, RetryAction, RetryRule
+
+# Asset events chain the DAGs: ingest -> DATA -> retrain -> BENTO -> deploy; drift -> DRIFT -> retrain.
+DATA = Asset("reviewops://data")        # a batch was versioned (extra: the batch ids)
+BENTO = Asset("reviewops://bento")      # a reviewer Bento was built from new production models (extra: its tag)
+DRIFT = Asset("reviewops://drift")      # the drift report found live traffic drifted from the reference
+
+START = pendulum.datetime(2026, 1, 1, tz="UTC")
+TAGS = ["reviewops"]
+
+# Retrying cannot fix a batch that failed validation, a refused candidate or a missing input:
+# those fail at once (pipelines.orchestration.PermanentError); everything else is retried.
+PERMANENT = ExceptionRetryPolicy(rules=[
+    RetryRule(exception="pipelines.orchestration.PermanentError", action=RetryAction.FAIL,
+              reason="permanent: the input or the verdict is wrong, a retry would give the same answer"),
+])
+
+DEFAULT_ARGS = {
+    "owner": "ml-platform",
+    "retries": 2,
+    "retry_delay": timedelta(minutes=1),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=30),
+    "retry_policy": PERMANENT,
+}
+
+# DVC and git hold one lock per work tree: tasks that run them go one at a time
+# (orchestration also takes pipelines.version.repo_lock, which covers other DAGs and workers).
+ONE_AT_A_TIME = {"max_active_tis_per_dag": 1}

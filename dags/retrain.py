@@ -1,0 +1,83 @@
+"""### retrain
+
+Runs on new data (the `reviewops://data` asset event of `ingest`), on drift (`reviewops://drift`
+of `drift`), every Monday at 03:00 UTC, or by hand. It trains only what changed, gates it, and
+builds a new reviewer Bento when production changed.
+
+* **train** (one mapped task per model family, one at a time): `dvc repro` of the family's
+  `dvc.yaml` train stage(s) whose data, code or params changed since `dvc.lock`; an unchanged
+  family is not retrained (the task says "nothing changed").
+* **evaluate** (per family): `dvc repro evaluate@<family>` when its model changed:
+  `metrics/<family>.json` and `plots/<family>/` on the frozen test split.
+* **gate**: `reviewops gate`: each candidate meeting every recall floor without regressing
+  production is registered in the BentoML model store (ONNX bundle, metadata) and promoted;
+  verdicts `promoted`, `unchanged` or `refused`, reports in `reports/gate/<family>.md`.
+* **build**: `reviewops build` when the production models differ from the last Bento; emits
+  `reviewops://bento` (extra: the tag), which schedules `deploy`. Skipped when nothing changed.
+* **check_verdicts**: fails the run (no retries) when the gate refused a candidate, after the
+  promoted families were built: production stays on the old model for the refused ones.
+
+Running it twice on unchanged data trains nothing, promotes nothing and builds nothing.
+DVC holds one lock per work tree: training tasks go one at a time (and wait on `ingest`'s version step).
+Code: `pipelines/orchestration.py` (`train`, `evaluate`, `gate`, `build`, `check_verdicts`).
+"""
+
+from __future__ import annotations
+
+from _common import BENTO, DATA, DEFAULT_ARGS, DRIFT, ONE_AT_A_TIME, START, TAGS
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
+
+from pipelines.families import FAMILIES
+
+
+@dag(
+    dag_id="retrain",
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"), assets=(DATA | DRIFT)),
+    start_date=START,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=[*TAGS, "training"],
+    doc_md=__doc__,
+)
+def retrain():
+    @task(**ONE_AT_A_TIME, map_index_template="{{ task.op_kwargs['family'] }}")
+    def train(family: str) -> dict:
+        from pipelines import orchestration
+
+        return orchestration.train(family=family)
+
+    @task(**ONE_AT_A_TIME, map_index_template="{{ task.op_kwargs['trained']['family'] }}")
+    def evaluate(trained: dict) -> dict:
+        from pipelines import orchestration
+
+        return orchestration.evaluate(family=trained["family"])
+
+    @task
+    def gate(evaluated: list[dict]) -> dict:
+        from pipelines import orchestration
+
+        return orchestration.gate()
+
+    @task(outlets=[BENTO])
+    def build(gated: dict, outlet_events=None) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+        from pipelines import orchestration
+
+        result = orchestration.build()
+        if not result["built"]:
+            raise AirflowSkipException(result["message"])
+        outlet_events[BENTO].extra = {"bento": result["bento"]}
+        return result
+
+    @task(trigger_rule="none_failed")
+    def check_verdicts(gated: dict) -> dict:
+        from pipelines import orchestration
+
+        return orchestration.check_verdicts(gated)
+
+    gated = gate(evaluate.expand(trained=train.expand(family=list(FAMILIES))))
+    build(gated) >> check_verdicts(gated)
+
+
+retrain()

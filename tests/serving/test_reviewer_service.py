@@ -1,0 +1,280 @@
+"""The reviewer end to end over real HTTP: gate -> registry -> `bentoml build` -> blue/green deploy -> /review.
+
+One module-scoped stack (the tiny project trained for real, its models gated, registered with
+ONNX export and parity check, built into a Bento and deployed behind the router on loopback);
+every test talks to it with httpx like a calling service would.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from tests.serving.test_photo_input import gradient16, png_bytes
+
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+def cli(repo: Path, env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run([str(BIN / "reviewops"), *args], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=900)
+    if check and done.returncode != 0:
+        raise AssertionError(f"reviewops {' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done
+
+
+@pytest.fixture(scope="module")
+def stack(trained_project, tmp_path_factory):
+    from pipelines.router import free_port
+
+    base = tmp_path_factory.mktemp("serving")
+    repo = base / "repo"
+    shutil.copytree(trained_project, repo, symlinks=True)
+    env = {**os.environ, "BENTOML_HOME": str(base / "bentoml"), "BENTOML_DO_NOT_TRACK": "true",
+           "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("REVIEWOPS_PREDICTION_LOG", None)
+    port = free_port()
+    gate = cli(repo, env, "gate")
+    build = cli(repo, env, "build")
+    deploy = cli(repo, env, "deploy", "--port", str(port))
+    yield {"repo": repo, "env": env, "url": f"http://127.0.0.1:{port}", "port": port, "gate": gate.stdout,
+           "build": build.stdout, "deploy": deploy.stdout}
+    from pipelines.deploy import stop_all
+    stop_all(repo / ".reviewops" / "deploy")
+
+
+@pytest.fixture(scope="module")
+def client(stack):
+    with httpx.Client(base_url=stack["url"], timeout=120, trust_env=False) as c:
+        yield c
+
+
+def photo(stack, i: int = 0) -> Path:
+    return sorted((stack["repo"] / "data" / "batches" / "tiny-b1" / "images").glob("*.jpg"))[i]
+
+
+def production(stack) -> dict:
+    return json.loads((Path(stack["env"]["BENTOML_HOME"]) / "reviewops" / "production.json").read_text())
+
+
+def test_gate_promotes_every_family_and_deploy_reports_the_smoke_set(stack):
+    assert set(production(stack)) == {"sku", "blur", "detector", "prohibited", "manipulation"}
+    assert stack["gate"].count("PROMOTED") == 5
+    assert "golden photos matched" in stack["deploy"]
+    report = json.loads((stack["repo"] / "reports" / "gate" / "prohibited.json").read_text())
+    assert report["verdict"] == "promoted" and len(report["criteria"]) == 10
+
+
+def test_review_answers_the_contract_for_multipart_and_base64(stack, client):
+    path = photo(stack)
+    a = client.post("/review", files={"photo": (path.name, path.read_bytes(), "image/jpeg")},
+                    data={"listing_id": "L1", "sku_id": "nova-11-red"})
+    assert a.status_code == 200, a.text
+    body = a.json()
+    assert body["listing_id"] == "L1" and body["decision"] in ("auto_pass", "manual_review")
+    assert (body["decision"] == "auto_pass") == (body["reasons"] == [])
+    assert set(body["checks"]) == {"sku", "blur", "sticker", "dirt", "centering", "prohibited", "manipulation"}
+    assert body["models"] == production(stack)
+    assert set(body["checks"]["prohibited"]) == set(yaml.safe_load((stack["repo"] / "params.yaml").read_text())
+                                                      ["prohibited"]["categories"])
+    b = client.post("/review", json={"photo_b64": base64.b64encode(path.read_bytes()).decode(), "listing_id": "L1",
+                                     "sku_id": "nova-11-red"})
+    assert b.status_code == 200, b.text
+    same = {k: v for k, v in b.json().items() if k != "request_id"}
+    assert same == {k: v for k, v in body.items() if k != "request_id"}
+
+
+def test_thresholds_come_from_the_registered_metadata(stack, client):
+    served = client.get("/models").json()["models"]
+    assert {f: m["tag"] for f, m in served.items()} == production(stack)
+    for family, model in served.items():
+        assert all(v <= 1e-4 for v in model["onnx_parity_max_abs_diff"].values()), (family, model)
+    path = photo(stack, 1)
+    checks = client.post("/review", files={"photo": (path.name, path.read_bytes(), "image/jpeg")}).json()["checks"]
+    assert checks["blur"]["threshold"] == served["blur"]["thresholds"]["blur"]
+    assert checks["manipulation"]["threshold"] == served["manipulation"]["thresholds"]["manipulation"]
+
+
+def test_unknown_claimed_sku_goes_to_manual_review(stack, client):
+    path = photo(stack, 2)
+    r = client.post("/review", files={"photo": (path.name, path.read_bytes(), "image/jpeg")},
+                    data={"sku_id": "no-such-sku-42"})
+    assert r.status_code == 200 and r.json()["decision"] == "manual_review"
+    assert "unknown_sku" in r.json()["reasons"] and r.json()["checks"]["sku"]["known_sku"] is False
+
+
+def _png(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG", **kw)
+    return buf.getvalue()
+
+
+def bad_inputs(stack) -> dict[str, tuple[bytes, int, str]]:
+    good = photo(stack).read_bytes()
+    frames = [Image.fromarray(np.full((80, 80, 3), v, np.uint8)) for v in (0, 255)]
+    animated = _png(frames[0], save_all=True, append_images=frames[1:], duration=100, loop=0)
+    import zlib
+    bomb = png_bytes(60000, 60000, 8, 0, zlib.compress(b"\x00" * 64))
+    return {
+        "text": (b"this is not a photo", 415, "not_an_image"),
+        "truncated": (good[: len(good) // 2], 422, "truncated_photo"),
+        "empty": (b"", 400, "empty_photo"),
+        "too large": (b"\xff\xd8" + os.urandom(21_000_000), 413, "photo_too_large"),
+        "bomb": (bomb, 422, "photo_too_many_pixels"),
+        "animated": (animated, 422, "animated_photo"),
+    }
+
+
+def test_bad_input_gets_a_clear_4xx_and_the_service_stays_up(stack, client):
+    for name, (data, status, code) in bad_inputs(stack).items():
+        r = client.post("/review", files={"photo": ("x.png", data, "application/octet-stream")})
+        assert r.status_code == status, (name, r.status_code, r.text[:300])
+        assert r.json()["error"] == code and r.json()["detail"], name
+    missing = client.post("/review", data={"sku_id": "nova-11-red"})
+    assert missing.status_code == 400 and missing.json()["error"] == "missing_field"
+    unknown = client.post("/review", files={"photo": ("a.jpg", photo(stack).read_bytes(), "image/jpeg")},
+                          data={"colour": "red"})
+    assert unknown.status_code == 400 and unknown.json()["error"] == "unknown_field"
+    not_json = client.post("/review", content=b"{nope", headers={"content-type": "application/json"})
+    assert not_json.status_code == 400 and not_json.json()["error"] == "invalid_json"
+    sixteen = _png(Image.fromarray(gradient16(256, 128)))          # a 16-bit photo is reviewed, not refused
+    ok = client.post("/review", files={"photo": ("g16.png", sixteen, "image/png")})
+    assert ok.status_code == 200, ok.text
+    assert client.get("/readyz").status_code == 200
+    assert client.post("/review", files={"photo": ("a.jpg", photo(stack).read_bytes(), "image/jpeg")}).status_code == 200
+
+
+def test_review_batch_answers_each_photo_and_names_the_bad_one(stack, client):
+    items = [{"photo_b64": base64.b64encode(photo(stack, i).read_bytes()).decode(), "listing_id": f"B{i}"}
+             for i in range(3)]
+    items.insert(1, {"photo_b64": base64.b64encode(b"not an image").decode(), "listing_id": "BAD"})
+    r = client.post("/review_batch", json={"items": items})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x.get("listing_id") for x in results if "decision" in x] == ["B0", "B1", "B2"]
+    assert results[1] == {"error": "not_an_image", "detail": results[1]["detail"], "status": 415}
+    multi = client.post("/review_batch", files=[("photo", (p.name, p.read_bytes(), "image/jpeg"))
+                                                for p in (photo(stack, 3), photo(stack, 4))])
+    assert multi.status_code == 200 and len(multi.json()["results"]) == 2
+
+
+def test_every_answer_is_in_the_prediction_log_and_in_metrics(stack, client):
+    from monitoring.prediction_log import PredictionLog
+
+    log = PredictionLog(f"sqlite:///{stack['repo'] / 'monitoring' / 'predictions.sqlite'}")
+    before = len(log.read())
+    path = photo(stack, 5)
+    answer = client.post("/review", files={"photo": (path.name, path.read_bytes(), "image/jpeg")},
+                         data={"listing_id": "LOG1"}).json()
+    rows = log.read()
+    assert len(rows) == before + 1
+    row = rows.iloc[-1]
+    assert row["request_id"] == answer["request_id"] and row["decision"] == answer["decision"]
+    assert row["blur_score"] == pytest.approx(answer["checks"]["blur"]["score"], abs=1e-4)
+    assert row["models"] == production(stack)
+    kept = Path(row["image_path"])            # the photo itself is archived by its SHA-256 (active learning, fp report)
+    assert kept.parent.parent == stack["repo"] / "monitoring" / "photos" and kept.read_bytes() == path.read_bytes()
+    assert kept.stem == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert rows["request_id"].str.startswith("smoke-").sum() >= 1      # the deploy's smoke set, marked as such
+    metrics = client.get("/metrics").text
+    assert f'reviewops_reviews_total{{decision="{answer["decision"]}",route="/review"}}' in metrics
+    assert 'reviewops_review_seconds_bucket{decision=' in metrics
+    assert 'reviewops_rejected_total{error=' in metrics
+
+
+def test_feedback_is_stored_and_bad_feedback_is_a_clear_400(stack, client):
+    from monitoring.feedback import FeedbackStore
+
+    good = [{"listing_id": "FB1", "verdicts": {"blur": True, "prohibited:cash": False}, "reviewer": "r17"},
+            {"listing_id": "FB2", "misses": ["dirt"], "source": "after_sales"}]
+    r = client.post("/feedback", json=good)
+    assert r.status_code == 200 and r.json() == {"stored": 3, "reviews": 2, "misses": 1}, r.text
+    bad = client.post("/feedback", json={"listing_id": "FB3", "verdicts": {"blur": "yes"}})
+    assert bad.status_code == 400 and bad.json()["error"] == "bad_feedback" and "blur" in bad.json()["detail"]
+    assert client.post("/feedback", content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
+    store = FeedbackStore(f"sqlite:///{stack['repo'] / 'monitoring' / 'predictions.sqlite'}")
+    rows = store.read()
+    store.close()
+    assert sorted(rows["listing_id"]) == ["FB1", "FB1", "FB2"]      # nothing from the refused requests
+    assert client.get("/readyz").status_code == 200
+
+
+def test_a_worse_candidate_is_refused_with_the_reason_and_production_stays(stack):
+    repo, env = stack["repo"], stack["env"]
+    before = production(stack)
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    saved = json.dumps(raw)
+    raw["recall_targets"]["blur"] = 0.3         # a blur flag that catches fewer blurred photos
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    try:
+        cli(repo, env, "evaluate", "blur")
+        done = cli(repo, env, "gate", "blur", check=False)
+    finally:
+        (repo / "params.yaml").write_text(yaml.safe_dump(json.loads(saved), sort_keys=False))
+        cli(repo, env, "evaluate", "blur")
+    assert done.returncode == 1
+    assert "REFUSED" in done.stdout and "no recall regression blur" in done.stdout
+    assert production(stack) == before
+    report = (repo / "reports" / "gate" / "blur.md").read_text()
+    assert "**FAIL**" in report and "REFUSED" in report
+
+
+def test_rollback_moves_the_pointer_back_and_keeps_history(stack):
+    repo, env = stack["repo"], stack["env"]
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    saved = json.dumps(raw)
+    raw["recall_targets"]["manipulation"] = 0.99      # flags more: recall no lower, a new model version
+    raw["gate"]["max_auto_pass_drop"] = 1.0
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    first = production(stack)["manipulation"]
+    try:
+        cli(repo, env, "evaluate", "manipulation")
+        done = cli(repo, env, "gate", "manipulation", check=False)
+        second = production(stack)["manipulation"]
+        assert "PROMOTED" in done.stdout and second != first, done.stdout
+        back = cli(repo, env, "rollback", "manipulation")
+        assert production(stack)["manipulation"] == first, back.stdout
+        again = cli(repo, env, "rollback", "manipulation", "--to", second.split(":")[1])
+        assert production(stack)["manipulation"] == second, again.stdout
+    finally:
+        (repo / "params.yaml").write_text(yaml.safe_dump(json.loads(saved), sort_keys=False))
+        cli(repo, env, "evaluate", "manipulation")
+    history = (Path(env["BENTOML_HOME"]) / "reviewops" / "history.jsonl").read_text().splitlines()
+    assert [json.loads(h)["action"] for h in history][-3:] == ["promote", "rollback", "rollback"]
+
+
+def test_a_deploy_whose_smoke_set_fails_leaves_the_old_service_answering(stack, client, tmp_path):
+    from pipelines.deploy import DeployError, deploy, resolve_bento, status
+
+    home = {"BENTOML_HOME": stack["env"]["BENTOML_HOME"], "REVIEWOPS_ROOT": str(stack["repo"])}
+    state = stack["repo"] / ".reviewops" / "deploy"
+    active = status(state)["active"]["bento"]
+    src = resolve_bento(active, home)[1] / "src" / "golden"
+    golden = json.loads((src / "golden.json").read_text())
+    for p in golden["photos"]:
+        shutil.copy2(src / p["file"], tmp_path / p["file"])
+    golden["photos"][0]["decision"] = "auto_pass" if golden["photos"][0]["decision"] != "auto_pass" else "manual_review"
+    (tmp_path / "golden.json").write_text(json.dumps(golden))
+    rebuilt = cli(stack["repo"], stack["env"], "build")       # a new Bento of the same models
+    tag = rebuilt.stdout.split("built ", 1)[1].split()[0]
+    assert tag != active
+    with pytest.raises(DeployError, match="smoke"):
+        deploy(tag, state_dir=state, port=stack["port"], golden=tmp_path / "golden.json", ready_timeout=300,
+               env=home)
+    assert status(state)["active"]["bento"] == active
+    path = photo(stack)
+    assert client.post("/review", files={"photo": (path.name, path.read_bytes(), "image/jpeg")}).status_code == 200
