@@ -152,6 +152,9 @@ def run_dag(demo: Demo, dag_id: str, conf: dict | None = None) -> bool:
                 if key in tasks:
                     typer.echo(f"    [{time.perf_counter() - started:6.0f} s] task {key} done in "
                                f"{time.perf_counter() - tasks[key]:.1f} s")
+            elif "Skipping task." in line:
+                reason = re.search(r"reason='([^']*)'", line)
+                typer.echo(f"      skipped: {reason.group(1) if reason else 'see the log'}")
             elif "DagRun Finished" in line:
                 state = re.search(r"state=(\w+)", line)
                 typer.echo(f"    dag run {dag_id}: {state.group(1) if state else '?'}")
