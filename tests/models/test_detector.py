@@ -123,7 +123,8 @@ def test_train_and_evaluate_offline(copy_project, no_network):
     metrics = detector.evaluate(root, params)
     assert set(read_metrics("detector", root)) == set(metrics) >= {"test", "val", "thresholds", "threshold_source"}
     test = metrics["test"]
-    assert set(test) == {"map50", "sticker_missing", "dirt", "centring", "box_rule"}
+    assert set(test) == {"map50", "sticker_missing", "dirt", "centring", "box_rule", "auto_pass_share"}
+    assert 0.0 <= test["auto_pass_share"] <= 1.0        # the gate's no-regression criterion reads it
     assert set(test["box_rule"]) == {"sticker_missing", "dirt"}
     assert set(test["map50"]) == {"product", "sticker", "dirt", "all"} and _finite(test["map50"]["all"])
     for flag in ("sticker_missing", "dirt"):
