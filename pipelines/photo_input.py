@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import re
+import sys
 import threading
 from pathlib import Path
 
@@ -28,6 +29,19 @@ _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b
 _DATA_URL = re.compile(r"data:([^,]*),", re.ASCII)
 _IMAGE_DATA_URL = re.compile(r"image/[\w.+-]+;base64", re.ASCII | re.IGNORECASE)
 _TRUNCATED_MESSAGES = ("image file is truncated", "Truncated File Read")   # Pillow's OSError texts
+
+
+
+
+def _pil_open(fp, formats=None) -> Image.Image:
+    """Pillow's own ``Image.open``: ultralytics replaces ``PIL.Image.open`` on import with a wrapper that, on an
+    unidentified file, tries to pip-install pi-heif (at request time, offline here) and then raises something
+    other than ``UnidentifiedImageError`` -- a non-image would then answer 422 instead of 415. The wrapper keeps
+    the original as ``_image_open``; it is used whenever the patch is in place."""
+    opener = Image.open
+    if getattr(opener, "__module__", "").startswith("ultralytics"):
+        opener = getattr(sys.modules[opener.__module__], "_image_open", opener)
+    return opener(fp, formats=formats)
 
 
 class PhotoError(Exception):
@@ -67,7 +81,7 @@ def decode_photo(data: bytes, *, max_bytes: int, max_pixels: int, min_side: int,
     if len(data) > max_bytes:
         raise PhotoError(413, "photo_too_large", f"the photo is {len(data)} bytes; the limit is {max_bytes} bytes")
     try:
-        img = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        img = _pil_open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PhotoError(422, "photo_too_many_pixels", f"the photo has too many pixels ({exc})") from None
     except UnidentifiedImageError:
@@ -198,7 +212,7 @@ def _other_format(data: bytes) -> str | None:
     if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
         return "HEIF"
     try:
-        with Image.open(io.BytesIO(data)) as img:   # header only: nothing is decoded
+        with _pil_open(io.BytesIO(data)) as img:   # header only: nothing is decoded
             return img.format
     except Exception:
         return None

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+import ultralytics  # noqa: F401  -- the service imports it: its PIL.Image.open patch must not change any answer
 from pipelines.params import load_params
 from pipelines.photo_input import PhotoError, decode_photo, decode_photo_b64, missing_field, photo_limits
 
