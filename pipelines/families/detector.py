@@ -64,6 +64,7 @@ from ..params import Params
 from . import common, scalar
 
 os.environ.setdefault("YOLO_OFFLINE", "1")  # read once, when ultralytics is first imported
+os.environ.setdefault("YOLO_AUTOINSTALL", "false")  # never pip-install at run time (no registry in serving)
 
 FAMILY = "detector"
 CLASSES = ("product", "sticker", "dirt")
