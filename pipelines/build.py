@@ -10,6 +10,7 @@ service's own decode and decision code. ``reviewops deploy`` replays them before
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -74,6 +75,15 @@ def golden_set(root: Path, params: Params, bundles: dict[str, Path], out: Path, 
     return photos
 
 
+
+def _store_lock():
+    """One `bentoml build` at a time per BentoML store: concurrent builds fail while listing the store
+    ("does not contain a 'bento.yaml'"), so two overlapping DAG runs wait for each other instead."""
+    from filelock import FileLock
+    home = Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml")
+    home.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(home / ".reviewops-build.lock"))
+
 def build(root: Path, params: Params) -> dict:
     """Build the Bento from the production models; returns its tag and what went in."""
     production = registry.production()
@@ -94,8 +104,9 @@ def build(root: Path, params: Params) -> dict:
             shutil.copytree(PROJECT / package, ctx / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         golden = golden_set(root, params, bundles, ctx / "golden")
         bentoml = Path(sys.executable).with_name("bentoml")
-        done = subprocess.run([str(bentoml), "build", str(ctx), "-f", str(ctx / "bentofile.yaml"), "--output", "tag"],
-                              capture_output=True, text=True)
+        with _store_lock():
+            done = subprocess.run([str(bentoml), "build", str(ctx), "-f", str(ctx / "bentofile.yaml"), "--output", "tag"],
+                                  capture_output=True, text=True)
         if done.returncode != 0:
             raise BuildError(f"bentoml build failed:\n{done.stderr[-3000:] or done.stdout[-3000:]}")
         tag = next((line.split("__tag__:", 1)[1].strip() for line in done.stdout.splitlines() if "__tag__:" in line),

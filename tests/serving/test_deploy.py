@@ -86,21 +86,22 @@ def write_golden(golden: Path, wrong: bool = False) -> None:
 
 
 def build_all(base: Path, env: dict) -> dict[str, str]:
-    """Build v1, v2, v3 (wrong golden) and v4 (never ready) in parallel; name -> tag."""
+    """Build v1, v2, v3 (wrong golden) and v4 (never ready) one after another; name -> tag.
+
+    One at a time: BentoML's local store is not safe for concurrent builds (a build that lists the
+    store while another writes fails with "does not contain a 'bento.yaml'").
+    """
     specs = {"v1": ("v1", True, False), "v2": ("v2", True, False), "v3": ("v3", True, True), "v4": ("v4", False, False)}
-    procs = {}
+    tags = {}
     for name, (version, ready, wrong) in specs.items():
         src = base / f"build-{name}"
         write_golden(src / "golden", wrong)
         (src / "service.py").write_text(SERVICE.format(version=version, ready=ready, dark=DARK, bright=BRIGHT))
         (src / "bentofile.yaml").write_text(BENTOFILE)
-        procs[name] = subprocess.Popen([BENTOML, "build", "-o", "tag", "--version", name, "."], cwd=src, env=env,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    tags = {}
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, f"bentoml build {name} failed:\n{out}\n{err}"
-        tags[name] = next(x for x in out.split() if x.startswith("__tag__:")).removeprefix("__tag__:")
+        proc = subprocess.run([BENTOML, "build", "-o", "tag", "--version", name, "."], cwd=src, env=env,
+                              capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, f"bentoml build {name} failed:\n{proc.stdout}\n{proc.stderr}"
+        tags[name] = next(x for x in proc.stdout.split() if x.startswith("__tag__:")).removeprefix("__tag__:")
     return tags
 
 
