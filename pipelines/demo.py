@@ -266,6 +266,29 @@ def _drift_note(work: Path) -> str:
     return f"{str(verdict.get('status', '?')).upper()}: {verdict.get('message', '')}\n{'':18s}{path.with_suffix('.html')}"
 
 
+_QUEUED = """
+from airflow.models.asset import AssetDagRunQueue, AssetModel
+from airflow.utils.session import create_session
+from sqlalchemy import select
+with create_session() as session:
+    rows = session.execute(select(AssetDagRunQueue.target_dag_id, AssetModel.uri)
+                           .join(AssetModel, AssetModel.id == AssetDagRunQueue.asset_id)).all()
+print("\\n".join(sorted(f"{dag} <- {uri}" for dag, uri in rows)))
+"""
+
+
+def _queued_runs(demo: Demo) -> str:
+    """DAG runs that asset events queued for Airflow's scheduler (``dags test`` runs no scheduler)."""
+    done = subprocess.run([sys.executable, "-c", _QUEUED], cwd=demo.work, env=demo.env, capture_output=True,
+                          text=True, timeout=120)
+    if done.returncode != 0:
+        return f"could not read Airflow's asset queue: {done.stderr.strip()[-300:]}"
+    queued = [line for line in done.stdout.splitlines() if line.strip()]
+    if not queued:
+        return "none (no asset event waits for a DAG)"
+    return "; ".join(queued) + " (the scheduler of `airflow standalone` starts them)"
+
+
 def _latest(work: Path, pattern: str) -> Path | None:
     found = sorted((work / "monitoring").rglob(pattern), key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
@@ -355,6 +378,12 @@ def _live(demo: Demo, n: int) -> int:
     """Normal then shifted traffic, each followed by a drift run over its window; simulated reviews, fp report."""
     url = f"http://127.0.0.1:{demo.port}"
     seed = load_params(demo.work / "params.yaml").data.profiles[demo.profile].seed
+    # Unpaused, `retrain` gets a queued run from the drift asset event (paused DAGs get none), which
+    # the summary shows; the scheduler of `airflow standalone` would start it.
+    done = subprocess.run([str(BIN / "airflow"), "dags", "unpause", "retrain"], cwd=demo.work, env=demo.env,
+                          capture_output=True, text=True, timeout=300)
+    typer.echo("    retrain DAG unpaused: a drift asset event queues a run of it" if done.returncode == 0 else
+               f"    could not unpause retrain: {done.stderr.strip()[-300:]}")
     streams = []
     for name, shift, offset in (("live-normal", None, 1000), ("live-shifted", SHIFT, 2000)):
         what = f"shifted ({shift})" if shift else "normal"
@@ -375,6 +404,7 @@ def _live(demo: Demo, n: int) -> int:
                 if not run_dag(demo, "drift", {"window": window}):
                     return 1
             demo.notes[f"drift, {name}"] = _drift_note(demo.work)
+            demo.notes[f"runs queued, {name}"] = _queued_runs(demo)
         else:
             demo.notes["drift"] = "monitoring.drift is not built yet: no drift report"
     if _has("monitoring.fp_report") and _has("monitoring.feedback"):
@@ -472,8 +502,9 @@ def _summary(demo: Demo, train: bool, total: float) -> None:
                f"{e['AIRFLOW__CORE__DAGS_FOLDER']} AIRFLOW__CORE__LOAD_EXAMPLES=False REVIEWOPS_ROOT={w} "
                f"BENTOML_HOME={e['BENTOML_HOME']} airflow standalone")
     typer.echo(f"                  then http://localhost:8080, user admin, password in "
-               f"{e['AIRFLOW_HOME']}/simple_auth_manager_passwords.json.generated; the DAGs start paused "
-               f"(unpause ingest, retrain, deploy, drift, fp_report to let the schedules and asset events run them)")
+               f"{e['AIRFLOW_HOME']}/simple_auth_manager_passwords.json.generated; retrain is unpaused, "
+               f"the other DAGs start paused (unpause ingest, deploy, drift, fp_report to let their schedules and "
+               f"asset events run them)")
     typer.echo(f"  Airflow logs:   {demo.logs}")
 
 
