@@ -71,6 +71,8 @@ def main() -> None:
     ap.add_argument("log", type=Path)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
+    if not args.log.is_file():
+        raise SystemExit(f"no log at {args.log}: pass the file that `make demo > FILE 2>&1` wrote")
     record = {"command": "make demo  (fresh clone; then: python benchmarks/demo_timings.py demo.log)",
               **parse(args.log.read_text(errors="replace")),
               "machine": {"cpus": os.cpu_count()},

@@ -10,7 +10,6 @@ service's own decode and decision code. ``reviewops deploy`` replays them before
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from .dataset import split_frame
 from .families import FAMILIES, common
 from .params import Params
 from .photo_input import decode_photo, photo_limits
+from .version import _file_lock
 
 PROJECT = Path(__file__).resolve().parent.parent
 SERVING_PACKAGES = ("bentoml", "onnxruntime", "ultralytics", "torch", "torchvision", "opencv-python", "pillow",
@@ -75,15 +75,6 @@ def golden_set(root: Path, params: Params, bundles: dict[str, Path], out: Path, 
     return photos
 
 
-
-def _store_lock():
-    """One `bentoml build` at a time per BentoML store: concurrent builds fail while listing the store
-    ("does not contain a 'bento.yaml'"), so two overlapping DAG runs wait for each other instead."""
-    from filelock import FileLock
-    home = Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml")
-    home.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(home / ".reviewops-build.lock"))
-
 def build(root: Path, params: Params) -> dict:
     """Build the Bento from the production models; returns its tag and what went in."""
     production = registry.production()
@@ -104,7 +95,8 @@ def build(root: Path, params: Params) -> dict:
             shutil.copytree(PROJECT / package, ctx / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         golden = golden_set(root, params, bundles, ctx / "golden")
         bentoml = Path(sys.executable).with_name("bentoml")
-        with _store_lock():
+        # one build at a time per store: concurrent `bentoml build`s fail listing it ("does not contain a 'bento.yaml'")
+        with _file_lock(registry._state_dir() / "build.lock", None, "bentoml build in this store"):
             done = subprocess.run([str(bentoml), "build", str(ctx), "-f", str(ctx / "bentofile.yaml"), "--output", "tag"],
                                   capture_output=True, text=True)
         if done.returncode != 0:

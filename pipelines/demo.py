@@ -266,15 +266,8 @@ def _drift_note(work: Path) -> str:
     return f"{str(verdict.get('status', '?')).upper()}: {verdict.get('message', '')}\n{'':18s}{path.with_suffix('.html')}"
 
 
-_QUEUED = """
-from airflow.models.asset import AssetDagRunQueue, AssetModel
-from airflow.utils.session import create_session
-from sqlalchemy import select
-with create_session() as session:
-    rows = session.execute(select(AssetDagRunQueue.target_dag_id, AssetModel.uri)
-                           .join(AssetModel, AssetModel.id == AssetDagRunQueue.asset_id)).all()
-print("\\n".join(sorted(f"{dag} <- {uri}" for dag, uri in rows)))
-"""
+_QUEUED = ("from pipelines.orchestration import queued_asset_runs\n"
+           "print('\\n'.join(f'{dag} <- {uri}' for dag, uri in queued_asset_runs()))")
 
 
 def _queued_runs(demo: Demo) -> str:

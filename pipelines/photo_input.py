@@ -31,8 +31,6 @@ _IMAGE_DATA_URL = re.compile(r"image/[\w.+-]+;base64", re.ASCII | re.IGNORECASE)
 _TRUNCATED_MESSAGES = ("image file is truncated", "Truncated File Read")   # Pillow's OSError texts
 
 
-
-
 def _pil_open(fp, formats=None) -> Image.Image:
     """Pillow's own ``Image.open``: ultralytics replaces ``PIL.Image.open`` on import with a wrapper that, on an
     unidentified file, tries to pip-install pi-heif (at request time, offline here) and then raises something

@@ -16,10 +16,12 @@ import sys
 
 def main(dags: str, dag_id: str, conf: dict) -> dict:
     from airflow.dag_processing.dagbag import BundleDagBag
-    from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
+    from airflow.models.asset import AssetEvent, AssetModel
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
+
+    from pipelines.orchestration import queued_asset_runs
 
     bag = BundleDagBag(dag_folder=dags, bundle_path=dags, bundle_name="dags-folder")
     if bag.import_errors:
@@ -32,8 +34,7 @@ def main(dags: str, dag_id: str, conf: dict) -> dict:
                   for e, uri in session.execute(select(AssetEvent, AssetModel.uri)
                                                 .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
                                                 .where(AssetEvent.source_run_id == run.run_id))]
-        queued = sorted([q.target_dag_id, uri] for q, uri in session.execute(
-            select(AssetDagRunQueue, AssetModel.uri).join(AssetModel, AssetModel.id == AssetDagRunQueue.asset_id)))
+    queued = [list(q) for q in queued_asset_runs()]
     tis = [{"task": ti.task_id, "map_index": ti.map_index, "state": str(ti.state), "tries": ti.try_number,
             "name": ti.rendered_map_index, "result": xcoms.get((ti.task_id, ti.map_index))}
            for ti in sorted(run.get_task_instances(), key=lambda t: (t.task_id, t.map_index))]
