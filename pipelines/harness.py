@@ -27,6 +27,8 @@ from tqdm import tqdm
 class FitConfig:
     max_epochs: int = 20
     patience: int = 4             # epochs without a better validation score before stopping
+    best_possible: float | None = None  # the validation score's ceiling (1.0 for AP): reaching it ends training,
+                                        # since no later epoch can be strictly better and the best is what is kept
     lr: float = 1e-3
     weight_decay: float = 1e-4
     batch_size: int = 32
@@ -118,6 +120,9 @@ def fit(model: torch.nn.Module, train_set: Dataset, val_loader: Iterable,
         if state["epoch"] - state["best_epoch"] > cfg.patience and state["best_epoch"] >= 0:
             stopped = True
             break
+        if cfg.best_possible is not None and state["best_score"] >= cfg.best_possible:
+            stopped = True  # a resumed run that had already reached the ceiling
+            break
         epoch = state["epoch"]
         model.train()
         loader = epoch_loader(train_set, cfg, epoch, batch_sampler, collate_fn)
@@ -145,6 +150,11 @@ def fit(model: torch.nn.Module, train_set: Dataset, val_loader: Iterable,
         _atomic_save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
                       "scheduler": scheduler.state_dict(), "state": state, "rng": _rng_state(),
                       "config": asdict(cfg)}, last)
+        if cfg.best_possible is not None and state["best_score"] >= cfg.best_possible:
+            stopped = True
+            if cfg.progress:
+                tqdm.write(f"{name}: validation score reached its ceiling {cfg.best_possible}: stopping")
+            break
     if not best_path.exists():
         raise RuntimeError(f"{name}: no epoch gave a validation score better than -inf (NaN scores?); "
                            f"see {last} and the history in it")

@@ -66,7 +66,7 @@ def fit_config(settings: TimmFamily, params: Params, salt: int = 0, progress: bo
 
 
 @torch.no_grad()
-def predict(fn, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def predict(fn, x: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
     """``fn`` over ``x`` in batches, in inference mode; float32 output concatenated."""
     outs = [fn(x[i:i + batch_size].float().contiguous(memory_format=torch.channels_last)
                if x.dim() == 4 else x[i:i + batch_size].float())

@@ -115,7 +115,8 @@ def train_category(root: Path, params: Params, category: str) -> dict:
         return float(average_precision_score(y_val, s)) if 0 < y_val.sum() < len(y_val) else -float(np.mean(s))
 
     cfg = common.fit_config(settings, params, progress=True)
-    cfg = type(cfg)(**{**cfg.__dict__, "seed": seed})
+    # AP on validation is at most 1: once an epoch reaches it, later epochs cannot be kept (the best is)
+    cfg = type(cfg)(**{**cfg.__dict__, "seed": seed, "best_possible": 1.0 if 0 < y_val.sum() < len(y_val) else None})
     run = common.run_dir(root, f"{FAMILY}-{category}", arch, cfg.__dict__, settings.model_dump(),
                          list(train_df["sha256"]), list(val_df["sha256"]))
     result = fit(model, common.Tensors(x_train, torch.as_tensor(y_train)), [], loss_fn, score_fn, cfg, run,

@@ -144,3 +144,29 @@ def test_trunk_features_derived_from_a_lower_cached_split_match_a_direct_computa
     direct = compute(t6, paths, 96)
     torch.testing.assert_close(derived.float(), direct.float(), atol=0.05, rtol=0.02)
     assert torch.equal(trunk_features(t6, paths[::-1], shas[::-1], 96, root=tmp_path), derived.flip(0))
+
+
+def test_trunk_features_on_onnx_runtime_match_eager_torch(tiny_project, tmp_path):
+    """Large computations run the frozen stages on ONNX Runtime: the same features as eager torch, to well
+    below the float16 the cache stores, for photos and for stages derived from a lower cached split."""
+    from pipelines.dataset import versioned_manifest
+    from pipelines.features import _onnx_file, compute, trunk_features
+    from pipelines.trunk import Trunk
+
+    df = versioned_manifest(tiny_project).head(16)
+    paths, shas = list(df["path"]), list(df["sha256"])
+    t3, t5 = Trunk(3), Trunk(5)
+    onnx3 = _onnx_file(t3, 96, tmp_path, rows=10_000)
+    on_ort = compute(t3, paths, 96, onnx_file=onnx3)
+    assert onnx3.exists()
+    torch.testing.assert_close(on_ort.float(), compute(t3, paths, 96).float(), atol=0.02, rtol=0.01)
+    import pipelines.features as features
+
+    features.ONNX_MIN_ROWS, before = 1, features.ONNX_MIN_ROWS   # every computation of this test on ORT
+    try:
+        trunk_features(t3, paths, shas, 96, root=tmp_path)
+        derived = trunk_features(t5, paths, shas, 96, root=tmp_path)
+    finally:
+        features.ONNX_MIN_ROWS = before
+    assert (tmp_path / ".cache/trunk" / _onnx_file(t5, 96, tmp_path, 10_000, lower=3).name).exists()
+    torch.testing.assert_close(derived.float(), compute(t5, paths, 96).float(), atol=0.05, rtol=0.02)

@@ -94,6 +94,24 @@ def test_stops_early_when_validation_stops_improving(data, tmp_path):
     assert res.stopped_early and res.best_epoch == 2 and res.epochs_run == 4  # two epochs without gain
 
 
+def test_reaching_the_score_ceiling_stops_with_the_same_model(data, tmp_path):
+    """best_possible ends training at the first epoch that reaches it, and keeps the very model a
+    run without the ceiling keeps (a later epoch can tie the ceiling, never beat it)."""
+    train, val = data
+    runs = {}
+    for ceiling in (None, 1.0):
+        scores = iter([0.9, 1.0, 1.0, 0.8])
+        model = _model()
+        res = fit(model, train, [], _loss, lambda m, l: next(scores),
+                  FitConfig(**{**CFG.__dict__, "max_epochs": 4, "patience": 10, "best_possible": ceiling}),
+                  tmp_path / str(ceiling))
+        runs[ceiling] = (res, model.state_dict())
+    (full, w_full), (short, w_short) = runs[None], runs[1.0]
+    assert (full.epochs_run, full.stopped_early) == (4, False)
+    assert (short.epochs_run, short.stopped_early, short.best_epoch) == (2, True, 2) and full.best_epoch == 2
+    assert all(torch.equal(w_full[k], w_short[k]) for k in w_full)
+
+
 def test_resume_with_other_settings_is_refused(data, tmp_path):
     train, val = data
     fit(_model(), train, [], _loss, lambda m, l: 0.0, FitConfig(max_epochs=1, progress=False), tmp_path)
