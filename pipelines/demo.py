@@ -45,7 +45,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SHIFT = "blur_rate=0.6,lighting=dark,new_sku_rate=0.3"
 TRAFFIC = {"tiny": 100}                      # photos per live stream (drift needs monitoring.min_rows)
-DEFAULT_TRAFFIC = 200
+DEFAULT_TRAFFIC = 150
 LEAVE_OUT = ("data/", "dvc.lock", "models/", "metrics/", "plots/", "reports/", ".dvc/config.local")
 
 
@@ -506,12 +506,12 @@ app = typer.Typer(add_completion=False)
 
 
 @app.command()
-def main(profile: str = typer.Option("demo", help="data profile of params.yaml: demo (4500 photos), full (6000) or tiny (96)"),
+def main(profile: str = typer.Option("demo", help="data profile of params.yaml: demo (6000 photos) or tiny (96)"),
          batch: str = typer.Option("demo-b1", help="batch id of the demo batch"),
          workdir: Optional[Path] = typer.Option(None, help="workspace (default: this tree for demo, "
                                                            "$TMPDIR/reviewops-demo-tiny for tiny)"),
          port: Optional[int] = typer.Option(None, help="serving port (default: serving.port of params.yaml)"),
-         traffic: Optional[int] = typer.Option(None, help="photos per live stream (default: 200, tiny 100)"),
+         traffic: Optional[int] = typer.Option(None, help="photos per live stream (default: 150, tiny 100)"),
          train: bool = typer.Option(True, help="retrain, deploy and send traffic after ingesting"),
          fresh: bool = typer.Option(False, help="delete the workspace first (never this tree)")) -> None:
     """`make demo`: ingest, retrain and deploy through Airflow, live traffic, drift and false-positive reports."""
