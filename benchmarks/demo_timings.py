@@ -9,6 +9,9 @@ Usage, in a fresh clone (the demo versions data and trains in the work tree it r
 Nothing is measured here: it copies what the demo printed (its stage summary, the seconds of every
 Airflow task, the live-traffic lines, the drift verdicts, the runs queued by asset events) and the
 wall time of the whole command, install included, from the ``rc=... secs=...`` line.
+
+``--partial`` reads a demo that stopped before its summary (a refused gate, say): the seconds each
+finished stage printed, the Airflow tasks, and the gate's verdict per family.
 """
 
 from __future__ import annotations
@@ -29,13 +32,19 @@ TRAFFIC = re.compile(r"^\s+(\d+) photos, (\d+) errors, decisions (\{.*\}), laten
 VERDICT = re.compile(r"^\s+(drift, [\w-]+|runs queued, [\w-]+|curl answered):\s+(.*)$")
 INSTALL = re.compile(r"^>> install took (\d+) s")
 END = re.compile(r"^rc=(\d+) secs=(\d+)")
+STAGE_DONE = re.compile(r"^    (\S.*): ([\d.]+) s$")
+VERDICT_GATE = re.compile(r"^\s+(sku|blur|detector|prohibited|manipulation)\s+(PROMOTED|REFUSED|UNCHANGED)\b")
 
 
-def parse(text: str) -> dict:
+def parse(text: str, partial: bool = False) -> dict:
     lines = text.replace("\r", "\n").splitlines()
     out: dict = {"stages_seconds": {}, "tasks_seconds": {}, "traffic": [], "verdicts": {}}
     dag, in_summary = None, False
     for line in lines:
+        if partial and (m := STAGE_DONE.match(line)) and not line.startswith("     "):
+            out["stages_seconds"][m.group(1)] = float(m.group(2))
+        if partial and (m := VERDICT_GATE.match(line)):
+            out["verdicts"][f"gate, {m.group(1)}"] = m.group(2)
         if line.startswith("ReviewOps demo done"):
             in_summary = True
             continue
@@ -62,7 +71,8 @@ def parse(text: str) -> dict:
         elif (m := END.match(line)):
             out["exit_code"], out["wall_seconds_with_install"] = int(m.group(1)), int(m.group(2))
     if not out["stages_seconds"]:
-        raise SystemExit("no 'ReviewOps demo done' summary in the log: the demo did not finish")
+        raise SystemExit("no 'ReviewOps demo done' summary in the log: the demo did not finish "
+                         "(--partial reads what it did)")
     return out
 
 
@@ -70,11 +80,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("log", type=Path)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--partial", action="store_true", help="the demo stopped before its summary")
+    ap.add_argument("--note", default=None, help="what this run was (stored with it)")
     args = ap.parse_args()
     if not args.log.is_file():
         raise SystemExit(f"no log at {args.log}: pass the file that `make demo > FILE 2>&1` wrote")
-    record = {"command": "make demo  (fresh clone; then: python benchmarks/demo_timings.py demo.log)",
-              **parse(args.log.read_text(errors="replace")),
+    record = {"command": "make demo  (fresh clone; then: python benchmarks/demo_timings.py demo.log"
+                         + (" --partial)" if args.partial else ")"),
+              **({"note": args.note} if args.note else {}),
+              **parse(args.log.read_text(errors="replace"), partial=args.partial),
               "machine": {"cpus": os.cpu_count()},
               "date": datetime.date.today().isoformat()}
     train = record["tasks_seconds"].get("retrain", {})
