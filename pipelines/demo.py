@@ -44,7 +44,7 @@ from .params import load_params
 PROJECT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SHIFT = "blur_rate=0.6,lighting=dark,new_sku_rate=0.3"
-TRAFFIC = {"demo": 300, "tiny": 100}          # photos per live stream (drift needs monitoring.min_rows)
+TRAFFIC = {"demo": 150, "tiny": 100}          # photos per live stream: > monitoring.min_rows; drift_false_alarms.json: 100-row windows suffice
 LEAVE_OUT = ("data/", "dvc.lock", "models/", "metrics/", "plots/", "reports/", ".dvc/config.local")
 
 
@@ -510,7 +510,7 @@ def main(profile: str = typer.Option("demo", help="data profile of params.yaml: 
          workdir: Optional[Path] = typer.Option(None, help="workspace (default: this tree for demo, "
                                                            "$TMPDIR/reviewops-demo-tiny for tiny)"),
          port: Optional[int] = typer.Option(None, help="serving port (default: serving.port of params.yaml)"),
-         traffic: Optional[int] = typer.Option(None, help="photos per live stream (default: 300, tiny 100)"),
+         traffic: Optional[int] = typer.Option(None, help="photos per live stream (default: 150, tiny 100)"),
          train: bool = typer.Option(True, help="retrain, deploy and send traffic after ingesting"),
          fresh: bool = typer.Option(False, help="delete the workspace first (never this tree)")) -> None:
     """`make demo`: ingest, retrain and deploy through Airflow, live traffic, drift and false-positive reports."""

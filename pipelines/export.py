@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from .dataset import split_frame
 from .evaluation import read_metrics
 from .families import common, detector, prohibited, scalar, sku
 from .images import load_resized, resize, to_input
+from .onnx_export import export_dynamic_batch
 from .params import Params
 
 BUNDLE_META = "meta.json"
@@ -77,14 +77,7 @@ def _thresholds(family: str, root: Path) -> dict:
 
 
 def _export_graph(graph: Graph, path: Path) -> None:
-    graph.module.eval()
-    x = torch.zeros(2, 3, graph.size, graph.size)
-    batch = torch.export.Dim("batch", min=1, max=256)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(graph.module, (x,), dynamo=True, input_names=["photos"], output_names=["out"],
-                                    dynamic_shapes={"x": {0: batch}}, verbose=False)
-    program.save(str(path))
+    export_dynamic_batch(graph.module, torch.zeros(2, 3, graph.size, graph.size), path, "photos", "out")
 
 
 def _export_yolo(root: Path, params: Params, out: Path) -> None:

@@ -15,8 +15,6 @@ where exporting would cost more than it saves.
 from __future__ import annotations
 
 import hashlib
-import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from .images import load_resized, to_input
+from .onnx_export import export_dynamic_batch
 from .trunk import Trunk
 
 CACHE_DIR = Path(".cache/trunk")
@@ -62,15 +61,7 @@ def _session(module: torch.nn.Module, example: torch.Tensor, file: Path):
         import onnxruntime as ort
 
         if not file.exists():
-            file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = file.with_suffix(f".tmp{os.getpid()}.onnx")
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")
-                program = torch.onnx.export(module.eval(), (example,), dynamo=True, input_names=["x"],
-                                            output_names=["y"], verbose=False,
-                                            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},))
-            program.save(str(tmp))
-            tmp.replace(file)
+            export_dynamic_batch(module, example, file, "x", "y")
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
