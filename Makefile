@@ -16,7 +16,7 @@ DEMO_PORT ?=
 # dvc.yaml's stage commands call `reviewops`: the venv's executables come first
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install test test-fast demo repro clean airflow-init airflow-ui
+.PHONY: install browser test test-fast demo repro clean airflow-init airflow-ui
 
 install: $(STAMP)
 
@@ -31,7 +31,17 @@ $(STAMP): pyproject.toml constraints.txt
 	echo ">> install took $$(( $$(date +%s) - start )) s"
 	@touch $(STAMP)
 
-test: install
+# Debian's chromium, which the report tests open the HTML reports in: installed with apt-get when missing
+# (as root, or with passwordless sudo); otherwise those tests say they were skipped and why.
+browser:
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then :; \
+	elif ! command -v apt-get >/dev/null; then echo ">> no apt-get: install chromium yourself, or the browser tests skip"; \
+	else sudo=; [ "$$(id -u)" = 0 ] || { sudo -n true 2>/dev/null && sudo="sudo -n"; }; \
+	  if [ "$$(id -u)" != 0 ] && [ -z "$$sudo" ]; then echo ">> not root: apt-get install chromium, or the browser tests skip"; \
+	  else echo ">> installing Debian's chromium (headless report tests)"; \
+	    $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null; fi; fi
+
+test: install browser
 	$(BIN)/pytest -q
 
 # Ingest, retrain and deploy through Airflow, live traffic, drift and false-positive reports (pipelines/demo.py).
