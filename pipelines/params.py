@@ -180,7 +180,8 @@ class TrainParams(_Strict):
 
 class RecallTargets(_Strict):
     """Recall each flag must reach on validation; its threshold is chosen there to meet it."""
-    sku_mismatch: float = Fraction
+    sku_mismatch: float = Fraction          # wrong claimed SKU (a known SKU shown, another claimed)
+    unknown_sku: float = Fraction           # a SKU the model never saw, listed under its nearest known SKU
     blur: float = Fraction
     sticker_missing: float = Fraction
     dirt: float = Fraction

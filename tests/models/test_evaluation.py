@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from pipelines.evaluation import binary_metrics, pr_curve, threshold_for_recall, write_json
-from pipelines.families.sku import alarm_score, batch_hard_triplet, holdout_skus, knn_predict, pk_batches
+from pipelines.families.sku import (alarm_score, batch_hard_triplet, holdout_skus, knn_predict, mismatch_threshold,
+                                   pk_batches)
 
 
 def test_threshold_reaches_the_recall_target_and_no_lower():
@@ -22,6 +23,24 @@ def test_threshold_reaches_the_recall_target_and_no_lower():
     assert threshold_for_recall(scores, labels, 1.0) == 0.1
     with pytest.raises(ValueError, match="no positive"):
         threshold_for_recall(scores, np.zeros(10, bool), 0.9)
+
+
+def test_mismatch_threshold_meets_each_kinds_target_on_its_own_positives():
+    # 10 wrong claims all predicted as another SKU (score 2), 10 unknown SKUs scored 1 - similarity
+    unknown_scores = np.array([0.30, 0.25, 0.20, 0.18, 0.15, 0.12, 0.10, 0.08, 0.05, 0.02])
+    score = np.concatenate([np.full(10, 2.0), unknown_scores, np.full(30, 0.01)])
+    wrong = np.r_[np.ones(10, bool), np.zeros(40, bool)]
+    unknown = np.r_[np.zeros(10, bool), np.ones(10, bool), np.zeros(30, bool)]
+    targets = {"sku_mismatch": 0.9, "unknown_sku": 0.9}
+    # one threshold over both kinds at 0.9 would stop at the 18th of 20 positives and miss two unknown SKUs
+    assert threshold_for_recall(score, wrong | unknown, 0.9) == 0.08
+    t, source = mismatch_threshold(score, wrong, unknown, targets)
+    assert t == 0.05 and source == "validation"          # 9 of 10 unknown SKUs at 0.9: the 9th score
+    assert (score[unknown] >= 0.08).mean() == 0.8 and (score[unknown] >= t).mean() == 0.9
+    assert mismatch_threshold(score, wrong, unknown, {"sku_mismatch": 0.9, "unknown_sku": 0.5})[0] == 0.15
+    t, source = mismatch_threshold(score, wrong, np.zeros(50, bool), targets)
+    assert t == 2.0 and "no unknown_sku positive" in source
+    assert mismatch_threshold(score, np.zeros(50, bool), np.zeros(50, bool), targets) == (0.5, "default: no positive on validation")
 
 
 def test_pr_curve_and_json_are_readable(tmp_path):
