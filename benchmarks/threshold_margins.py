@@ -1,0 +1,106 @@
+"""How far above the gate's floors do validation-calibrated thresholds land on test, run after run?
+
+Usage, after one or more default-size demos (each workspace holds trained sku and blur models):
+
+    git clone <this repo> /tmp/demo_final && (cd /tmp/demo_final && make demo)    # repeat per run
+    .venv/bin/python benchmarks/threshold_margins.py /tmp/demo_final /tmp/demo_final2 ...
+
+For every workspace it re-derives, from the trained models and the frozen splits, the alarm
+thresholds the families would choose at several validation recall targets, and measures on test:
+
+* sku: one threshold over wrong claims and unknown SKUs together (the calibration before commit
+  e9d4605) against one reaching the target on each kind of positive separately
+  (``pipelines.families.sku.mismatch_threshold``); unknown-SKU alarm recall (gate floor
+  ``gate.recall_floors.unknown_sku``) and the auto-pass share of the sku check.
+* blur: recall of blurred photos (floor ``gate.recall_floors.blur``), flagged share, false-positive
+  rate on sharp photos.
+
+Nothing is retrained; the models are the ones each demo trained and registered.
+Writes benchmarks/results/threshold_margins.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.dataset import split_frame
+from pipelines.evaluation import threshold_for_recall
+from pipelines.families import blur, common, scalar, sku
+from pipelines.params import load_params
+
+OUT = Path(__file__).parent / "results" / "threshold_margins.json"
+TARGETS = (0.95, 0.96, 0.97, 0.98, 0.99)
+
+
+def sku_rows(root: Path, params) -> dict:
+    df = common.load_frame(root)
+    net, arch, gallery = sku.load_model(root)
+    *_, unknown_v, wrong_v, score_v = sku._scored(root, params, df, net, arch, gallery, "val")
+    *_, unknown_t, wrong_t, score_t = sku._scored(root, params, df, net, arch, gallery, "test")
+    rows = []
+    for target in TARGETS:
+        for mode in ("together", "per_kind"):
+            if mode == "together":
+                t = threshold_for_recall(score_v, unknown_v | wrong_v, target)
+            else:
+                t, _ = sku.mismatch_threshold(score_v, wrong_v, unknown_v,
+                                              {"sku_mismatch": params.recall_targets.sku_mismatch, "unknown_sku": target})
+            rows.append({"calibration": mode, "target": target, "threshold": round(float(t), 4),
+                         "val_unknown_recall": round(float((score_v[unknown_v] >= t).mean()), 4),
+                         "test_unknown_recall": round(float((score_t[unknown_t] >= t).mean()), 4),
+                         "test_wrong_claim_recall": round(float((score_t[wrong_t] >= t).mean()), 4),
+                         "test_auto_pass_share": round(float((score_t < t).mean()), 4)})
+    return {"val_positives": {"unknown_sku": int(unknown_v.sum()), "wrong_claim": int(wrong_v.sum())},
+            "test_positives": {"unknown_sku": int(unknown_t.sum()), "wrong_claim": int(wrong_t.sum())},
+            "floor": params.gate.recall_floors["unknown_sku"], "rows": rows}
+
+
+def blur_rows(root: Path, params) -> dict:
+    df = common.load_frame(root)
+    val, test = blur.usable(split_frame(df, "val")), blur.usable(split_frame(df, "test"))
+    score_v, score_t = (scalar.scores(blur.FAMILY, root, params, d) for d in (val, test))
+    pos_v, pos_t = val["blurred"].to_numpy(bool), test["blurred"].to_numpy(bool)
+    rows = []
+    for target in TARGETS:
+        t = threshold_for_recall(score_v, pos_v, target)
+        rows.append({"target": target, "threshold": round(float(t), 4),
+                     "test_recall": round(float((score_t[pos_t] >= t).mean()), 4),
+                     "test_flagged_share": round(float((score_t >= t).mean()), 4),
+                     "test_false_positive_rate": round(float((score_t[~pos_t] >= t).mean()), 4)})
+    return {"val_positives": int(pos_v.sum()), "test_positives": int(pos_t.sum()),
+            "floor": params.gate.recall_floors["blur"], "rows": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("workspaces", nargs="+", type=Path, help="demo work trees with trained sku and blur models")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    params = load_params(Path(__file__).parents[1] / "params.yaml")
+    result = {"measured": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, 2 CPU cores",
+              "command": "python benchmarks/threshold_margins.py " + " ".join(str(w) for w in args.workspaces),
+              "workspaces": {}}
+    for root in args.workspaces:
+        result["workspaces"][str(root)] = {"sku": sku_rows(root, params), "blur": blur_rows(root, params)}
+        print(f"{root}: done", flush=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    for root, r in result["workspaces"].items():
+        print(root)
+        for row in r["sku"]["rows"]:
+            print(f"  sku  {row['calibration']:9s} target {row['target']:.2f}: unknown-SKU recall val "
+                  f"{row['val_unknown_recall']:.3f} test {row['test_unknown_recall']:.3f}, "
+                  f"auto-pass {row['test_auto_pass_share']:.3f}")
+        for row in r["blur"]["rows"]:
+            print(f"  blur target {row['target']:.2f}: test recall {row['test_recall']:.3f}, "
+                  f"flagged {row['test_flagged_share']:.3f}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
