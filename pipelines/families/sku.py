@@ -219,6 +219,11 @@ def _histogram(top1: np.ndarray, positive: np.ndarray) -> pd.DataFrame:
                          "wrong_or_unknown": np.histogram(top1[positive], edges)[0]})
 
 
+def _share(flag: np.ndarray, mask: np.ndarray) -> float:
+    """Share of ``mask`` rows that ``flag`` marks; NaN when the mask selects nothing."""
+    return float(flag[mask].mean()) if mask.any() else float("nan")
+
+
 def mismatch_threshold(score: np.ndarray, wrong_claim: np.ndarray, unknown: np.ndarray,
                        targets: dict[str, float]) -> tuple[float, str]:
     """Alarm threshold on validation: each kind of positive reaches its own recall target.
@@ -229,7 +234,7 @@ def mismatch_threshold(score: np.ndarray, wrong_claim: np.ndarray, unknown: np.n
     returned source. With no positive at all, the similarity threshold falls back to 0.5.
     """
     kinds = {"sku_mismatch": np.asarray(wrong_claim, bool), "unknown_sku": np.asarray(unknown, bool)}
-    found = {k: threshold_for_recall(score[m], np.ones(int(m.sum()), bool), targets[k]) for k, m in kinds.items() if m.any()}
+    found = {k: threshold_for_recall(score, m, targets[k]) for k, m in kinds.items() if m.any()}
     if not found:
         return 1.0 - 0.5, "default: no positive on validation"
     missing = sorted(set(kinds) - set(found))
@@ -261,18 +266,18 @@ def evaluate(root: Path, params: Params) -> dict:
 
     d, pred, top1, order, truth, unknown, wrong_claim, score = _scored(root, params, df, net, arch, gallery, "test")
     positive = wrong_claim | unknown
-    alarm = score >= t
+    alarm, alarm_v = score >= t, score_v >= t
     kn = ~unknown
     top5 = np.array([truth[i] in set(g_sku[order[i, :5]]) for i in range(len(truth))], dtype=bool)
     metrics = {
         "test": {
-            "top1_accuracy": float((pred[kn] == truth[kn]).mean()) if kn.any() else float("nan"),
-            "recall_at_5": float(top5[kn].mean()) if kn.any() else float("nan"),
+            "top1_accuracy": _share(pred == truth, kn),
+            "recall_at_5": _share(top5, kn),
             "mAP": _mean_ap(order[kn], g_sku, truth[kn]),
             "mismatch_alarm": binary_metrics(score, positive, t),
-            "unknown_sku_alarm_recall": float(alarm[unknown].mean()) if unknown.any() else float("nan"),
-            "wrong_claim_alarm_recall": float(alarm[wrong_claim].mean()) if wrong_claim.any() else float("nan"),
-            "false_alarm_rate_genuine": float(alarm[~positive].mean()) if (~positive).any() else float("nan"),
+            "unknown_sku_alarm_recall": _share(alarm, unknown),
+            "wrong_claim_alarm_recall": _share(alarm, wrong_claim),
+            "false_alarm_rate_genuine": _share(alarm, ~positive),
             "auto_pass_share": float((~alarm).mean()),
             "photos": int(len(d)), "unknown_sku_photos": int(unknown.sum()), "wrong_claim_photos": int(wrong_claim.sum()),
         },
@@ -280,8 +285,8 @@ def evaluate(root: Path, params: Params) -> dict:
         "threshold_source": {"similarity": source},
         "recall_target": targets,
         "validation": {"unknown_sku_photos": int(unknown_v.sum()), "wrong_claim_photos": int(wrong_v.sum()),
-                       "unknown_sku_alarm_recall": float((score_v[unknown_v] >= t).mean()) if unknown_v.any() else float("nan"),
-                       "wrong_claim_alarm_recall": float((score_v[wrong_v] >= t).mean()) if wrong_v.any() else float("nan")},
+                       "unknown_sku_alarm_recall": _share(alarm_v, unknown_v),
+                       "wrong_claim_alarm_recall": _share(alarm_v, wrong_v)},
         "holdout_skus": sorted(arch["holdout_skus"]),
         "train_seconds": common.read_train_record(FAMILY, root)["seconds"],
     }
