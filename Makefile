@@ -45,9 +45,9 @@ browser:
 test: install browser
 	$(BIN)/pytest -q
 
-# Ingest, retrain and deploy through Airflow, live traffic, drift and false-positive reports (pipelines/demo.py).
+# Ingest, retrain and deploy through Airflow, live traffic, drift and false-positive reports (pipelines/app/demo.py).
 demo: install
-	$(BIN)/python -m pipelines.demo --profile $(DEMO_PROFILE) $(if $(DEMO_DIR),--workdir $(DEMO_DIR)) $(if $(DEMO_PORT),--port $(DEMO_PORT))
+	$(BIN)/python -m pipelines.app.demo --profile $(DEMO_PROFILE) $(if $(DEMO_DIR),--workdir $(DEMO_DIR)) $(if $(DEMO_PORT),--port $(DEMO_PORT))
 
 # Airflow's metadata database (SQLite in $(AIRFLOW_HOME)); `make demo` migrates its own as well.
 airflow-init: install

@@ -6,13 +6,13 @@ classifier needs to reach its recall target.
 Every number comes from ``active_learning.experiment`` in params.yaml (and ``recall_targets.prohibited``):
 
 * Data. An unlabelled pool and a fixed labelled test set, rendered by the project's generator
-  (``pipelines.generate``) with ``shift`` (default ``prohibited_rate=0.1``: each of the 10 categories on
+  (``pipelines.data.generate``) with ``shift`` (default ``prohibited_rate=0.1``: each of the 10 categories on
   about 1% of the photos, the measured category rare as in live traffic). Cached under
   ``.cache/bench/active_learning/``.
 * Oracle. Asked about a pool photo, it answers from the generator's ground truth (``category`` in the
   photo's ``prohibited`` list): an annotator who never errs.
 * Learner. The prohibited family's frozen ImageNet trunk (EfficientNet-Lite0 cut at
-  ``train.prohibited.trunk_split``) at ``image_size`` px, computed once per photo (``pipelines.features``
+  ``train.prohibited.trunk_split``) at ``image_size`` px, computed once per photo (``pipelines.train.features``
   cache); each round a small head is trained from scratch on the labelled photos' trunk outputs (1x1 conv
   to 128 channels, BN, ReLU, average + max pooling, one logit; ``STEPS`` Adam steps on batches a quarter
   of which are positives, drawn with replacement; no validation split, labels are what is scarce). Cheap rounds are what make
@@ -22,7 +22,7 @@ Every number comes from ``active_learning.experiment`` in params.yaml (and ``rec
 * Rounds. ``k`` labels per round for ``rounds`` rounds, then ``then_k`` per round until the pool is
   exhausted (where both strategies have the same labels). Uncertainty: the unlabelled photos with the
   highest ``1 - |2p - 1|`` under the current head; random: a random draw. Both skip near-duplicates with
-  the rule ``reviewops select`` uses (``pipelines.active_learning.pick``: grid embedding of the trunk
+  the rule ``reviewops select`` uses (``pipelines.active_learning.select.pick``: grid embedding of the trunk
   output within ``active_learning.duplicate_distance``, or pHash within ``validation.phash_max_distance``).
 * Metric. On the test set, recall at precision >= ``precision`` (the highest recall a threshold reaches
   with at least that precision), against labels used; the labels a strategy needs are the first budget
@@ -50,13 +50,13 @@ import torch
 from sklearn.metrics import precision_recall_curve
 from torch import nn
 
-from pipelines import active_learning as al
-from pipelines.features import trunk_features
-from pipelines.generate import generate_batch, parse_shift
-from pipelines.manifest import read_manifest
+from pipelines.active_learning import select as al
+from pipelines.train.features import trunk_features
+from pipelines.data.generate import generate_batch, parse_shift
+from pipelines.data.manifest import read_manifest
 from pipelines.params import load_params
-from pipelines.phash import phash_file
-from pipelines.trunk import Trunk
+from pipelines.data.phash import phash_file
+from pipelines.train.trunk import Trunk
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"

@@ -51,8 +51,8 @@ def outputs(name: str, photos: pd.DataFrame, models, versions, cache: Path) -> p
 
 
 def generated(name: str, n: int, shift: str | None, cache: Path, params) -> pd.DataFrame:
-    from pipelines.generate import generate_batch, parse_shift
-    from pipelines.manifest import read_manifest
+    from pipelines.data.generate import generate_batch, parse_shift
+    from pipelines.data.manifest import read_manifest
 
     batch = cache / "photos" / name
     if not batch.exists():
@@ -78,9 +78,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "drift_false_alarms.json")
     args = ap.parse_args()
 
-    from pipelines.dataset import split_frame, versioned_manifest
+    from pipelines.data.dataset import split_frame, versioned_manifest
     from pipelines.params import load_params
-    from pipelines.reviewer import ReviewerModels
+    from pipelines.serve.models import ReviewerModels
 
     from monitoring.drift import compare
 
@@ -90,7 +90,7 @@ def main() -> None:
         bundles = {p.name: p for p in sorted(args.bundles.iterdir()) if (p / "meta.json").exists()}
         versions = {f: f"bundle:{f}" for f in bundles}
     else:
-        from pipelines import registry
+        from pipelines.release import registry
 
         registry.use_store(repo)
         versions, bundles = registry.production(), registry.production_bundles()

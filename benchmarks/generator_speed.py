@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipelines.generate import generate_batch, measure_speed
+from pipelines.data.generate import generate_batch, measure_speed
 from pipelines.params import load_params
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from pipelines.evaluation import read_metrics
-from pipelines.families import FAMILIES
+from pipelines.train.evaluate import read_metrics
+from pipelines.train.families import FAMILIES
 from pipelines.params import load_params
 
 OUT = Path(__file__).parent / "results" / "models_demo.json"

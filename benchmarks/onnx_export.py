@@ -1,4 +1,4 @@
-"""ONNX export time: torch's TorchScript exporter (what ``pipelines.onnx_export`` uses) against its dynamo exporter.
+"""ONNX export time: torch's TorchScript exporter (what ``pipelines.release.onnx_export`` uses) against its dynamo exporter.
 
 Usage (no data needed: ImageNet-initialised graphs of the shapes the project exports):
 
@@ -26,12 +26,12 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from pipelines.families.prohibited import CategoryClassifier, CombinedProhibited
-from pipelines.export import Probability
-from pipelines.families import scalar
-from pipelines.onnx_export import export_dynamic_batch
+from pipelines.train.families.prohibited import CategoryClassifier, CombinedProhibited
+from pipelines.release.export import Probability
+from pipelines.train.families import scalar
+from pipelines.release.onnx_export import export_dynamic_batch
 from pipelines.params import load_params
-from pipelines.trunk import Trunk
+from pipelines.train.trunk import Trunk
 
 OUT = Path(__file__).parent / "results" / "onnx_export.json"
 

@@ -26,12 +26,12 @@ from scipy.stats import spearmanr
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from pipelines.dataset import split_frame, versioned_manifest
-from pipelines.families import common
-from pipelines.families.blur import real_photo_series, usable
-from pipelines.families.scalar import build, random_crop
-from pipelines.harness import FitConfig, fit
-from pipelines.images import load_resized, to_input
+from pipelines.data.dataset import split_frame, versioned_manifest
+from pipelines.train.families import common
+from pipelines.train.families.blur import real_photo_series, usable
+from pipelines.train.families.scalar import build, random_crop
+from pipelines.train.harness import FitConfig, fit
+from pipelines.serve.images import load_resized, to_input
 from pipelines.params import load_params
 
 OUT = Path(__file__).parent / "results" / "pretrained_vs_scratch.json"

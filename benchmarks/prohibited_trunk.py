@@ -6,7 +6,7 @@ Usage (in a project with versioned demo data, e.g. after `make demo`):
     .venv/bin/python benchmarks/prohibited_trunk.py --repo . --configs 6:192 5:256 4:256
 
 For each ``split:size``, every category of params.yaml is trained with the family's own code
-(`pipelines.families.prohibited.train_category`, same seeds, epochs and sampling) in a scratch
+(`pipelines.train.families.prohibited.train_category`, same seeds, epochs and sampling) in a scratch
 directory that shares the repo's versioned data and trunk-feature cache, and scored on validation:
 average precision, and the best precision at recall >= 0.95 (what the issue asks of test). Writes
 benchmarks/results/prohibited_trunk.json.
@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
-from pipelines.dataset import split_frame
-from pipelines.families import common
-from pipelines.families.prohibited import _labels, load_combined, probabilities, train_category
+from pipelines.data.dataset import split_frame
+from pipelines.train.families import common
+from pipelines.train.families.prohibited import _labels, load_combined, probabilities, train_category
 from pipelines.params import load_params
 
 OUT = Path(__file__).parent / "results" / "prohibited_trunk.json"

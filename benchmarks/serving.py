@@ -34,9 +34,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.families import common  # noqa: E402
+from pipelines.train.families import common  # noqa: E402
 from pipelines.params import load_params  # noqa: E402
-from pipelines.dataset import split_frame  # noqa: E402
+from pipelines.data.dataset import split_frame  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
@@ -122,9 +122,9 @@ def model_benchmark(root: Path, bundles: dict[str, Path], photos: np.ndarray, th
     """Each graph of each family alone, batch 1 and 16: ONNX Runtime (served) and eager torch (the same weights)."""
     import torch
 
-    from pipelines.export import _graphs
-    from pipelines.images import to_input
-    from pipelines.reviewer import ReviewerModels, prepare
+    from pipelines.release.export import _graphs
+    from pipelines.serve.images import to_input
+    from pipelines.serve.models import ReviewerModels, prepare
 
     torch.set_num_threads(threads)
     params = load_params(root / "params.yaml")
@@ -150,7 +150,7 @@ def model_benchmark(root: Path, bundles: dict[str, Path], photos: np.ndarray, th
             print(f"  {name}: onnx {row['onnx_b1']['p50_ms']} ms, torch {row['torch_b1']['p50_ms']} ms (batch 1)",
                   flush=True)
     if models.yolo is not None:
-        from pipelines.families import detector
+        from pipelines.train.families import detector
         from ultralytics import YOLO
 
         meta = models.metas["detector"]
@@ -177,9 +177,9 @@ def prohibited_curve(root: Path, photos: np.ndarray, threads: int, repeats: int,
     import onnxruntime as ort
     import torch
 
-    from pipelines.export import Graph, _export_graph
-    from pipelines.families import prohibited
-    from pipelines.images import to_input
+    from pipelines.release.export import Graph, _export_graph
+    from pipelines.train.families import prohibited
+    from pipelines.serve.images import to_input
 
     torch.set_num_threads(threads)
     params = load_params(root / "params.yaml")
@@ -247,9 +247,9 @@ def main() -> None:
     if "models" in args.skip and "prohibited" in args.skip:
         pass
     else:
-        from pipelines.photo_input import decode_photo, photo_limits
-        from pipelines.registry import production_bundles, use_store
-        from pipelines.reviewer import prepare
+        from pipelines.serve.photo_input import decode_photo, photo_limits
+        from pipelines.release.registry import production_bundles, use_store
+        from pipelines.serve.models import prepare
 
         use_store(root)
         limits = photo_limits(params)

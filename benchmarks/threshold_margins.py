@@ -10,7 +10,7 @@ thresholds the families would choose at several validation recall targets, and m
 
 * sku: one threshold over wrong claims and unknown SKUs together (the calibration before commit
   e9d4605) against one reaching the target on each kind of positive separately
-  (``pipelines.families.sku.mismatch_threshold``); unknown-SKU alarm recall (gate floor
+  (``pipelines.train.families.sku.mismatch_threshold``); unknown-SKU alarm recall (gate floor
   ``gate.recall_floors.unknown_sku``) and the auto-pass share of the sku check.
 * blur: recall of blurred photos (floor ``gate.recall_floors.blur``), flagged share, false-positive
   rate on sharp photos.
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.dataset import split_frame
-from pipelines.evaluation import threshold_for_recall
-from pipelines.families import blur, common, scalar, sku
+from pipelines.data.dataset import split_frame
+from pipelines.train.evaluate import threshold_for_recall
+from pipelines.train.families import blur, common, scalar, sku
 from pipelines.params import load_params
 
 OUT = Path(__file__).parent / "results" / "threshold_margins.json"

@@ -5,7 +5,7 @@ Usage (in a project with versioned data, e.g. after `make demo`):
     .venv/bin/python benchmarks/trunk_features.py --repo . --photos 512
 
 For each computation the timm families cache (stem + stages [0, split) at a size, and the stages
-between a cached lower split and a higher one), it times the project's own ``pipelines.features``
+between a cached lower split and a higher one), it times the project's own ``pipelines.train.features``
 code per photo (JPEG read, resize, forward) on eager torch at batch 32 (the old setting) and 8,
 and on ONNX Runtime at batch 8 (export excluded, timed apart), with ``train.threads`` threads; and
 the largest difference between the two engines' float16 outputs. Writes
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from pipelines import features
-from pipelines.families import common
+from pipelines.train import features
+from pipelines.train.families import common
 from pipelines.params import load_params
-from pipelines.trunk import Trunk
+from pipelines.train.trunk import Trunk
 
 OUT = Path(__file__).parent / "results" / "trunk_features.json"
 

@@ -50,7 +50,7 @@ class Checks:
     """Every production model; ``infer`` is batched adaptively across concurrent requests."""
 
     def __init__(self) -> None:
-        from pipelines.reviewer import INPUT_SIZE, ReviewerModels
+        from pipelines.serve.models import INPUT_SIZE, ReviewerModels
 
         self.models = ReviewerModels(_bundles(), threads=THREADS)
         rng = np.random.default_rng(0)
@@ -83,8 +83,8 @@ class Reviewer:
         import prometheus_client as prom  # after BentoML set PROMETHEUS_MULTIPROC_DIR
 
         from monitoring.prediction_log import PredictionLog, resolve_url
-        from pipelines.photo_input import PhotoError, archive_photo, b64_bytes, decode_photo, missing_field, photo_limits
-        from pipelines.reviewer import decide, log_scores, prepare, read_meta
+        from pipelines.serve.photo_input import PhotoError, archive_photo, b64_bytes, decode_photo, missing_field, photo_limits
+        from pipelines.serve.models import decide, log_scores, prepare, read_meta
 
         self.PhotoError, self.missing_field = PhotoError, missing_field
         self._decode, self._b64_bytes, self._archive_photo = decode_photo, b64_bytes, archive_photo
@@ -194,7 +194,7 @@ class Reviewer:
             return exc
 
     def _multipart(self, ctype: str, body: bytes, batch: bool) -> list[dict | Exception]:
-        from pipelines.multipart import parse_multipart
+        from pipelines.serve.multipart import parse_multipart
 
         parts = parse_multipart(ctype, body)
         files = [p for p in parts if p.filename is not None]

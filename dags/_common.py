@@ -1,6 +1,6 @@
 """What every ReviewOps DAG shares: owner, retries with backoff, the assets that chain the DAGs.
 
-Wiring only (no project logic): the tasks call ``pipelines.orchestration`` (and through it
+Wiring only (no project logic): the tasks call ``pipelines.app.tasks`` (and through it
 ``pipelines`` and ``monitoring``), which finds the project at ``$REVIEWOPS_ROOT`` or beside ``dags/``.
 """
 
@@ -20,9 +20,9 @@ START = pendulum.datetime(2026, 1, 1, tz="UTC")
 TAGS = ["reviewops"]
 
 # Retrying cannot fix a batch that failed validation, a refused candidate or a missing input:
-# those fail at once (pipelines.orchestration.PermanentError); everything else is retried.
+# those fail at once (pipelines.app.tasks.PermanentError); everything else is retried.
 PERMANENT = ExceptionRetryPolicy(rules=[
-    RetryRule(exception="pipelines.orchestration.PermanentError", action=RetryAction.FAIL,
+    RetryRule(exception="pipelines.app.tasks.PermanentError", action=RetryAction.FAIL,
               reason="permanent: the input or the verdict is wrong, a retry would give the same answer"),
 ])
 
@@ -36,5 +36,5 @@ DEFAULT_ARGS = {
 }
 
 # DVC and git hold one lock per work tree: tasks that run them go one at a time
-# (orchestration also takes pipelines.version.repo_lock, which covers other DAGs and workers).
+# (the app layer also takes pipelines.data.version.repo_lock, which covers other DAGs and workers).
 ONE_AT_A_TIME = {"max_active_tis_per_dag": 1}

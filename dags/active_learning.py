@@ -2,12 +2,12 @@
 
 Weekly (or triggered by hand): for every prohibited category and for the detector's dirt check,
 score the unlabelled pool with the trained model and write an annotation queue of the photos it is
-least sure of, with a Label Studio import file (`pipelines/active_learning.py`).
+least sure of, with a Label Studio import file (`pipelines/active_learning/select.py`).
 
 * Pool: the run's `pool` param (a folder of unlabelled photos), else the prediction log's photos.
 * Output: `data/annotation/<family>[-<category>]/<run id>/` with `images/`, `queue.csv`,
   `label_studio.json` and `label_config.xml`; a retried task rewrites its own queue.
-* Answers come back with `pipelines.active_learning.import_labels(export)` as a new batch in
+* Answers come back with `pipelines.active_learning.select.import_labels(export)` as a new batch in
   `data/incoming/`, then `reviewops validate` and `reviewops version` (the `ingest` DAG).
 
 One task at a time: the tasks share the trunk-feature cache and the 2 CPU cores.
@@ -51,19 +51,19 @@ DEFAULT_ARGS = {
 def active_learning():
     @task
     def categories() -> list[str]:
-        from pipelines.active_learning import prohibited_categories
+        from pipelines.active_learning.select import prohibited_categories
 
         return prohibited_categories(ROOT)
 
     @task
     def select_prohibited(category: str, params=None, run_id=None) -> dict:
-        from pipelines.active_learning import select_queue
+        from pipelines.active_learning.select import select_queue
 
         return select_queue(ROOT, "prohibited", category, k=params["k"], pool=params["pool"], stamp=run_id).as_dict()
 
     @task
     def select_dirt(params=None, run_id=None) -> dict:
-        from pipelines.active_learning import select_queue
+        from pipelines.active_learning.select import select_queue
 
         return select_queue(ROOT, "detector", k=params["k"], pool=params["pool"], stamp=run_id).as_dict()
 

@@ -2,7 +2,7 @@
 
 Runs when `retrain` built a new reviewer Bento (the `reviewops://bento` asset event), or by hand.
 
-* **deploy**: blue/green on this machine (`pipelines/deploy.py`): `bentoml serve` of the new Bento
+* **deploy**: blue/green on this machine (`pipelines/deploy/bluegreen.py`): `bentoml serve` of the new Bento
   on a free loopback port, wait for `GET /readyz`, replay the Bento's golden smoke set (photos of
   the frozen test split with the decisions recorded at build time), then switch the router on the
   serving port (`serving.port` of params.yaml, 3000) to it and stop the old instance. **If anything
@@ -12,7 +12,7 @@ Runs when `retrain` built a new reviewer Bento (the `reviewops://bento` asset ev
 
 Params: `bento` (default: the last one `retrain` built, `reports/build.json`), `port` (default
 `serving.port`). State, logs and deploy history: `.reviewops/deploy/`.
-Code: `pipelines/orchestration.py` (`deploy`, `verify`).
+Code: `pipelines/app/tasks.py` (`deploy`, `verify`).
 """
 
 from __future__ import annotations
@@ -41,15 +41,15 @@ from airflow.sdk import Param, dag, task
 def deploy():
     @task(execution_timeout=timedelta(minutes=30))
     def deploy(params=None) -> dict:
-        from pipelines import orchestration
+        from pipelines.app import tasks
 
-        return orchestration.deploy(bento=params["bento"], port=params["port"])
+        return tasks.deploy(bento=params["bento"], port=params["port"])
 
     @task
     def verify(deployed: dict, params=None) -> dict:
-        from pipelines import orchestration
+        from pipelines.app import tasks
 
-        return orchestration.verify(port=params["port"])
+        return tasks.verify(port=params["port"])
 
     verify(deploy())
 

@@ -14,7 +14,7 @@ with Great Expectations, then versioned with DVC (add, git commit, push to the D
   schedules `retrain`. It is skipped when nothing new was versioned.
 
 Re-running is safe: a versioned batch is recognised, a quarantined one fails again with its report.
-Code: `pipelines/orchestration.py` (`find_batches`, `validate`, `version`).
+Code: `pipelines/app/tasks.py` (`find_batches`, `validate`, `version`).
 """
 
 from __future__ import annotations
@@ -38,28 +38,28 @@ from airflow.sdk import Param, dag, task
 def ingest():
     @task
     def find_batches(params=None) -> list[str]:
-        from pipelines import orchestration
+        from pipelines.app import tasks
 
-        return orchestration.find_batches(batch=params["batch"])
+        return tasks.find_batches(batch=params["batch"])
 
     @task(**ONE_AT_A_TIME, map_index_template="{{ task.op_kwargs['batch'] }}")
     def validate(batch: str) -> dict:
-        from pipelines import orchestration
+        from pipelines.app import tasks
 
-        return orchestration.validate(batch=batch)
+        return tasks.validate(batch=batch)
 
     @task(**ONE_AT_A_TIME, map_index_template="{{ task.op_kwargs['validated']['batch'] }}")
     def version(validated: dict) -> dict:
-        from pipelines import orchestration
+        from pipelines.app import tasks
 
-        return orchestration.version(batch=validated["batch"])
+        return tasks.version(batch=validated["batch"])
 
     @task(outlets=[DATA])
     def announce(versioned: list[dict], outlet_events=None) -> list[str]:
         from airflow.sdk.exceptions import AirflowSkipException
-        from pipelines import orchestration
+        from pipelines.app import tasks
 
-        batches = orchestration.new_batches(versioned)
+        batches = tasks.new_batches(versioned)
         if not batches:
             raise AirflowSkipException("nothing new was versioned: no data event")
         outlet_events[DATA].extra = {"batches": batches}

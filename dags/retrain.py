@@ -19,7 +19,7 @@ builds a new reviewer Bento when production changed.
 
 Running it twice on unchanged data trains nothing, promotes nothing and builds nothing.
 DVC holds one lock per work tree: training tasks go one at a time (and wait on `ingest`'s version step).
-Code: `pipelines/orchestration.py` (`train`, `evaluate`, `gate`, `build`, `check_verdicts`).
+Code: `pipelines/app/tasks.py` (`train`, `evaluate`, `gate`, `build`, `check_verdicts`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from __future__ import annotations
 from _common import BENTO, DATA, DEFAULT_ARGS, DRIFT, ONE_AT_A_TIME, START, TAGS
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
-from pipelines.families import FAMILIES
+from pipelines.train.families import FAMILIES
 
 
 @dag(
@@ -43,28 +43,28 @@ from pipelines.families import FAMILIES
 def retrain():
     @task(**ONE_AT_A_TIME, map_index_template="{{ task.op_kwargs['family'] }}")
     def train(family: str) -> dict:
-        from pipelines import orchestration
+        from pipelines.app import tasks
 
-        return orchestration.train(family=family)
+        return tasks.train(family=family)
 
     @task(**ONE_AT_A_TIME, map_index_template="{{ task.op_kwargs['trained']['family'] }}")
     def evaluate(trained: dict) -> dict:
-        from pipelines import orchestration
+        from pipelines.app import tasks
 
-        return orchestration.evaluate(family=trained["family"])
+        return tasks.evaluate(family=trained["family"])
 
     @task
     def gate(evaluated: list[dict]) -> dict:
-        from pipelines import orchestration
+        from pipelines.app import tasks
 
-        return orchestration.gate()
+        return tasks.gate()
 
     @task(outlets=[BENTO])
     def build(gated: dict, outlet_events=None) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
-        from pipelines import orchestration
+        from pipelines.app import tasks
 
-        result = orchestration.build()
+        result = tasks.build()
         if not result["built"]:
             raise AirflowSkipException(result["message"])
         outlet_events[BENTO].extra = {"bento": result["bento"]}
@@ -72,9 +72,9 @@ def retrain():
 
     @task(trigger_rule="none_failed")
     def check_verdicts(gated: dict) -> dict:
-        from pipelines import orchestration
+        from pipelines.app import tasks
 
-        return orchestration.check_verdicts(gated)
+        return tasks.check_verdicts(gated)
 
     gated = gate(evaluate.expand(trained=train.expand(family=list(FAMILIES))))
     build(gated) >> check_verdicts(gated)

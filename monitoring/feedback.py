@@ -39,7 +39,7 @@ import sqlalchemy as sa
 
 from .prediction_log import _sqlite_pragmas, _sqlite_path, _UTCDateTime
 
-# the reasons pipelines.reviewer.decide can give (prohibited:<category> besides)
+# the reasons pipelines.serve.models.decide can give (prohibited:<category> besides)
 CHECKS = ("sku_mismatch", "unknown_sku", "blur", "sticker_missing", "dirt", "no_product", "off_centre", "manipulation")
 VERDICTS = {"confirmed": True, "false_positive": False}
 MISSED = "missed"

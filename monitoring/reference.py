@@ -1,6 +1,6 @@
 """The drift reference: the production models' outputs on the validation split, stored at promotion.
 
-The reference is computed through the service's own code path (``pipelines.reviewer``: the ONNX
+The reference is computed through the service's own code path (``pipelines.serve.models``: the ONNX
 bundles of every production model, ``decide`` and ``log_scores``), photo by photo as the service
 would answer it with the claimed SKU and the category of the listing, so reference rows and
 prediction-log rows are the same numbers for the same photo. It is stored as
@@ -62,13 +62,13 @@ def review_records(models, versions: Mapping[str, str], photos: pd.DataFrame, *,
                    archive: str | Path | None = None, progress: bool = False) -> list[dict]:
     """Prediction-log records for the photos of a manifest, answered as the service answers them.
 
-    ``models`` is a loaded ``pipelines.reviewer.ReviewerModels``; ``photos`` has ``path`` (the
+    ``models`` is a loaded ``pipelines.serve.models.ReviewerModels``; ``photos`` has ``path`` (the
     JPEG), ``listing_id`` and optionally ``claimed_sku`` and ``category`` ('none' = not sent).
     Each record has exactly the keys the service appends to the prediction log; with ``archive``
     the photo is kept there by SHA-256 as the service does, and ``image_path`` names it.
     """
-    from pipelines.images import load_resized
-    from pipelines.reviewer import INPUT_SIZE, decide, log_scores
+    from pipelines.serve.images import load_resized
+    from pipelines.serve.models import INPUT_SIZE, decide, log_scores
 
     rows = photos.reset_index(drop=True)
     records: list[dict] = []
@@ -87,7 +87,7 @@ def review_records(models, versions: Mapping[str, str], photos: pd.DataFrame, *,
             if ts is not None:
                 record["ts"] = ts[start + i]
             if archive is not None:
-                from pipelines.photo_input import archive_photo
+                from pipelines.serve.photo_input import archive_photo
 
                 record["image_path"] = str(archive_photo(Path(row["path"]).read_bytes(), Path(archive)))
             records.append(record)
@@ -114,7 +114,7 @@ def features(frame: pd.DataFrame, categories: Sequence[str] | None = None) -> pd
 
 
 def _validation_photos(root: Path) -> pd.DataFrame:
-    from pipelines.dataset import split_frame, versioned_manifest
+    from pipelines.data.dataset import split_frame, versioned_manifest
 
     df = split_frame(versioned_manifest(root), "val")
     if df.empty:
@@ -124,7 +124,7 @@ def _validation_photos(root: Path) -> pd.DataFrame:
 
 
 def _batch_photos(batch_dir: Path) -> pd.DataFrame:
-    from pipelines.manifest import read_manifest
+    from pipelines.data.manifest import read_manifest
 
     df = read_manifest(batch_dir)
     df["path"] = [str(Path(batch_dir) / rel) for rel in df["image"]]
@@ -137,15 +137,15 @@ def build_reference(root: str | Path, params: Params | None = None, *, bundles: 
     """Compute and store the reference; returns its metadata.
 
     Models: ``bundles`` (family -> bundle directory) with their ``versions`` (family -> tag), by
-    default every production model of the registry (call ``pipelines.registry.use_store`` first).
+    default every production model of the registry (call ``pipelines.release.registry.use_store`` first).
     Photos: the validation split of the versioned data, or every photo of ``batch_dir``.
     """
-    from pipelines.reviewer import ReviewerModels
+    from pipelines.serve.models import ReviewerModels
 
     root = Path(root).resolve()
     params = params or load_params(root / "params.yaml")
     if bundles is None:
-        from pipelines import registry
+        from pipelines.release import registry
 
         versions = registry.production()
         if not versions:

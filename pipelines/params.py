@@ -190,7 +190,7 @@ class RecallTargets(_Strict):
 
 
 class GateParams(_Strict):
-    """Promotion criteria, all measured on the frozen test split (pipelines/gate.py)."""
+    """Promotion criteria, all measured on the frozen test split (pipelines/release/gate.py)."""
     recall_floors: dict[str, float]         # check -> lowest recall a candidate may have
     max_recall_drop: float = Fraction       # against production: a check's recall may not fall by more
     max_auto_pass_drop: float = Fraction    # against production: the family's auto-pass share may not fall by more
@@ -246,7 +246,7 @@ class ActiveLearningExperiment(_Strict):
 
 
 class ActiveLearningParams(_Strict):
-    """reviewops select: which unlabelled photos go to annotators (pipelines/active_learning.py)."""
+    """reviewops select: which unlabelled photos go to annotators (pipelines/active_learning/select.py)."""
     k: int = Field(gt=0)                    # photos per annotation queue
     pool_size: int = Field(gt=0)            # most pool photos scored
     duplicate_distance: float = Field(ge=0.0, le=2.0)  # cosine distance of embeddings: at or below, a near-duplicate

@@ -18,9 +18,9 @@ def sh(cwd: Path, *args: str) -> str:
 
 def make_project(base: Path, profile: str = "tiny", n: int | None = None) -> Path:
     """A git repo with the project's params.yaml (train.profile = tiny) and one versioned batch."""
-    from pipelines.generate import generate_batch
+    from pipelines.data.generate import generate_batch
     from pipelines.params import load_params
-    from pipelines.version import version_batch
+    from pipelines.data.version import version_batch
 
     repo = base / "repo"
     repo.mkdir(parents=True)
@@ -57,7 +57,7 @@ def copy_project(tiny_project, tmp_path):
 
 def train_all(repo: Path) -> Path:
     """Train and evaluate every family in ``repo`` (tiny profile), as `dvc repro` would."""
-    from pipelines.families import FAMILIES, evaluate, train
+    from pipelines.train.families import FAMILIES, evaluate, train
 
     for family in FAMILIES:
         train(family, repo)

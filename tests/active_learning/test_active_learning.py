@@ -19,14 +19,14 @@ import pandas as pd
 import pytest
 
 from monitoring.prediction_log import PredictionLog, resolve_url
-from pipelines import active_learning as al
-from pipelines.families import detector, prohibited
-from pipelines.generate import generate_batch
-from pipelines.manifest import read_manifest, write_manifest
+from pipelines.active_learning import select as al
+from pipelines.train.families import detector, prohibited
+from pipelines.data.generate import generate_batch
+from pipelines.data.manifest import read_manifest, write_manifest
 from pipelines.params import load_params
-from pipelines.photo_input import archive_photo
-from pipelines.validate import format_outcome, validate_batch
-from pipelines.version import version_batch
+from pipelines.serve.photo_input import archive_photo
+from pipelines.data.validate import format_outcome, validate_batch
+from pipelines.data.version import version_batch
 
 PROJECT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -24,7 +24,7 @@ import httpx
 import pytest
 import yaml
 
-from pipelines.families import FAMILIES
+from pipelines.train.families import FAMILIES
 from tests.dags.conftest import PROJECT, only, run_dag, tasks
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -73,9 +73,9 @@ def by_name(result: dict, task_id: str) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def chain(trained_project, airflow_env, tmp_path_factory):
-    from pipelines.generate import generate_batch
+    from pipelines.data.generate import generate_batch
     from pipelines.params import load_params
-    from pipelines.router import free_port
+    from pipelines.deploy.router import free_port
 
     base = tmp_path_factory.mktemp("dag-chain")
     repo = base / "repo"
@@ -92,7 +92,7 @@ def chain(trained_project, airflow_env, tmp_path_factory):
         state["deploy"] = run("deploy", {"port": port})
         yield state
     finally:
-        from pipelines.deploy import stop_all
+        from pipelines.deploy.bluegreen import stop_all
 
         stop_all(repo / ".reviewops" / "deploy")
 
@@ -155,7 +155,7 @@ def test_retrain_again_on_unchanged_data_trains_nothing_and_promotes_nothing(cha
 
 
 def _bad_batch(repo: Path) -> str:
-    from pipelines.generate import generate_batch
+    from pipelines.data.generate import generate_batch
     from pipelines.params import load_params
 
     batch = generate_batch(repo / "data" / "incoming", "tiny-bad", 24, 13, params=load_params(repo / "params.yaml"),
@@ -190,7 +190,7 @@ def test_a_batch_that_fails_validation_stops_ingest_nothing_versioned_nothing_pr
 
 
 def test_a_failed_deploy_keeps_the_old_service(chain):
-    from pipelines.deploy import status
+    from pipelines.deploy.bluegreen import status
 
     repo, port = chain["repo"], chain["port"]
     before = status(repo / ".reviewops" / "deploy")["active"]

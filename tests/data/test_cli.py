@@ -2,7 +2,7 @@
 
 from typer.testing import CliRunner
 
-from pipelines.cli import app
+from pipelines.app.cli import app
 
 runner = CliRunner()
 

@@ -10,11 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
-from pipelines.generate import generate_batch, measure_speed, parse_shift, shifted
-from pipelines.manifest import COLUMNS, read_manifest
+from pipelines.data.generate import generate_batch, measure_speed, parse_shift, shifted
+from pipelines.data.manifest import COLUMNS, read_manifest
 from pipelines.params import load_params
-from pipelines.synth import catalog
-from pipelines.synth.prohibited_items import RENDERERS
+from pipelines.data.synth import catalog
+from pipelines.data.synth.prohibited_items import RENDERERS
 
 
 def test_catalogue_has_enough_skus_types_and_hard_negatives():

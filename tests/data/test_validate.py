@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipelines.generate import generate_batch
-from pipelines.manifest import COLUMNS, MANIFEST_NAME, read_manifest, write_manifest
+from pipelines.data.generate import generate_batch
+from pipelines.data.manifest import COLUMNS, MANIFEST_NAME, read_manifest, write_manifest
 from pipelines.params import load_params
-from pipelines.phash import phash_file
-from pipelines.splits import assign_splits
-from pipelines.validate import SUITE_PATH, format_outcome, suite_parameters, validate_batch
+from pipelines.data.phash import phash_file
+from pipelines.data.splits import assign_splits
+from pipelines.data.validate import SUITE_PATH, format_outcome, suite_parameters, validate_batch
 
 
 @pytest.fixture(scope="module")

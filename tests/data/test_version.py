@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.dataset import frozen_test_ids, frozen_test_phashes, split_frame, versioned_manifest
-from pipelines.generate import generate_batch
-from pipelines.manifest import read_manifest
+from pipelines.data.dataset import frozen_test_ids, frozen_test_phashes, split_frame, versioned_manifest
+from pipelines.data.generate import generate_batch
+from pipelines.data.manifest import read_manifest
 from pipelines.params import load_params
-from pipelines.version import (VersionError, checkout_version, dvc, ensure_dvc_repo, format_outcome,
+from pipelines.data.version import (VersionError, checkout_version, dvc, ensure_dvc_repo, format_outcome,
                                repo_lock, version_batch)
 
 N = 30

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines.backbone import MEAN, STD, WeightsMismatch, _convert, create_backbone
+from pipelines.train.backbone import MEAN, STD, WeightsMismatch, _convert, create_backbone
 
 
 def _real_photo(package: str, rel: str) -> Path:

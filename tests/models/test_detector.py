@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.dataset import versioned_manifest
-from pipelines.evaluation import plots_dir, read_metrics
-from pipelines.families import detector
+from pipelines.data.dataset import versioned_manifest
+from pipelines.train.evaluate import plots_dir, read_metrics
+from pipelines.train.families import detector
 from pipelines.params import load_params
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.evaluation import binary_metrics, pr_curve, threshold_for_recall, write_json
-from pipelines.families.sku import (alarm_score, batch_hard_triplet, holdout_skus, knn_predict, mismatch_threshold,
+from pipelines.train.evaluate import binary_metrics, pr_curve, threshold_for_recall, write_json
+from pipelines.train.families.sku import (alarm_score, batch_hard_triplet, holdout_skus, knn_predict, mismatch_threshold,
                                    pk_batches)
 
 

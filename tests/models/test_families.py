@@ -15,8 +15,8 @@ import pytest
 import torch
 import yaml
 
-from pipelines.families import FAMILIES, evaluate, train
-from pipelines.images import load_resized, to_input
+from pipelines.train.families import FAMILIES, evaluate, train
+from pipelines.serve.images import load_resized, to_input
 from pipelines.params import load_params
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -72,7 +72,7 @@ def test_dvc_repro_trains_every_family_and_a_second_repro_trains_nothing(copy_pr
 
 
 def _photos(repo: Path, n: int = 6) -> torch.Tensor:
-    from pipelines.dataset import versioned_manifest
+    from pipelines.data.dataset import versioned_manifest
 
     df = versioned_manifest(repo).head(n)
     size = load_params(repo / "params.yaml").train.input_size("prohibited")
@@ -80,7 +80,7 @@ def _photos(repo: Path, n: int = 6) -> torch.Tensor:
 
 
 def test_adding_or_retraining_a_prohibited_category_leaves_the_others_bit_identical(copy_project):
-    from pipelines.families.prohibited import load_combined, train as train_prohibited
+    from pipelines.train.families.prohibited import load_combined, train as train_prohibited
 
     repo = copy_project()
     params = load_params(repo / "params.yaml")
@@ -104,8 +104,8 @@ def test_adding_or_retraining_a_prohibited_category_leaves_the_others_bit_identi
 
 def test_a_served_net_gives_what_evaluation_measured_from_cached_features(copy_project):
     """The cache is an optimisation only: the full forward on photos equals head(tail(cached trunk output))."""
-    from pipelines.families import common, scalar
-    from pipelines.dataset import versioned_manifest
+    from pipelines.train.families import common, scalar
+    from pipelines.data.dataset import versioned_manifest
 
     repo = copy_project()
     params = load_params(repo / "params.yaml")
@@ -132,9 +132,9 @@ def test_evaluate_before_train_and_unknown_family_fail_clearly(copy_project):
 
 
 def test_trunk_features_derived_from_a_lower_cached_split_match_a_direct_computation(tiny_project, tmp_path):
-    from pipelines.dataset import versioned_manifest
-    from pipelines.features import compute, trunk_features
-    from pipelines.trunk import Trunk
+    from pipelines.data.dataset import versioned_manifest
+    from pipelines.train.features import compute, trunk_features
+    from pipelines.train.trunk import Trunk
 
     df = versioned_manifest(tiny_project).head(12)
     paths, shas = list(df["path"]), list(df["sha256"])
@@ -149,9 +149,9 @@ def test_trunk_features_derived_from_a_lower_cached_split_match_a_direct_computa
 def test_trunk_features_on_onnx_runtime_match_eager_torch(tiny_project, tmp_path):
     """Large computations run the frozen stages on ONNX Runtime: the same features as eager torch, to well
     below the float16 the cache stores, for photos and for stages derived from a lower cached split."""
-    from pipelines.dataset import versioned_manifest
-    from pipelines.features import _onnx_file, compute, trunk_features
-    from pipelines.trunk import Trunk
+    from pipelines.data.dataset import versioned_manifest
+    from pipelines.train.features import _onnx_file, compute, trunk_features
+    from pipelines.train.trunk import Trunk
 
     df = versioned_manifest(tiny_project).head(16)
     paths, shas = list(df["path"]), list(df["sha256"])
@@ -160,7 +160,7 @@ def test_trunk_features_on_onnx_runtime_match_eager_torch(tiny_project, tmp_path
     on_ort = compute(t3, paths, 96, onnx_file=onnx3)
     assert onnx3.exists()
     torch.testing.assert_close(on_ort.float(), compute(t3, paths, 96).float(), atol=0.02, rtol=0.01)
-    import pipelines.features as features
+    import pipelines.train.features as features
 
     features.ONNX_MIN_ROWS, before = 1, features.ONNX_MIN_ROWS   # every computation of this test on ORT
     try:

@@ -9,9 +9,9 @@ import timm
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pipelines.generate import generate_batch
-from pipelines.harness import FitConfig, fit, seed_everything
-from pipelines.manifest import read_manifest
+from pipelines.data.generate import generate_batch
+from pipelines.train.harness import FitConfig, fit, seed_everything
+from pipelines.data.manifest import read_manifest
 
 
 class BlurPhotos(Dataset):

@@ -56,7 +56,7 @@ def _params(repo: Path, change) -> None:
 
 def _blur_at_full_size(trained: Path, base: Path, repo: Path) -> None:
     """Train and evaluate the blur family at 256 px in a side copy; move its model and metrics into ``repo``."""
-    from pipelines.families import evaluate, train
+    from pipelines.train.families import evaluate, train
 
     side = base / "blur256"
     shutil.copytree(trained, side, symlinks=True)
@@ -114,7 +114,7 @@ def production_bundles(home: Path) -> tuple[dict[str, str], dict[str, Path]]:
 
 
 def manifest(batch: Path) -> pd.DataFrame:
-    from pipelines.manifest import read_manifest
+    from pipelines.data.manifest import read_manifest
 
     df = read_manifest(batch)
     df["path"] = [str(batch / rel) for rel in df["image"]]
@@ -132,9 +132,9 @@ def webhook():
 def monitored(trained_project, tmp_path_factory, webhook) -> dict:
     from monitoring.prediction_log import PredictionLog, resolve_url
     from monitoring.reference import review_records
-    from pipelines.generate import generate_batch
+    from pipelines.data.generate import generate_batch
     from pipelines.params import load_params
-    from pipelines.reviewer import ReviewerModels
+    from pipelines.serve.models import ReviewerModels
 
     base = tmp_path_factory.mktemp("monitoring")
     repo = base / "repo"
@@ -219,6 +219,6 @@ def fp_runs(monitored):
 
 
 def _shift(name: str) -> dict | None:
-    from pipelines.generate import parse_shift
+    from pipelines.data.generate import parse_shift
 
     return parse_shift(SHIFT) if name == "shifted" else None

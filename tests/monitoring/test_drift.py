@@ -34,7 +34,7 @@ def test_gate_stores_the_reference_of_the_promoted_models(monitored):
 def test_reference_rows_are_the_promoted_models_outputs(monitored):
     """The stored reference rows are the production models' scores of those photos: checked against the torch models
     (another code path than the ONNX bundles the reference and the service use)."""
-    from pipelines.families import scalar
+    from pipelines.train.families import scalar
     from tests.monitoring.conftest import manifest
 
     repo = monitored["repo"]
@@ -106,10 +106,10 @@ def test_the_shifted_day_is_flagged_on_blur_or_similarity_and_alerts(drift_runs,
 
 
 def test_the_drift_dag_task_returns_drifted_for_the_asset_event(drift_runs, monitored):
-    """`pipelines.orchestration.drift` (the DAG's task) over the last day: drifted, so retrain is signalled."""
-    from pipelines import orchestration
+    """`pipelines.app.tasks.drift` (the DAG's task) over the last day: drifted, so retrain is signalled."""
+    from pipelines.app import tasks
 
-    out = orchestration.drift(monitored["repo"], window="1d")
+    out = tasks.drift(monitored["repo"], window="1d")
     assert out["drifted"] is True and out["asset"] == "reviewops://drift" and Path(out["html"]).is_file()
     json.dumps(out)                                                    # XCom-able
 

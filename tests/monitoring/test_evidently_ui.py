@@ -22,7 +22,7 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="module")
 def ui(monitored, drift_runs):
-    from pipelines.router import free_port
+    from pipelines.deploy.router import free_port
 
     from monitoring.workspace import workspace_path
 

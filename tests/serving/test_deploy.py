@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.deploy import DeployError, deploy, status, stop_all
-from pipelines.router import ensure_router, free_port, pid_alive, port_open, stop_router, write_active
+from pipelines.deploy.bluegreen import DeployError, deploy, status, stop_all
+from pipelines.deploy.router import ensure_router, free_port, pid_alive, port_open, stop_router, write_active
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

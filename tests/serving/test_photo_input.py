@@ -1,4 +1,4 @@
-"""pipelines.photo_input on real images made here with Pillow and numpy: every refusal has its status and code."""
+"""pipelines.serve.photo_input on real images made here with Pillow and numpy: every refusal has its status and code."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from PIL import Image, ImageFile
 
 import ultralytics  # noqa: F401  -- the service imports it: its PIL.Image.open patch must not change any answer
 from pipelines.params import load_params
-from pipelines.photo_input import PhotoError, decode_photo, decode_photo_b64, missing_field, photo_limits
+from pipelines.serve.photo_input import PhotoError, decode_photo, decode_photo_b64, missing_field, photo_limits
 
 LIMITS = photo_limits(load_params())
 RNG = np.random.default_rng(3)

@@ -178,7 +178,7 @@ def test_a_log_created_before_image_path_gains_the_column_and_keeps_its_rows(tmp
 def test_archive_photo_names_the_file_by_its_hash_and_writes_it_once(tmp_path):
     import hashlib
 
-    from pipelines.photo_input import archive_photo
+    from pipelines.serve.photo_input import archive_photo
 
     data = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4
     first = archive_photo(data, tmp_path / "photos")

@@ -39,7 +39,7 @@ def cli(repo: Path, env: dict, *args: str, check: bool = True) -> subprocess.Com
 
 @pytest.fixture(scope="module")
 def stack(trained_project, tmp_path_factory):
-    from pipelines.router import free_port
+    from pipelines.deploy.router import free_port
 
     base = tmp_path_factory.mktemp("serving")
     repo = base / "repo"
@@ -53,7 +53,7 @@ def stack(trained_project, tmp_path_factory):
     deploy = cli(repo, env, "deploy", "--port", str(port))
     yield {"repo": repo, "env": env, "url": f"http://127.0.0.1:{port}", "port": port, "gate": gate.stdout,
            "build": build.stdout, "deploy": deploy.stdout}
-    from pipelines.deploy import stop_all
+    from pipelines.deploy.bluegreen import stop_all
     stop_all(repo / ".reviewops" / "deploy")
 
 
@@ -262,7 +262,7 @@ def test_rollback_moves_the_pointer_back_and_keeps_history(stack):
 
 
 def test_a_deploy_whose_smoke_set_fails_leaves_the_old_service_answering(stack, client, tmp_path):
-    from pipelines.deploy import DeployError, deploy, resolve_bento, status
+    from pipelines.deploy.bluegreen import DeployError, deploy, resolve_bento, status
 
     home = {"BENTOML_HOME": stack["env"]["BENTOML_HOME"], "REVIEWOPS_ROOT": str(stack["repo"])}
     state = stack["repo"] / ".reviewops" / "deploy"

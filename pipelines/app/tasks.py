@@ -1,0 +1,467 @@
+"""The task-level functions the Airflow DAGs call: one function per task, each idempotent.
+
+Every function takes the project ``root`` (default: ``$REVIEWOPS_ROOT``, else this checkout) and
+returns a small JSON-able dict (it becomes the task's XCom). Work that must not run side by side
+in one work tree (DVC, git, the model store) runs under ``pipelines.data.version.repo_lock``; commands
+that import torch or bentoml run as ``dvc`` / ``reviewops`` subprocesses with the project's
+``BENTOML_HOME``, so a task process never mixes two model stores and frees its memory on exit.
+
+Errors: :class:`PermanentError` (and its subclasses) means retrying cannot help: a batch that
+failed validation, a candidate the gate refused, a missing input. The DAGs fail such a task at
+once (an ``ExceptionRetryPolicy`` in ``dags/_common.py``); anything else is retried with backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Iterable
+
+from pipelines.train.families import FAMILIES
+from pipelines.params import Params, load_params
+
+PROJECT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+INCOMING_DIR = Path("data") / "incoming"         # as pipelines.data.dataset (not imported here: DAG files parse
+BATCHES_DIR = Path("data") / "batches"           # this module, and pandas need not load at every parse)
+QUARANTINE_DIR = Path("data") / "quarantine"
+DEPLOY_STATE = Path(".reviewops") / "deploy"
+BUILD_RECORD = Path("reports") / "build.json"
+GATE_REPORTS = Path("reports") / "gate"
+TRAIN_LOCK_TIMEOUT_S = 6 * 3600.0     # a task waiting for another's training (the demo's longest family: ~18 min)
+PROGRESS_EVERY_S = 10.0               # a progress bar (carriage-return line) is echoed at most this often
+
+
+class PermanentError(RuntimeError):
+    """Retrying cannot help: the input or the verdict is wrong, not the moment."""
+
+
+class BatchRejected(PermanentError):
+    """The batch failed validation and was quarantined; nothing was versioned."""
+
+
+class BatchNotFound(PermanentError):
+    """No such batch in data/incoming/ (nor versioned, nor quarantined)."""
+
+
+class GateRefused(PermanentError):
+    """The gate refused at least one candidate; production is unchanged for it."""
+
+
+class NothingToDeploy(PermanentError):
+    """No Bento has been built yet, or the one asked for is not in the store."""
+
+
+class MonitorUnavailable(PermanentError):
+    """The monitor cannot run yet (no reference stored, a malformed window): retrying now cannot help."""
+
+
+# ---------------------------------------------------------------- environment
+
+def project_root(root: str | Path | None = None) -> Path:
+    """The project the tasks work on: ``root``, else ``$REVIEWOPS_ROOT``, else this checkout."""
+    return Path(root or os.environ.get("REVIEWOPS_ROOT") or PROJECT).resolve()
+
+
+def bentoml_home(root: Path) -> Path:
+    """The model and Bento store: ``$BENTOML_HOME``, else ``<root>/.bentoml`` (as ``registry.use_store``)."""
+    return Path(os.environ.get("BENTOML_HOME") or Path(root) / ".bentoml").resolve()
+
+
+def _params(root: Path) -> Params:
+    return load_params(Path(root) / "params.yaml")
+
+
+def task_env(root: Path) -> dict[str, str]:
+    """The environment of every subprocess: this interpreter's executables first, the project's stores."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+           "REVIEWOPS_ROOT": str(root), "BENTOML_HOME": str(bentoml_home(root)),
+           "DVC_NO_ANALYTICS": "1", "BENTOML_DO_NOT_TRACK": "true", "PYTHONUNBUFFERED": "1"}
+    env.pop("REVIEWOPS_PARAMS", None)     # the project's own params.yaml, as dvc.yaml's stages read it
+    return env
+
+
+def run(cmd: list[str], root: Path, *, what: str, ok: Iterable[int] = (0,), echo: bool = True) -> tuple[int, str]:
+    """Run ``cmd`` in ``root``, echoing its output as it comes (progress bars throttled); (exit code, tail).
+
+    Raises RuntimeError (retryable) when the exit code is not in ``ok``.
+    """
+    print(f"$ {' '.join(cmd)}", flush=True)
+    tail: deque[str] = deque(maxlen=60)
+    proc = subprocess.Popen(cmd, cwd=root, env=task_env(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    buf, last_progress = b"", 0.0
+    while chunk := proc.stdout.read1(65536):
+        buf += chunk
+        *parts, buf = re.split(rb"(\r\n|\n|\r)", buf)
+        for text, sep in zip(parts[::2], parts[1::2]):
+            line = text.decode(errors="replace").rstrip()
+            if not line:
+                continue
+            if sep == b"\r":                    # a progress-bar refresh: echo now and then
+                if time.monotonic() - last_progress < PROGRESS_EVERY_S:
+                    continue
+                last_progress = time.monotonic()
+            tail.append(line)
+            if echo:
+                print(f"  {line}", flush=True)
+    if buf.strip():
+        tail.append(buf.decode(errors="replace").rstrip())
+        if echo:
+            print(f"  {tail[-1]}", flush=True)
+    code = proc.wait()
+    text = "\n".join(tail)
+    if code not in tuple(ok):
+        raise RuntimeError(f"{what} failed (exit {code}) in {root}:\n{text[-4000:]}")
+    return code, text
+
+
+def _lock(root: Path, timeout: float | None = None):
+    from pipelines.data.version import repo_lock
+
+    return repo_lock(root, timeout)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+# ---------------------------------------------------------------- ingest: find, validate, version
+
+def find_batches(root: str | Path | None = None, batch: str | None = None) -> list[str]:
+    """The batch ids to ingest: ``batch`` alone, or every complete batch directory in ``data/incoming/``.
+
+    A directory counts once its ``manifest.parquet`` is there (producers write it last, or rename the
+    finished directory into place as ``reviewops generate`` does); hidden directories are in-progress
+    writes. A named batch that is already versioned is returned too (ingesting it again changes nothing).
+    """
+    from pipelines.data.manifest import MANIFEST_NAME
+
+    root = project_root(root)
+    incoming = root / INCOMING_DIR
+    if batch:
+        if (incoming / batch).is_dir() or (root / BATCHES_DIR / batch).is_dir():
+            return [batch]
+        quarantined = root / QUARANTINE_DIR / batch
+        if quarantined.is_dir():
+            raise BatchRejected(f"batch {batch} was quarantined: see {quarantined / 'validation_result.json'}")
+        raise BatchNotFound(f"no batch {batch!r} in {incoming}")
+    if not incoming.is_dir():
+        return []
+    found = sorted(p.name for p in incoming.iterdir()
+                   if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST_NAME).is_file())
+    waiting = sorted(p.name for p in incoming.iterdir()
+                     if p.is_dir() and not p.name.startswith(".") and not (p / MANIFEST_NAME).is_file())
+    if waiting:
+        print(f"waiting for the manifest of {', '.join(waiting)} (left for a later run)", flush=True)
+    print(f"batches to ingest: {', '.join(found) or 'none'}", flush=True)
+    return found
+
+
+def validate(root: str | Path | None = None, batch: str = "") -> dict:
+    """Great Expectations validation of ``data/incoming/<batch>``; a failing batch is quarantined.
+
+    Raises BatchRejected (with every failed expectation) for a failing batch, and again on a retry
+    (the batch is then in quarantine). A batch that is already versioned passes (a retried run).
+    """
+    from pipelines.data.validate import format_outcome, validate_batch
+
+    root = project_root(root)
+    src = root / INCOMING_DIR / batch
+    if not src.is_dir():
+        if (root / BATCHES_DIR / batch).is_dir():
+            print(f"batch {batch} is already versioned: nothing to validate", flush=True)
+            return {"batch": batch, "valid": True, "already_versioned": True}
+        find_batches(root, batch)             # raises BatchRejected (quarantined) or BatchNotFound
+    outcome = validate_batch(src, repo=root, params=_params(root))
+    report = format_outcome(outcome)
+    print(report, flush=True)
+    if not outcome.ok:
+        raise BatchRejected(report)
+    return {"batch": batch, "valid": True, "photos": outcome.n_rows, "already_versioned": False}
+
+
+def version(root: str | Path | None = None, batch: str = "") -> dict:
+    """DVC add, git commit and push of a validated batch; a batch already versioned changes nothing."""
+    from pipelines.data.version import format_outcome, version_batch
+
+    root = project_root(root)
+    outcome = version_batch(root / INCOMING_DIR / batch, repo=root, params=_params(root))
+    print(format_outcome(outcome), flush=True)
+    return {"batch": batch, "new": not outcome.already_versioned, "photos": outcome.n_rows,
+            "splits": outcome.splits, "commit": outcome.commit, "pushed": outcome.pushed}
+
+
+def new_batches(results: Iterable[dict]) -> list[str]:
+    """The batches that a set of ``version`` results versioned for the first time."""
+    return sorted(r["batch"] for r in results if r and r.get("new"))
+
+
+# ---------------------------------------------------------------- retrain: train, evaluate (dvc repro per family)
+
+def _dvc(*args: str) -> list[str]:
+    return [str(BIN / "dvc"), *args]
+
+
+def family_stages(family: str, kind: str) -> list[str]:
+    """The dvc.yaml targets of ``family``: ``train_<f>`` (a foreach group for prohibited) or ``evaluate@<f>``."""
+    if family not in FAMILIES:
+        raise PermanentError(f"unknown model family {family!r}: expected one of {', '.join(FAMILIES)}")
+    return [f"train_{family}"] if kind == "train" else [f"evaluate@{family}"]
+
+
+def _changed(root: Path, stages: list[str]) -> list[str]:
+    """The stages of ``stages`` (names or foreach groups) whose deps, params or outs changed since dvc.lock."""
+    code, out = run(_dvc("status", "--json", *stages), root, what="dvc status", ok=range(256), echo=False)
+    if code != 0:
+        if "does not exist as an output or a stage name" in out:
+            raise PermanentError(f"dvc.yaml of {root} has no stage {' '.join(stages)}:\n{out[-1000:]}")
+        raise RuntimeError(f"dvc status {' '.join(stages)} failed (exit {code}) in {root}:\n{out[-3000:]}")
+    start = out.find("{")
+    status = json.loads(out[start:]) if start >= 0 else {}
+    return sorted(s for s in status if not s.endswith(".dvc"))
+
+
+def _repro(root: Path, family: str, kind: str) -> dict:
+    start = time.monotonic()
+    with _lock(root, TRAIN_LOCK_TIMEOUT_S):
+        stages = family_stages(family, kind)
+        changed = _changed(root, stages)
+        if changed:
+            print(f"{family}: {kind} {len(changed)} changed stage(s): {', '.join(changed)}", flush=True)
+            run(_dvc("repro", *changed), root, what=f"dvc repro {' '.join(changed)}")
+            left = _changed(root, stages)
+            if left:
+                raise RuntimeError(f"dvc repro left {', '.join(left)} out of date")
+        else:
+            print(f"{family}: {kind} stage(s) {' '.join(stages)} up to date with dvc.lock: nothing to run", flush=True)
+    return {"family": family, "ran": changed, "seconds": round(time.monotonic() - start, 1)}
+
+
+def train(root: str | Path | None = None, family: str = "") -> dict:
+    """``dvc repro`` of the family's train stage(s) that changed; unchanged ones are not retrained."""
+    return _repro(project_root(root), family, "train")
+
+
+def evaluate(root: str | Path | None = None, family: str = "") -> dict:
+    """``dvc repro evaluate@<family>`` when its model, data or code changed: metrics/ and plots/."""
+    return _repro(project_root(root), family, "evaluate")
+
+
+# ---------------------------------------------------------------- gate, build
+
+def gate(root: str | Path | None = None, families: Iterable[str] | None = None) -> dict:
+    """``reviewops gate``: each family's candidate is promoted (registered first), unchanged or refused.
+
+    Returns every verdict; a refusal is reported, not raised (the promoted families still ship);
+    :func:`check_verdicts` fails the run for it after the build.
+    """
+    root = project_root(root)
+    names = list(families or FAMILIES)
+    started = time.time() - 1
+    with _lock(root, TRAIN_LOCK_TIMEOUT_S):     # models/ and metrics/ must not change under the gate
+        code, out = run([str(BIN / "reviewops"), "gate", *names], root, what="reviewops gate", ok=(0, 1))
+    verdicts, reports = {}, {}
+    for family in names:
+        path = root / GATE_REPORTS / f"{family}.json"
+        report = _read_json(path)
+        if report is None:
+            raise RuntimeError(f"reviewops gate exited {code} without a report for {family} ({path}):\n{out[-2000:]}")
+        verdicts[family] = report["verdict"]
+        reports[family] = {"verdict": report["verdict"], "production": report.get("production_after"),
+                           "reasons": report.get("reasons", []), "report": str(path.with_suffix(".md"))}
+    by = {v: sorted(f for f, x in verdicts.items() if x == v) for v in ("promoted", "unchanged", "refused")}
+    return {"verdicts": verdicts, **by, "families": reports}
+
+
+def check_verdicts(result: dict) -> dict:
+    """Raise GateRefused when the gate refused a candidate (after the promoted ones were built)."""
+    refused = result.get("refused") or []
+    if refused:
+        detail = "; ".join(f"{f}: {' | '.join(result['families'][f]['reasons'])} (report "
+                           f"{result['families'][f]['report']})" for f in refused)
+        raise GateRefused(f"the gate refused {', '.join(refused)}; production is unchanged for them. {detail}")
+    return {"refused": [], "promoted": result.get("promoted", []), "unchanged": result.get("unchanged", [])}
+
+
+def production(root: str | Path | None = None) -> dict[str, str]:
+    """Family -> production model tag, read from the registry's pointer file without importing bentoml."""
+    # pipelines.release.registry keeps it at <BENTOML_HOME>/reviewops/production.json
+    return _read_json(bentoml_home(project_root(root)) / "reviewops" / "production.json") or {}
+
+
+def _bento_exists(root: Path, tag: str) -> bool:
+    from pipelines.deploy.bluegreen import DeployError, resolve_bento
+
+    try:
+        resolve_bento(tag, {"BENTOML_HOME": str(bentoml_home(root))})
+    except DeployError:
+        return False
+    return True
+
+
+def build(root: str | Path | None = None) -> dict:
+    """``reviewops build`` when production differs from the last built Bento (or it is gone).
+
+    ``built`` is False when the newest Bento already holds every production model, or when a family
+    has no production model yet (nothing can be served); the DAG then emits no "new Bento" event.
+    """
+    root = project_root(root)
+    prod = production(root)
+    missing = [f for f in FAMILIES if f not in prod]
+    if missing:
+        msg = f"no production model for {', '.join(missing)}: nothing to build"
+        print(msg, flush=True)
+        return {"built": False, "bento": None, "message": msg}
+    last = _read_json(root / BUILD_RECORD)
+    if last and last.get("models") == prod and last.get("bento") and _bento_exists(root, last["bento"]):
+        msg = f"{last['bento']} already holds every production model: nothing to build"
+        print(msg, flush=True)
+        return {"built": False, "bento": last["bento"], "models": prod, "message": msg}
+    with _lock(root, TRAIN_LOCK_TIMEOUT_S):
+        run([str(BIN / "reviewops"), "build"], root, what="reviewops build")
+    record = _read_json(root / BUILD_RECORD) or {}
+    if record.get("models") != prod:
+        raise RuntimeError(f"{root / BUILD_RECORD} does not record the production models after the build")
+    return {"built": True, "bento": record["bento"], "models": prod, "golden_photos": record.get("golden_photos"),
+            "message": f"built {record['bento']}"}
+
+
+# ---------------------------------------------------------------- deploy, verify
+
+def serving_port(root: Path, port: int | None = None) -> int:
+    return int(port or _params(root).serving.port)
+
+
+def deploy(root: str | Path | None = None, bento: str | None = None, port: int | None = None) -> dict:
+    """Blue/green deploy (``pipelines.deploy.bluegreen``) of ``bento`` (default: the last built one) on loopback.
+
+    The new instance must be ready and answer the Bento's golden smoke set before traffic switches;
+    on failure the old instance keeps serving and DeployError is raised. Deploying the active Bento
+    again is a no-op.
+    """
+    from pipelines.deploy.bluegreen import deploy as blue_green
+
+    root = project_root(root)
+    tag = bento or (_read_json(root / BUILD_RECORD) or {}).get("bento")
+    if not tag:
+        raise NothingToDeploy(f"no Bento built yet in {root} (no {BUILD_RECORD}): run the retrain DAG first")
+    if not _bento_exists(root, tag):
+        raise NothingToDeploy(f"Bento {tag} is not in the store {bentoml_home(root)}")
+    env = {"BENTOML_HOME": str(bentoml_home(root)), "REVIEWOPS_ROOT": str(root)}
+    result = blue_green(tag, state_dir=root / DEPLOY_STATE, port=serving_port(root, port), env=env)
+    print(result.get("message", f"deployed {tag}"), flush=True)
+    return {k: v for k, v in result.items() if isinstance(v, (str, int, float, bool, type(None)))}
+
+
+def verify(root: str | Path | None = None, port: int | None = None) -> dict:
+    """One golden photo through the public port (the router): HTTP 200 with a decision, from the active Bento."""
+    import httpx
+
+    from pipelines.deploy.bluegreen import SMOKE_HEADER, DeployError, default_golden, load_golden, resolve_bento, status
+
+    root = project_root(root)
+    port = serving_port(root, port)
+    state = status(root / DEPLOY_STATE)
+    active = state.get("active") or {}
+    if not active.get("ready"):
+        raise DeployError(f"no ready instance behind port {port}: {json.dumps(state, default=str)[:1000]}")
+    _, bento_path = resolve_bento(active["bento"], {"BENTOML_HOME": str(bentoml_home(root))})
+    photo = load_golden(default_golden(bento_path))[0]
+    url = f"http://127.0.0.1:{port}"
+    with httpx.Client(base_url=url, timeout=60, trust_env=False) as client:
+        resp = client.post("/review", data=photo.fields, files={"photo": (photo.file.name, photo.file.read_bytes())},
+                           headers={SMOKE_HEADER: "1"})
+        models = client.get("/models")
+    if resp.status_code != 200 or "decision" not in resp.json():
+        raise DeployError(f"POST {url}/review answered HTTP {resp.status_code}: {resp.text[:500]}")
+    print(f"{url}/review answered {resp.json()['decision']} for golden photo {photo.file.name}; "
+          f"serving {active['bento']}", flush=True)
+    served = models.json().get("models", {}) if models.status_code == 200 else {}
+    return {"url": url, "bento": active["bento"], "decision": resp.json()["decision"],
+            "models": {f: m.get("tag") for f, m in served.items()}}
+
+
+# ---------------------------------------------------------------- monitoring (issue 6's functions)
+
+def _plain(value: Any) -> Any:
+    """A monitoring result as JSON-able data (dataclass, pydantic model, object or mapping)."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    elif hasattr(value, "model_dump"):
+        value = value.model_dump()
+    elif not isinstance(value, (dict, list, tuple, str, int, float, bool, type(None))) and hasattr(value, "__dict__"):
+        value = {k: v for k, v in vars(value).items() if not k.startswith("_")}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return value
+    if hasattr(value, "item"):                    # numpy scalars
+        return value.item()
+    return str(value)
+
+
+def _show(result: Any, plain: dict) -> None:
+    """The monitor's own summary in the task log (its JSON when it has none)."""
+    text = result.summary() if callable(getattr(result, "summary", None)) else json.dumps(plain, indent=1, default=str)
+    print(text[:6000], flush=True)
+
+
+def drift(root: str | Path | None = None, window: str | None = None) -> dict:
+    """``monitoring.drift.run_drift``: the Evidently report of live traffic against the reference."""
+    from monitoring.drift import DriftError, run_drift
+
+    root = project_root(root)
+    try:
+        result = run_drift(root, window=window)
+    except DriftError as exc:
+        raise MonitorUnavailable(str(exc)) from exc
+    out = _plain(result)
+    out = out if isinstance(out, dict) else {"result": out}
+    out["drifted"] = bool(getattr(result, "drifted", out.get("drifted", False)))
+    _show(result, out)
+    return out
+
+
+def fp_report(root: str | Path | None = None) -> dict:
+    """``monitoring.fp_report.run_fp_report``: false positives per check from manual-review outcomes."""
+    from monitoring.fp_report import run_fp_report
+
+    result = run_fp_report(project_root(root))
+    out = _plain(result)
+    out = out if isinstance(out, dict) else {"result": out}
+    _show(result, out)
+    return out
+
+
+# ---------------------------------------------------------------- Airflow's asset queue
+
+def queued_asset_runs() -> list[tuple[str, str]]:
+    """``(dag_id, asset uri)`` of every run that asset events queued for the scheduler, sorted.
+
+    Read from the Airflow database of this process's ``AIRFLOW_HOME``. Only unpaused DAGs get queued
+    runs; ``airflow dags test`` runs no scheduler, so they wait there for one.
+    """
+    from airflow.models.asset import AssetDagRunQueue, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(select(AssetDagRunQueue.target_dag_id, AssetModel.uri)
+                               .join(AssetModel, AssetModel.id == AssetDagRunQueue.asset_id)).all()
+    return sorted((dag_id, uri) for dag_id, uri in rows)

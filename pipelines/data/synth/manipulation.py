@@ -1,0 +1,95 @@
+"""Edits made after capture: splice, clone-stamp, pasted watermark, smooth synthetic region.
+
+They run on the final 8-bit photo, after the sensor noise, as a real edit would: a spliced or
+synthesised region lacks the camera's noise and JPEG history, which is what forensics looks for.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from pipelines.data.synth.backgrounds import SKIMAGE_PHOTOS, random_crop, real_image
+
+TYPES = ("splice", "clone", "watermark", "synthetic")
+WATERMARKS = ("SAMPLE", "(c) dealz4u", "www.best-deals.shop", "STOCK PHOTO", "PREVIEW", "(c) megastore")
+
+
+def _region(rng, size, lo=0.22, hi=0.42):
+    side = int(size * rng.uniform(lo, hi))
+    x, y = rng.integers(0, size - side), rng.integers(0, size - side)
+    return x, y, side
+
+
+def _soft_mask(rng, side, feather):
+    m = np.zeros((side, side), np.float32)
+    if rng.random() < 0.5:
+        cv2.ellipse(m, (side // 2, side // 2), (side // 2 - 1, side // 2 - 1), 0, 0, 360, 1.0, -1, cv2.LINE_AA)
+    else:
+        m[1:-1, 1:-1] = 1.0
+    if feather > 0:
+        m = cv2.GaussianBlur(m, (0, 0), feather)
+    return m[..., None]
+
+
+def splice(img, rng):
+    size = img.shape[0]
+    x, y, side = _region(rng, size)
+    src = random_crop(rng, real_image(str(rng.choice(SKIMAGE_PHOTOS))), side, 0.2)
+    if src.ndim == 2:
+        src = np.repeat(src[..., None], 3, axis=2)
+    m = _soft_mask(rng, side, rng.uniform(0, 1.5))
+    roi = img[y:y + side, x:x + side].astype(np.float32)
+    img[y:y + side, x:x + side] = np.clip(roi * (1 - m) + src * 255 * m, 0, 255).astype(np.uint8)
+
+
+def clone(img, rng):
+    size = img.shape[0]
+    sx, sy, side = _region(rng, size, 0.15, 0.3)
+    dx, dy = rng.integers(0, size - side), rng.integers(0, size - side)
+    m = _soft_mask(rng, side, rng.uniform(0.5, 2.5))
+    patch = img[sy:sy + side, sx:sx + side].astype(np.float32)
+    roi = img[dy:dy + side, dx:dx + side].astype(np.float32)
+    img[dy:dy + side, dx:dx + side] = np.clip(roi * (1 - m) + patch * m, 0, 255).astype(np.uint8)
+
+
+def watermark(img, rng):
+    size = img.shape[0]
+    layer = np.zeros(img.shape[:2], np.uint8)
+    text = str(rng.choice(WATERMARKS))
+    scale = size / 256 * rng.uniform(0.5, 1.1)
+    thick = max(1, int(round(scale * 2)))
+    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    if rng.random() < 0.5:  # tiled diagonal marks
+        for yy in range(th + 4, size + tw, int(th * 4 + 20)):
+            cv2.putText(layer, text, (int(rng.integers(-tw // 2, 10)), yy), cv2.FONT_HERSHEY_SIMPLEX, scale, 255,
+                        thick, cv2.LINE_AA)
+        rot = cv2.getRotationMatrix2D((size / 2, size / 2), rng.uniform(20, 45), 1.0)
+        layer = cv2.warpAffine(layer, rot, (size, size))
+    else:
+        x = int(rng.integers(2, max(3, size - tw - 2)))
+        y = int(rng.integers(th + 2, size - 2))
+        cv2.putText(layer, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thick, cv2.LINE_AA)
+    colour = np.array((255, 255, 255) if rng.random() < 0.7 else (20, 20, 20), np.float32)
+    a = layer.astype(np.float32)[..., None] / 255.0 * rng.uniform(0.3, 0.65)
+    img[:] = np.clip(img * (1 - a) + colour * a, 0, 255).astype(np.uint8)
+
+
+def synthetic(img, rng):
+    """A region regenerated smooth and noiseless, as generative in-painting leaves it."""
+    size = img.shape[0]
+    x, y, side = _region(rng, size, 0.25, 0.45)
+    roi = img[y:y + side, x:x + side]
+    smooth = cv2.bilateralFilter(cv2.GaussianBlur(roi, (0, 0), rng.uniform(1.5, 3.0)), 7, 40, 5).astype(np.float32)
+    smooth = (smooth - smooth.mean((0, 1))) * rng.uniform(1.0, 1.25) + smooth.mean((0, 1)) * rng.uniform(0.95, 1.08)
+    m = _soft_mask(rng, side, side * 0.08)
+    img[y:y + side, x:x + side] = np.clip(roi * (1 - m) + smooth * m, 0, 255).astype(np.uint8)
+
+
+APPLY = {"splice": splice, "clone": clone, "watermark": watermark, "synthetic": synthetic}
+
+
+def manipulate(img_u8: np.ndarray, rng: np.random.Generator) -> str:
+    kind = str(rng.choice(TYPES))
+    APPLY[kind](img_u8, rng)
+    return kind

@@ -1,0 +1,234 @@
+"""Product sprites (back or lid view) of a SKU, with anti-tamper stickers and dirt spots.
+
+A sprite is a float32 RGBA canvas plus labelled boxes in sprite pixels. The SKU fixes the body
+(aspect, corners, colour), the camera-module layout and the logo; the photo's random stream fixes
+the finish, the stickers present and the dirt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipelines.data.synth import draw
+from pipelines.data.synth.catalog import Sku
+
+# lens centres in units of the body width, from the body's top-left corner; (module box or None)
+CAMERA_LAYOUTS: dict[str, tuple[list[tuple[float, float]], tuple[float, float, float, float] | None]] = {
+    "none": ([], None),
+    "single_left": ([(0.2, 0.17)], (0.08, 0.06, 0.32, 0.30)),
+    "dual_vertical": ([(0.2, 0.14), (0.2, 0.32)], (0.09, 0.05, 0.31, 0.42)),
+    "dual_diagonal": ([(0.17, 0.13), (0.33, 0.29)], (0.06, 0.04, 0.44, 0.42)),
+    "triple_square": ([(0.17, 0.13), (0.17, 0.33), (0.35, 0.23)], (0.06, 0.03, 0.47, 0.44)),
+    "triple_diagonal": ([(0.15, 0.12), (0.27, 0.24), (0.39, 0.36)], (0.05, 0.03, 0.49, 0.46)),
+    "triple_left": ([(0.18, 0.12), (0.18, 0.27), (0.18, 0.42)], None),
+    "quad_left": ([(0.16, 0.12), (0.32, 0.12), (0.16, 0.28), (0.32, 0.28)], (0.06, 0.03, 0.42, 0.38)),
+    "bar": ([(0.3, 0.22), (0.48, 0.22)], (0.0, 0.15, 1.0, 0.29)),
+    "round_centre": ([(0.42, 0.2), (0.58, 0.2)], (0.3, 0.08, 0.7, 0.32)),
+}
+
+# anti-tamper sticker spots per product type: centre in body fractions, size in body-width units
+STICKER_SPOTS: dict[str, list[tuple[float, float]]] = {
+    "phone": [(0.5, 0.9)],
+    "tablet": [(0.12, 0.93), (0.88, 0.93)],
+    "laptop": [(0.07, 0.88), (0.93, 0.88)],
+    "headphones": [],
+}
+STICKER_SIZE = {"phone": (0.26, 0.1), "tablet": (0.12, 0.06), "laptop": (0.075, 0.05), "headphones": (0, 0)}
+
+
+@dataclass
+class Sprite:
+    rgba: np.ndarray
+    boxes: list[tuple[str, float, float, float, float]] = field(default_factory=list)  # sprite px
+    sticker_spots: list[tuple[float, float, float, float]] = field(default_factory=list)  # every spot, px
+
+
+def _lens(cv, cx, cy, r, rng):
+    draw.circle(cv, cx, cy, r * 1.25, (0.18, 0.18, 0.2))
+    draw.circle(cv, cx, cy, r, (0.03, 0.03, 0.05))
+    draw.circle(cv, cx, cy, r * 0.55, (0.08, 0.1, 0.18))
+    draw.circle(cv, cx - r * 0.3, cy - r * 0.3, max(0.8, r * 0.18), (0.85, 0.88, 0.95), alpha=0.8)
+
+
+def _camera(cv, sku: Sku, x0, y0, w, rng, scale=1.0):
+    lenses, module = CAMERA_LAYOUTS[sku.family.camera]
+    body = np.array(sku.rgb) / 255.0
+    if module:
+        mx0, my0, mx1, my1 = module
+        mod_rgb = (0.06, 0.06, 0.07) if sku.family.camera == "bar" else draw.contrast_of(body, 0.1)
+        draw.rounded_rect(cv, x0 + mx0 * w, y0 + my0 * w, x0 + mx1 * w, y0 + my1 * w,
+                          0.08 * w if sku.family.camera != "round_centre" else 0.2 * w, mod_rgb)
+    r = 0.062 * w * scale
+    for lx, ly in lenses:
+        _lens(cv, x0 + lx * w, y0 + ly * w, r, rng)
+    if lenses:  # flash beside the last lens
+        lx, ly = lenses[-1]
+        draw.circle(cv, x0 + (lx + 0.12) * w, y0 + ly * w, r * 0.35, (0.95, 0.9, 0.7))
+
+
+def _logo(cv, kind, cx, cy, size, body):
+    tone = draw.contrast_of(body, 0.16)
+    if kind in ("bitten", "bitten_centre"):
+        draw.circle(cv, cx, cy, size * 0.5, tone)
+        draw.circle(cv, cx + size * 0.5, cy - size * 0.05, size * 0.2, body)  # the bite
+        draw.ellipse(cv, cx + size * 0.08, cy - size * 0.62, size * 0.08, size * 0.16, 30, tone)  # leaf
+    elif kind == "g":
+        draw.text(cv, "G", cx - size * 0.35, cy + size * 0.35, size, tone, thickness=2)
+    elif kind in ("wordmark", "cup_wordmark"):
+        draw.text(cv, "GALAXO" if kind == "wordmark" else "SNC", cx - size * 1.2, cy, size * 0.45, tone)
+    elif kind == "batwing":
+        draw.circle(cv, cx, cy, size * 0.45, tone, alpha=1.0)
+        draw.poly(cv, [(cx - size * 0.3, cy + size * 0.2), (cx - size * 0.15, cy - size * 0.25), (cx, cy),
+                       (cx + size * 0.15, cy - size * 0.25), (cx + size * 0.3, cy + size * 0.2)], body)
+    elif kind == "stripe":
+        draw.rounded_rect(cv, cx - size * 0.8, cy - size * 0.12, cx + size * 0.8, cy + size * 0.12, 2, tone)
+    elif kind == "corner_wordmark":
+        draw.text(cv, "thinkbox", cx, cy, size * 0.4, (0.75, 0.75, 0.75))
+        draw.circle(cv, cx + size * 2.4, cy - size * 0.35, max(1.0, size * 0.08), (0.85, 0.1, 0.1))
+    elif kind == "rings":
+        for k in range(1, 4):
+            draw.ellipse(cv, cx, cy, size * 0.25 * k, size * 0.25 * k, 0, tone, thickness=1, alpha=0.7)
+    elif kind == "cup_b":
+        draw.circle(cv, cx, cy, size * 0.42, (0.85, 0.12, 0.15) if body[0] < 0.6 else (0.95, 0.95, 0.95))
+        draw.text(cv, "b", cx - size * 0.2, cy + size * 0.22, size * 0.7, body, thickness=2)
+
+
+def _finish(cv, mask, rng):
+    """Material: a vertical sheen and a soft specular band on glossy finishes."""
+    draw.shade(cv, mask, rng.uniform(1.0, 1.12), rng.uniform(0.86, 1.0), axis=int(rng.random() < 0.5))
+    if rng.random() < 0.5:
+        h, w = cv.shape[:2]
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        a = rng.uniform(-1, 1)
+        band = np.exp(-(((xx - w * rng.uniform(0.2, 0.8)) + a * (yy - h / 2)) / (0.12 * w)) ** 2)
+        band *= rng.uniform(0.08, 0.22) * (mask.astype(np.float32) / 255.0)
+        cv[..., :3] += band[..., None]
+
+
+def _body_sprite(sku: Sku, long_side: int, rng) -> tuple[np.ndarray, float, float, float, float, np.ndarray]:
+    """Canvas and body rectangle (x0, y0, w, h) of a flat product, drawn with its frame."""
+    aspect = sku.family.aspect
+    if aspect < 1:
+        h = long_side
+        w = h * aspect
+    else:
+        w = long_side
+        h = w / aspect
+    pad = 3
+    cv = draw.canvas(int(np.ceil(h)) + 2 * pad, int(np.ceil(w)) + 2 * pad)
+    body = np.array(sku.rgb) / 255.0
+    r = sku.family.corner * min(w, h)
+    x0, y0 = pad, pad
+    draw.rounded_rect(cv, x0, y0, x0 + w, y0 + h, r, draw.darker(body, 0.7))  # frame / edge
+    mask = draw.rounded_rect(cv, x0 + 1.2, y0 + 1.2, x0 + w - 1.2, y0 + h - 1.2, max(0, r - 1.2), body)
+    return cv, x0, y0, w, h, mask
+
+
+def _headphones(sku: Sku, long_side: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    h = long_side
+    w = h * sku.family.aspect
+    pad = 3
+    cv = draw.canvas(int(np.ceil(h)) + 2 * pad, int(np.ceil(w)) + 2 * pad)
+    body = np.array(sku.rgb) / 255.0
+    cx = pad + w / 2
+    band_r = w * 0.42
+    draw.ellipse(cv, cx, pad + band_r + 1, band_r, band_r, 0, draw.darker(body, 0.85),
+                 thickness=max(2, w * 0.07), start=180, end=360)
+    draw.ellipse(cv, cx, pad + band_r + 1, band_r * 0.93, band_r * 0.93, 0, (0.15, 0.15, 0.16),
+                 thickness=max(1, w * 0.025), start=200, end=340, alpha=0.8)
+    masks = []
+    for side in (-1, 1):
+        ccx = cx + side * w * 0.36
+        ccy = pad + h * 0.66
+        draw.line(cv, (ccx, pad + band_r + 1), (ccx, ccy - h * 0.2), draw.darker(body, 0.6), max(1, w * 0.03))
+        masks.append(draw.ellipse(cv, ccx, ccy, w * 0.15, h * 0.25, 0, body))
+        draw.ellipse(cv, ccx - side * w * 0.09, ccy, w * 0.07, h * 0.22, 0, (0.12, 0.12, 0.13), alpha=0.9)
+        _logo(cv, sku.family.logo, ccx + side * w * 0.02, ccy, w * 0.12, body)
+    mask = np.maximum(masks[0], masks[1])
+    _finish(cv, mask, rng)
+    return cv, mask
+
+
+def _sticker(cv, x0, y0, x1, y1, rng):
+    """A holographic anti-tamper sticker with a hatched 'void' pattern."""
+    h, w = max(1, int(y1 - y0)), max(1, int(x1 - x0))
+    hue = np.linspace(0, 1, w, dtype=np.float32)[None, :] + rng.uniform(0, 1)
+    holo = np.stack([0.8 + 0.15 * np.sin(2 * np.pi * (hue + k / 3)) for k in range(3)], -1)
+    m = draw.rounded_rect(cv, x0, y0, x1, y1, 1.0, (0.9, 0.9, 0.92))
+    yi, xi = int(y0), int(x0)
+    sub = cv[yi:yi + h, xi:xi + w, :3]
+    a = (m[yi:yi + h, xi:xi + w].astype(np.float32) / 255.0)[..., None]
+    sub[:] = sub * (1 - a * 0.6) + np.broadcast_to(holo[:, :sub.shape[1]], sub.shape) * a * 0.6
+    for k in range(-h, w, 3):
+        draw.line(cv, (x0 + k, y1), (x0 + k + h, y0), (0.6, 0.62, 0.68), 1, alpha=0.35)
+
+
+def _dirt(cv, mask, area: float, rng) -> tuple[float, float, float, float] | None:
+    """One dirt spot (dust, grease or a stain) of about ``area`` px inside the body mask."""
+    ys, xs = np.nonzero(mask > 200)
+    if len(xs) == 0:
+        return None
+    i = rng.integers(len(xs))
+    cx, cy = float(xs[i]), float(ys[i])
+    r = max(0.8, np.sqrt(area / np.pi))
+    rgb = rng.choice([(0.33, 0.25, 0.17), (0.45, 0.42, 0.38), (0.2, 0.18, 0.15), (0.78, 0.76, 0.7)])
+    alpha = rng.uniform(0.55, 0.9)
+    x0, y0, x1, y1 = cx, cy, cx, cy
+    for _ in range(rng.integers(1, 5)):
+        ox, oy = rng.normal(0, r * 0.5, 2)
+        ax, ay = r * rng.uniform(0.5, 1.0), r * rng.uniform(0.3, 1.0)
+        ang = rng.uniform(0, 180)
+        draw.ellipse(cv, cx + ox, cy + oy, ax, ay, ang, rgb, alpha=alpha)
+        reach = max(ax, ay)
+        x0, y0 = min(x0, cx + ox - reach), min(y0, cy + oy - reach)
+        x1, y1 = max(x1, cx + ox + reach), max(y1, cy + oy + reach)
+    return x0, y0, x1, y1
+
+
+def render_product(sku: Sku, long_side: int, rng: np.random.Generator, *, stickers_missing: int = 0,
+                   dirt_spots: int = 0) -> Sprite:
+    """Draw ``sku`` with its long side ``long_side`` px; drop ``stickers_missing`` stickers, add dirt."""
+    ptype = sku.product_type
+    if ptype == "headphones":
+        cv, mask = _headphones(sku, long_side, rng)
+        x0 = y0 = 3
+        w, h = cv.shape[1] - 6, cv.shape[0] - 6
+    else:
+        cv, x0, y0, w, h, mask = _body_sprite(sku, long_side, rng)
+        body = np.array(sku.rgb) / 255.0
+        if ptype == "laptop":
+            draw.rounded_rect(cv, x0 + 1, y0 + h * 0.95, x0 + w - 1, y0 + h - 1, 1, draw.darker(body, 0.75))
+            if sku.family.logo == "corner_wordmark":
+                _logo(cv, sku.family.logo, x0 + w * 0.06, y0 + h * 0.12, w * 0.09, body)
+            else:
+                _logo(cv, sku.family.logo, x0 + w / 2, y0 + h / 2, w * 0.1, body)
+        else:
+            _camera(cv, sku, x0, y0, w, rng, scale=1.0 if ptype == "phone" else 0.6)
+            logo_size = w * (0.16 if ptype == "phone" else 0.12)
+            _logo(cv, sku.family.logo, x0 + w / 2, y0 + h * (0.5 if sku.family.logo != "wordmark" else 0.7),
+                  logo_size, body)
+        _finish(cv, mask, rng)
+    sprite = Sprite(cv)
+    spots = STICKER_SPOTS[ptype]
+    sw, sh = STICKER_SIZE[ptype]
+    missing = set(rng.choice(len(spots), size=min(stickers_missing, len(spots)), replace=False).tolist()) \
+        if spots else set()
+    for k, (fx, fy) in enumerate(spots):
+        bx0, by0 = x0 + fx * w - sw * w / 2, y0 + fy * h - sh * w / 2
+        bx1, by1 = bx0 + sw * w, by0 + sh * w
+        sprite.sticker_spots.append((bx0, by0, bx1, by1))
+        if k in missing:
+            if rng.random() < 0.3:  # glue residue where a sticker was peeled off
+                draw.rounded_rect(cv, bx0, by0, bx1, by1, 1.0, (0.7, 0.7, 0.68), alpha=0.12)
+            continue
+        _sticker(cv, bx0, by0, bx1, by1, rng)
+        sprite.boxes.append(("sticker", bx0, by0, bx1, by1))
+    body_area = float((mask > 127).sum())
+    for _ in range(dirt_spots):
+        area = body_area * float(np.exp(rng.uniform(np.log(4.0 / body_area), np.log(0.05))))
+        box = _dirt(cv, mask, area, rng)
+        if box:
+            sprite.boxes.append(("dirt", *box))
+    return sprite

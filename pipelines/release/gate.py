@@ -1,0 +1,160 @@
+"""The promotion gate: a family's candidate goes to production only when it earns it on the frozen test split.
+
+Criteria (params.yaml ``gate``): every check's recall at or above its floor; against the model in
+production, no check's recall lower by more than ``max_recall_drop`` and the family's auto-pass
+share not lower by more than ``max_auto_pass_drop``. A passing candidate is registered (ONNX
+bundle, parity check, metadata) and promoted; a refused one leaves production untouched. Each
+run writes ``reports/gate/<family>.json`` and ``.md`` with every criterion, value and verdict.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pipelines.release import registry
+from pipelines.train.evaluate import read_metrics
+from pipelines.train.families import FAMILIES
+from pipelines.params import Params
+
+
+@dataclass
+class Criterion:
+    name: str
+    value: float | None
+    limit: float | None
+    passed: bool
+    detail: str
+
+
+@dataclass
+class GateResult:
+    family: str
+    verdict: str                      # promoted | unchanged | refused
+    candidate: str                    # content hash of the candidate
+    production_before: str | None
+    production_after: str | None
+    criteria: list[Criterion] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    time: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict != "refused"
+
+
+def _get(d: dict, path: str) -> float:
+    """A metric by dotted path; null or an absent last key (metrics JSON writes NaN as null) is NaN."""
+    *parents, leaf = path.split(".")
+    for key in parents:
+        if not isinstance(d, dict) or key not in d:
+            raise KeyError(f"{path} is not in the metrics: re-run `reviewops evaluate` (or dvc repro)")
+        d = d[key]
+    value = d.get(leaf) if isinstance(d, dict) else None
+    return math.nan if value is None else float(value)
+
+
+def check_values(family: str, test: dict) -> tuple[dict[str, float], float]:
+    """The family's check recalls and its auto-pass share, from its test metrics (``metrics[test]``)."""
+    if family == "sku":
+        return ({"sku_mismatch": _get(test, "mismatch_alarm.recall"),
+                 "unknown_sku": _get(test, "unknown_sku_alarm_recall")}, _get(test, "auto_pass_share"))
+    if family == "blur":
+        return {"blur": _get(test, "model.blurred.recall")}, 1.0 - _get(test, "model.blurred.flagged_share")
+    if family == "detector":
+        return ({name: _get(test, f"{name}.recall") for name in ("sticker_missing", "dirt", "centring")},
+                _get(test, "auto_pass_share"))
+    if family == "prohibited":
+        return ({f"prohibited:{c}": _get(m, "recall") for c, m in test["categories"].items()},
+                1.0 - _get(test, "any.flagged_share"))
+    if family == "manipulation":
+        return {"manipulation": _get(test, "manipulated.recall")}, 1.0 - _get(test, "manipulated.flagged_share")
+    raise ValueError(f"unknown model family {family!r}")
+
+
+def _floor(params: Params, check: str) -> float | None:
+    return params.gate.recall_floors.get(check.split(":")[0])
+
+
+def criteria(family: str, candidate: dict, production: dict | None, params: Params) -> list[Criterion]:
+    """Every criterion of the gate for ``candidate`` test metrics against ``production``'s (or none)."""
+    recalls, auto_pass = check_values(family, candidate)
+    out = []
+    for check, value in recalls.items():
+        floor = _floor(params, check)
+        if floor is None:
+            continue
+        if math.isnan(value):
+            ok = params.gate.allow_unmeasured
+            out.append(Criterion(f"recall floor {check}", None, floor, ok,
+                                 "no positive on the test split: not measured" + (" (allowed)" if ok else "")))
+            continue
+        out.append(Criterion(f"recall floor {check}", round(value, 4), floor, value >= floor,
+                             f"recall {value:.3f} {'>=' if value >= floor else '<'} floor {floor}"))
+    if production is None:
+        return out
+    prod_recalls, prod_auto = check_values(family, production)
+    drop = params.gate.max_recall_drop
+    for check, value in recalls.items():
+        before = prod_recalls.get(check)
+        if before is None or math.isnan(before) or math.isnan(value):
+            continue
+        ok = value >= before - drop - 1e-12
+        out.append(Criterion(f"no recall regression {check}", round(value, 4), round(before - drop, 4), ok,
+                             f"recall {value:.3f} vs production {before:.3f} (max drop {drop})"))
+    ok = auto_pass >= prod_auto - params.gate.max_auto_pass_drop - 1e-12
+    out.append(Criterion("no auto-pass regression", round(auto_pass, 4),
+                         round(prod_auto - params.gate.max_auto_pass_drop, 4), ok,
+                         f"auto-pass share {auto_pass:.3f} vs production {prod_auto:.3f} "
+                         f"(max drop {params.gate.max_auto_pass_drop})"))
+    return out
+
+
+def gate_family(family: str, root: Path, params: Params) -> GateResult:
+    """Judge ``family``'s candidate (models/ + metrics/), and register and promote it when it passes."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}: expected one of {', '.join(FAMILIES)}")
+    candidate = registry.content_hash(family, root)
+    current = registry.production().get(family)
+    result = GateResult(family, "refused", candidate, current, current)
+    prod_meta = registry.model_info(current)["metadata"] if current else None
+    if prod_meta and prod_meta.get("content_hash") == candidate:
+        result.verdict = "unchanged"
+        result.reasons.append(f"the candidate is the model in production ({current}): nothing to promote")
+        return _report(result, root)
+    result.criteria = criteria(family, read_metrics(family, root)["test"],
+                               prod_meta["metrics"] if prod_meta else None, params)
+    failed = [c for c in result.criteria if not c.passed]
+    if failed:
+        result.reasons = [f"{c.name}: {c.detail}" for c in failed]
+        return _report(result, root)
+    tag = registry.find_by_content(family, candidate) or registry.register(family, root, params)
+    registry.promote(family, tag, reason=f"gate passed ({len(result.criteria)} criteria)")
+    result.verdict, result.production_after = "promoted", tag
+    result.reasons.append(f"all {len(result.criteria)} criteria passed")
+    return _report(result, root)
+
+
+def _report(result: GateResult, root: Path) -> GateResult:
+    out = root / "reports" / "gate"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{result.family}.json").write_text(json.dumps(asdict(result), indent=1))
+    (out / f"{result.family}.md").write_text(markdown(result))
+    return result
+
+
+def markdown(result: GateResult) -> str:
+    lines = [f"# Gate: {result.family} — {result.verdict.upper()}", "",
+             f"- time: {result.time}", f"- candidate content hash: `{result.candidate}`",
+             f"- production before: `{result.production_before}`", f"- production after: `{result.production_after}`",
+             ""]
+    if result.criteria:
+        lines += ["| criterion | value | limit | verdict | detail |", "|---|---|---|---|---|"]
+        lines += [f"| {c.name} | {c.value} | {c.limit} | {'pass' if c.passed else '**FAIL**'} | {c.detail} |"
+                  for c in result.criteria]
+        lines.append("")
+    lines += [f"- {r}" for r in result.reasons]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,199 @@
+"""The model registry: BentoML's model store plus a per-family production pointer with history.
+
+``register`` exports a family's trained model to an ONNX bundle, checks ONNX against torch on
+real photos, and stores it as the BentoML model ``reviewops-<family>`` with its metadata:
+test metrics, thresholds, DVC data version, git revision, params hash and a content hash.
+``promote`` moves the family's production pointer (one atomic file replace, under a lock) and
+appends to the history; ``rollback`` moves it back. The store is the project's ``.bentoml/``
+unless ``BENTOML_HOME`` says otherwise (set before bentoml is imported: ``use_store``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from pipelines.train.evaluate import model_dir, read_metrics
+from pipelines.release.export import BUNDLE_META, export_bundle, parity, parity_photos
+from pipelines.train.families import FAMILIES
+from pipelines.params import Params
+from pipelines.data.version import _file_lock
+
+MODEL_PREFIX = "reviewops-"
+
+
+class RegistryError(RuntimeError):
+    pass
+
+
+def use_store(root: Path) -> Path:
+    """BENTOML_HOME: the environment's, else ``<root>/.bentoml``; call before bentoml is imported."""
+    home = Path(os.environ.setdefault("BENTOML_HOME", str(Path(root).resolve() / ".bentoml")))
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def _state_dir() -> Path:
+    import bentoml  # noqa: F401  (the container resolves BENTOML_HOME on import)
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    path = Path(BentoMLContainer.bentoml_home.get()) / "reviewops"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def content_hash(family: str, root: Path) -> str:
+    """What the family would serve: its model files (not the training record) and its thresholds."""
+    h = hashlib.sha256()
+    base = model_dir(family, root)
+    for path in sorted(p for p in base.rglob("*") if p.is_file() and p.name != "train.json"):
+        h.update(str(path.relative_to(base)).encode())
+        h.update(path.read_bytes())
+    h.update(json.dumps(read_metrics(family, root)["thresholds"], sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def data_version(root: Path) -> dict:
+    """The DVC data version: each versioned batch's directory md5, and the git commit of the pointers."""
+    batches = {}
+    for pointer in sorted((root / "data" / "batches").glob("*.dvc")):
+        outs = (yaml.safe_load(pointer.read_text()) or {}).get("outs") or [{}]
+        batches[pointer.stem] = outs[0].get("md5")
+    rev = _git(root, "log", "-1", "--format=%H", "--", "data/batches")
+    return {"batches": batches, "pointer_commit": rev}
+
+
+def _git(root: Path, *args: str) -> str | None:
+    out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _metadata(family: str, root: Path, params: Params, parity_result: dict, meta: dict) -> dict:
+    metrics = read_metrics(family, root)
+    return {"family": family, "metrics": metrics.get("test", {}), "thresholds": meta["thresholds"],
+            "data_version": data_version(root), "git_revision": _git(root, "rev-parse", "HEAD"),
+            "git_dirty": bool(_git(root, "status", "--porcelain", "--untracked-files=no")),
+            "params_hash": params.digest(), "content_hash": content_hash(family, root),
+            "onnx_parity_max_abs_diff": parity_result, "registered_at": _now()}
+
+
+def _basic(value):
+    """BentoML metadata holds basic types only: drop None entries (NaN in lists), recurse into containers."""
+    if isinstance(value, dict):
+        return {str(k): _basic(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [float("nan") if v is None else _basic(v) for v in value]
+    return value
+
+
+def register(family: str, root: Path, params: Params) -> str:
+    """Export, parity-check and store the family's current model; returns its tag ``reviewops-<family>:<v>``."""
+    import bentoml
+
+    if family not in FAMILIES:
+        raise RegistryError(f"unknown model family {family!r}: expected one of {', '.join(FAMILIES)}")
+    with tempfile.TemporaryDirectory(prefix=f"bundle-{family}-") as tmp:
+        bundle = Path(tmp)
+        meta = export_bundle(family, root, params, bundle)
+        result = parity(family, root, params, bundle, parity_photos(root))
+        metadata = _metadata(family, root, params, result, meta)
+        with bentoml.models.create(f"{MODEL_PREFIX}{family}", labels={"family": family, "project": "reviewops"},
+                                   metadata=_basic(metadata)) as model:
+            for path in bundle.iterdir():
+                (Path(model.path) / path.name).write_bytes(path.read_bytes())
+        return str(model.tag)
+
+
+def model_info(tag: str) -> dict:
+    """A registered model's metadata and bundle path."""
+    import bentoml
+
+    try:
+        model = bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound as exc:
+        raise RegistryError(f"model {tag} is not in the model store") from exc
+    return {"tag": str(model.tag), "path": model.path, "metadata": dict(model.info.metadata),
+            "created": model.info.creation_time.isoformat()}
+
+
+def find_by_content(family: str, content: str) -> str | None:
+    """The newest registered model of ``family`` with this content hash (a re-run registers nothing new)."""
+    import bentoml
+
+    try:
+        models = bentoml.models.list(f"{MODEL_PREFIX}{family}")
+    except bentoml.exceptions.NotFound:
+        return None
+    found = [m for m in models if m.info.metadata.get("content_hash") == content]
+    return str(max(found, key=lambda m: m.info.creation_time).tag) if found else None
+
+
+def production() -> dict[str, str]:
+    """Family -> tag of the model in production (families never promoted are absent)."""
+    path = _state_dir() / "production.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def history(family: str | None = None) -> list[dict]:
+    path = _state_dir() / "history.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return [r for r in rows if family is None or r["family"] == family]
+
+
+def _move(family: str, tag: str, action: str, reason: str) -> dict:
+    model_info(tag)  # refuses a tag that is not in the store
+    state = _state_dir()
+    with _file_lock(state / ".lock", None, "the production pointer"):
+        current = production()
+        entry = {"time": _now(), "family": family, "action": action, "from": current.get(family), "to": tag,
+                 "reason": reason}
+        current[family] = tag
+        tmp = state / "production.json.tmp"
+        tmp.write_text(json.dumps(current, indent=1, sort_keys=True))
+        os.replace(tmp, state / "production.json")
+        with open(state / "history.jsonl", "a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+    return entry
+
+
+def promote(family: str, tag: str, reason: str = "gate passed") -> dict:
+    if not tag.startswith(f"{MODEL_PREFIX}{family}:"):
+        raise RegistryError(f"{tag} is not a model of the {family} family")
+    return _move(family, tag, "promote", reason)
+
+
+def rollback(family: str, to: str | None = None) -> dict:
+    """Point production back at ``to`` (a tag or version) or, by default, the model before the current one."""
+    current = production().get(family)
+    if current is None:
+        raise RegistryError(f"{family} has no production model to roll back")
+    if to is None:
+        previous = [e["from"] for e in reversed(history(family)) if e["to"] == current and e["from"]]
+        if not previous:
+            raise RegistryError(f"{family}: {current} is the first production model; there is nothing to roll back to")
+        to = previous[0]
+    elif ":" not in to:
+        to = f"{MODEL_PREFIX}{family}:{to}"
+    if to == current:
+        raise RegistryError(f"{family} is already at {to}")
+    return _move(family, to, "rollback", f"rollback from {current}")
+
+
+def production_bundles() -> dict[str, Path]:
+    """Family -> bundle directory of every production model."""
+    return {family: Path(model_info(tag)["path"]) for family, tag in production().items()}
+
+
+def bundle_meta(path: Path) -> dict:
+    return json.loads((Path(path) / BUNDLE_META).read_text())

@@ -1,0 +1,124 @@
+"""One network shape for the score families (blur regressor, manipulation classifier, the
+detector's sticker and dirt checks): frozen ImageNet trunk -> trainable tail -> one logit per
+output. ``train_scalar`` fits it with the shared harness on cached trunk features; ``scores`` gives
+the sigmoid of the logits for any rows. A target of NaN means "does not apply to this photo" (no
+sticker check on a photo without stickers): it adds nothing to the loss."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from pipelines.data.dataset import split_frame
+from pipelines.train.harness import fit
+from pipelines.params import Params
+from pipelines.train.trunk import Trunk, TrunkNet
+from pipelines.train.families import common
+
+
+class ScalarHead(nn.Module):
+    """Logits [N] (one output) or [N, outputs]."""
+
+    def __init__(self, in_features: int = 1280, dropout: float = 0.2, outputs: int = 1):
+        super().__init__()
+        self.drop, self.fc = nn.Dropout(dropout), nn.Linear(in_features, outputs)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        out = self.fc(self.drop(f))
+        return out.squeeze(1) if out.shape[1] == 1 else out
+
+
+def build(arch: dict) -> TrunkNet:
+    trunk = Trunk(arch["trunk_split"], pretrained=arch["pretrained"])
+    tail = trunk.new_tail(arch.get("tail_stages"))
+    head = ScalarHead(tail.num_features, outputs=arch.get("outputs", 1))
+    return TrunkNet(trunk, tail, head).to(memory_format=torch.channels_last)
+
+
+def random_crop(x: torch.Tensor, fraction: float) -> torch.Tensor:
+    """One random window of ``fraction`` of the side for the whole batch (torch RNG: seeded, resumable)."""
+    if fraction >= 1.0:
+        return x
+    h, w = x.shape[-2:]
+    ch, cw = max(1, round(h * fraction)), max(1, round(w * fraction))
+    top = int(torch.randint(0, h - ch + 1, ()).item())
+    left = int(torch.randint(0, w - cw + 1, ()).item())
+    return x[..., top:top + ch, left:left + cw]
+
+
+def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.DataFrame], pd.DataFrame],
+                 target: Callable[[pd.DataFrame], np.ndarray], loss: str,
+                 val_score: Callable[[np.ndarray, np.ndarray], float], salt: int, *, name: str = "model",
+                 settings_key: str | None = None) -> dict:
+    """Fit a score net on ``rows(train)`` against ``target``; early stopping on ``val_score``.
+
+    ``loss``: ``mse`` (on the sigmoid, for scores in [0, 1]) or ``bce`` (binary labels). ``target``
+    gives [N] or [N, outputs]; NaN targets are left out of the loss. The net is saved as
+    ``models/<family>/<name>.pt`` with the settings of ``train.<settings_key or family>``. The
+    family's own net (``name == "model"``) also writes ``train.json``; other nets return their record
+    for the family to write.
+    """
+    started = time.perf_counter()
+    key = settings_key or family
+    settings = params.train.family(key)
+    df = common.load_frame(root)
+    train_df, val_df = rows(split_frame(df, "train")), rows(split_frame(df, "val"))
+    if train_df.empty or val_df.empty:
+        raise common.NoData(f"{family}: no usable train or validation photos in the versioned data")
+    y_train_np = np.asarray(target(train_df), dtype=np.float32)
+    arch = {"trunk_split": settings.trunk_split, "pretrained": params.train.pretrained,
+            "image_size": params.train.input_size(key), "tail_stages": settings.tail_stages,
+            "outputs": 1 if y_train_np.ndim == 1 else int(y_train_np.shape[1])}
+    net = build(arch)
+    x_train = common.features(root, params, net.trunk, train_df, size=arch["image_size"])
+    x_val = common.features(root, params, net.trunk, val_df, size=arch["image_size"])
+    y_train = torch.as_tensor(y_train_np)
+    y_val = target(val_df)
+
+    def loss_fn(model, batch):
+        x, y = batch
+        logit = model.from_features(random_crop(x, settings.train_crop).contiguous(memory_format=torch.channels_last))
+        known = ~torch.isnan(y)
+        logit, y = logit[known], y[known]
+        if loss == "mse":
+            return nn.functional.mse_loss(torch.sigmoid(logit), y)
+        return nn.functional.binary_cross_entropy_with_logits(logit, y)
+
+    def score_fn(model, _loader):
+        return val_score(torch.sigmoid(common.predict(model.from_features, x_val)).numpy(), y_val)
+
+    cfg = common.fit_config(settings, params, salt=salt)
+    run = common.run_dir(root, family if name == "model" else f"{family}-{name}", arch, cfg.__dict__,
+                         settings.model_dump(), list(train_df["sha256"]), list(val_df["sha256"]))
+    result = fit(net, common.Tensors(x_train, y_train), DataLoader([]), loss_fn, score_fn, cfg, run,
+                 params=list(net.tail.parameters()) + list(net.head.parameters()), name=f"{family} {name}"
+                 if name != "model" else family)
+    common.save(family, root, name, net, arch)
+    common.finish_run(run)
+    record = dict(epochs_run=result.epochs_run, best_epoch=result.best_epoch, best_val_score=result.best_score,
+                  fit_seconds=round(result.seconds, 1), history=result.history, train_photos=len(train_df),
+                  val_photos=len(val_df))
+    if name != "model":
+        return {"seconds": round(time.perf_counter() - started, 1), **record}
+    return common.write_train_record(family, root, started, df, **record)
+
+
+def load_net(family: str, root: Path, name: str = "model") -> tuple[TrunkNet, dict]:
+    blob = common.load(family, root, name)
+    net = build(blob["arch"])
+    net.load_state_dict(blob["state_dict"])
+    return net.eval(), blob["arch"]
+
+
+def scores(family: str, root: Path, params: Params, df: pd.DataFrame, name: str = "model") -> np.ndarray:
+    """sigmoid(logits) of the trained net for the rows of ``df`` (via the trunk-feature cache)."""
+    net, arch = load_net(family, root, name)
+    x = common.features(root, params, net.trunk, df, size=arch["image_size"])
+    return torch.sigmoid(common.predict(net.from_features, x)).numpy()

@@ -1,0 +1,153 @@
+"""Frozen-trunk outputs, computed once per photo and cached on disk.
+
+Every timm family trains its tail on the outputs of the frozen ImageNet trunk
+(``pipelines.train.trunk``), so those outputs are a pure function of (photo bytes, input size, trunk
+split, trunk weights). They are cached under ``.cache/trunk/`` (git-ignored, not a DVC output:
+deleting it only costs time), keyed by the photo's SHA-256, and grow with new batches.
+
+Large computations run the frozen stages on ONNX Runtime (exported once per trunk and cached as
+``.onnx`` beside the features): on these CPUs it computes EfficientNet-Lite0's first stages 2.3-3.5x
+faster per photo than eager torch did at batch 32, JPEG read included (``benchmarks/trunk_features.py``),
+with the same numbers up to one float16 step of the cache. A handful of photos (the tests' tiny data) stays on eager torch,
+where exporting would cost more than it saves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipelines.serve.images import load_resized, to_input
+from pipelines.release.onnx_export import export_dynamic_batch
+from pipelines.train.trunk import Trunk
+
+CACHE_DIR = Path(".cache/trunk")
+ONNX_MIN_ROWS = 256   # from this many rows on, the frozen stages run on ONNX Runtime
+BATCH = 8             # rows per forward: small batches keep the early stages' activations in cache
+_SESSIONS: dict[str, object] = {}
+
+
+def _weights_digest(trunk: Trunk) -> str:
+    """Digest of the whole backbone the trunk was cut from: equal for every split of the same weights."""
+    h = hashlib.sha256()
+    for k, v in sorted(trunk._rest.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def cache_file(trunk: Trunk, size: int, root: str | Path | None = None, split: int | None = None) -> Path:
+    base = Path(root) if root is not None else Path.cwd()
+    split = trunk.split if split is None else split
+    return base / CACHE_DIR / f"split{split}-{size}px-{_weights_digest(trunk)}.pt"
+
+
+def _load(file: Path) -> tuple[dict[str, int], torch.Tensor | None]:
+    if not file.exists():
+        return {}, None
+    blob = torch.load(file, map_location="cpu", weights_only=True)
+    return {s: i for i, s in enumerate(blob["sha256"])}, blob["features"]
+
+
+def _session(module: torch.nn.Module, example: torch.Tensor, file: Path):
+    """An ONNX Runtime session of ``module`` (frozen, eval), exported to ``file`` once with a dynamic batch."""
+    key = str(file)
+    if key not in _SESSIONS:
+        import onnxruntime as ort
+
+        if not file.exists():
+            export_dynamic_batch(module, example, file, "x", "y")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        _SESSIONS[key] = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+    return _SESSIONS[key]
+
+
+def _runner(module: torch.nn.Module, example: torch.Tensor, onnx_file: Path | None):
+    """``x -> module(x)`` in float32: ONNX Runtime when ``onnx_file`` is given, else eager torch."""
+    if onnx_file is None:
+        return lambda x: module(x.contiguous(memory_format=torch.channels_last))
+    session = _session(module, example, onnx_file)
+    return lambda x: torch.from_numpy(session.run(None, {"x": x.float().contiguous().numpy()})[0])
+
+
+@torch.no_grad()
+def compute(trunk: Trunk, paths: Sequence[str | Path], size: int, batch_size: int = BATCH,
+            desc: str = "trunk features", onnx_file: Path | None = None) -> torch.Tensor:
+    """Trunk outputs [N, C, H, W] (float16) of the photos at ``paths``, read and resized to ``size``.
+
+    With ``onnx_file`` the trunk runs on ONNX Runtime (exported there on first use)."""
+    trunk.eval()
+    run = _runner(trunk, torch.zeros(2, 3, size, size), onnx_file)
+    outs = []
+    with tqdm(total=len(paths), desc=desc, unit="img", disable=len(paths) < batch_size) as bar:
+        for i in range(0, len(paths), batch_size):
+            chunk = paths[i:i + batch_size]
+            outs.append(run(to_input(load_resized(chunk, size), size)).to(torch.float16).contiguous())
+            bar.update(len(chunk))
+    return torch.cat(outs) if outs else torch.zeros(0, dtype=torch.float16)
+
+
+def _onnx_file(trunk: Trunk, size: int, root, rows: int, lower: int | None = None) -> Path | None:
+    """Where the exported graph of this computation lives, or None when ``rows`` are too few to export."""
+    if rows < ONNX_MIN_ROWS:
+        return None
+    base = Path(root) if root is not None else Path.cwd()
+    span = f"split{trunk.split}" if lower is None else f"split{lower}to{trunk.split}"
+    return base / CACHE_DIR / f"{span}-{size}px-{_weights_digest(trunk)}.onnx"
+
+
+@torch.no_grad()
+def _from_lower(trunk: Trunk, shas: list[str], size: int, root) -> dict[str, torch.Tensor]:
+    """Outputs at the trunk's split for those of ``shas`` a cached lower split holds (running only the
+    stages between); the rest must be computed from the photos."""
+    found: dict[str, torch.Tensor] = {}
+    for lower in range(trunk.split - 1, 0, -1):
+        todo = [s for s in shas if s not in found]
+        if not todo:
+            break
+        index, stored = _load(cache_file(trunk, size, root, split=lower))
+        todo = [s for s in todo if s in index]
+        if stored is None or not todo:
+            continue
+        rest = trunk.blocks[lower:].eval()
+        rows = torch.as_tensor([index[s] for s in todo], dtype=torch.int64)
+        run = _runner(rest, stored[rows[:2]].float(), _onnx_file(trunk, size, root, len(rows), lower=lower))
+        for i in range(0, len(rows), BATCH):
+            out = run(stored[rows[i:i + BATCH]].float())
+            for s, f in zip(todo[i:i + BATCH], out.to(torch.float16)):
+                found[s] = f.contiguous()
+    return found
+
+
+def trunk_features(trunk: Trunk, paths: Sequence[str | Path], sha256s: Sequence[str], size: int,
+                   root: str | Path | None = None) -> torch.Tensor:
+    """Trunk outputs [N, C, H, W] (float16) for the photos, in order; only unseen photos are computed."""
+    if len(paths) != len(sha256s):
+        raise ValueError("paths and sha256s differ in length")
+    file = cache_file(trunk, size, root)
+    index, stored = _load(file)
+    missing = list(dict.fromkeys(s for s in sha256s if s not in index))
+    if missing:
+        first = {s: p for p, s in zip(paths, sha256s)}
+        derived = _from_lower(trunk, missing, size, root)
+        fresh = [s for s in missing if s not in derived]
+        computed = compute(trunk, [first[s] for s in fresh], size, desc=f"trunk features {size}px split {trunk.split}",
+                           onnx_file=_onnx_file(trunk, size, root, len(fresh))) if fresh else None
+        by_sha = {**derived, **({s: computed[i] for i, s in enumerate(fresh)} if fresh else {})}
+        new = torch.stack([by_sha[s] for s in missing])
+        stored = new if stored is None else torch.cat([stored, new])
+        for s in missing:
+            index[s] = len(index)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_suffix(".tmp")
+        order = sorted(index, key=index.get)
+        torch.save({"sha256": order, "features": stored}, tmp)
+        tmp.replace(file)
+    return stored[torch.as_tensor(np.array([index[s] for s in sha256s], dtype=np.int64))]

@@ -1,0 +1,113 @@
+"""Transfer learning on the ImageNet EfficientNet-Lite0: a frozen trunk and trainable tails.
+
+A family's network is ``trunk -> tail -> head``. The trunk (stem and the first ``split`` stages of
+``tf_efficientnet_lite0`` with the package's ImageNet weights, or random weights when
+``pretrained`` is off) is frozen; the tail (a fresh copy of the remaining stages and the 1x1 head
+conv, initialised from the same weights) and the family's head are trained.
+
+Why frozen: it is what makes CPU training affordable (trunk outputs are computed once and cached,
+see ``pipelines.train.features``), and it lets independent classifiers share one trunk forward at serving
+time without sharing a single trainable parameter (the prohibited-item family relies on it).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from pipelines.train.backbone import create_backbone
+
+NUM_STAGES = 7
+
+
+class Trunk(nn.Module):
+    """Stem + stages ``[0, split)``; always in eval mode, never trained."""
+
+    def __init__(self, split: int, pretrained: bool = True):
+        super().__init__()
+        if not 0 <= split <= NUM_STAGES:
+            raise ValueError(f"trunk split must be in [0, {NUM_STAGES}], got {split}")
+        net = create_backbone(pretrained=pretrained, num_classes=0)
+        self.split, self.pretrained = split, pretrained
+        self.stem = nn.Sequential(net.conv_stem, net.bn1)
+        self.blocks = nn.Sequential(*net.blocks[:split])
+        self._rest = net  # the source of every tail's initial weights (not a submodule of the forward)
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True):  # noqa: D401 - a frozen trunk never leaves eval mode
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.stem(x))
+
+    def new_tail(self, stages: int | None = None) -> nn.Module:
+        """A fresh trainable tail: every remaining stage (``stages=None``) or a light one (see ``LightTail``)."""
+        return Tail(self._rest, self.split) if stages is None else LightTail(self._rest, self.split, stages)
+
+    def out_channels(self) -> int:
+        return 32 if self.split == 0 else self.blocks[-1][-1].conv_pwl.out_channels \
+            if hasattr(self.blocks[-1][-1], "conv_pwl") else self.blocks[-1][-1].conv_pw.out_channels
+
+    def state_dict(self, *args, **kwargs):  # the donor network is not part of the trunk's weights
+        sd = super().state_dict(*args, **kwargs)
+        return type(sd)((k, v) for k, v in sd.items() if not k.startswith("_rest."))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        own = {k: v for k, v in super().state_dict().items() if k.startswith("_rest.")}
+        return super().load_state_dict({**own, **state_dict}, strict=strict, assign=assign)
+
+
+class Tail(nn.Module):
+    """Stages ``[split, 7)`` + head conv + global average pool: pooled 1280-d features."""
+
+    num_features = 1280
+
+    def __init__(self, donor: nn.Module, split: int):
+        super().__init__()
+        self.blocks = copy.deepcopy(nn.Sequential(*donor.blocks[split:]))
+        self.conv_head = copy.deepcopy(donor.conv_head)
+        self.bn2 = copy.deepcopy(donor.bn2)
+        self.requires_grad_(True)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.bn2(self.conv_head(self.blocks(f))).mean((2, 3))
+
+
+class LightTail(nn.Module):
+    """The next ``stages`` stages only, a 1x1 conv to 256 channels, then average and max pooling (512-d).
+
+    For low-level checks (blur, edits) read at full resolution: max pooling keeps the strongest
+    local evidence (a sharp edge, a seam) that an average over the photo would wash out.
+    """
+
+    num_features = 512
+
+    def __init__(self, donor: nn.Module, split: int, stages: int):
+        super().__init__()
+        self.blocks = copy.deepcopy(nn.Sequential(*donor.blocks[split:split + stages]))
+        last = donor.blocks[split + stages - 1][-1] if stages else None
+        channels = (last.conv_pwl.out_channels if hasattr(last, "conv_pwl") else last.conv_pw.out_channels) \
+            if last is not None else donor.blocks[split - 1][-1].conv_pwl.out_channels
+        self.proj = nn.Sequential(nn.Conv2d(channels, 256, 1, bias=False), nn.BatchNorm2d(256), nn.ReLU6(inplace=True))
+        self.requires_grad_(True)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        z = self.proj(self.blocks(f))
+        return torch.cat([z.mean((2, 3)), z.amax((2, 3))], dim=1)
+
+
+class TrunkNet(nn.Module):
+    """``head(tail(trunk(x)))`` as one module: what is saved, exported and served."""
+
+    def __init__(self, trunk: Trunk, tail: nn.Module, head: nn.Module):
+        super().__init__()
+        self.trunk, self.tail, self.head = trunk, tail, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.tail(self.trunk(x)))
+
+    def from_features(self, f: torch.Tensor) -> torch.Tensor:
+        return self.head(self.tail(f))
