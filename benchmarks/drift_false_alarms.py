@@ -4,7 +4,7 @@
 
 The reference is what `reviewops reference` stores: the production models' outputs on the
 project's validation split. Live traffic is fresh generated photos (seeds not used by the data)
-answered by the same models through the service's code path (``monitoring.reference.review_records``).
+answered by the same models through the service's code path (``pipelines.train.review.records``).
 Each window is ``--window-rows`` photos, disjoint from every other window:
 
 * ``--windows`` unshifted windows (the generator's default distribution): a window that raises
@@ -37,13 +37,15 @@ SEEDS = {"unshifted": 9001, "blur+new_skus": 9002, "blur": 9003, "new_skus": 900
 
 def outputs(name: str, photos: pd.DataFrame, models, versions, cache: Path) -> pd.DataFrame:
     """The drift features of the reviewer's answers to ``photos`` (cached)."""
-    from monitoring.reference import features, review_records
+    from monitoring.reference import features
+    from pipelines.params import load_params
+    from pipelines.train.review import records as review_records
 
     path = cache / f"{name}.parquet"
     if path.exists():
         return pd.read_parquet(path)
     start = time.perf_counter()
-    records = review_records(models, versions, photos, progress=True)
+    records = review_records(models, versions, photos, load_params(), progress=True)
     frame = features(pd.DataFrame.from_records(records))
     frame.to_parquet(path, index=False)
     print(f"{name}: {len(frame)} answers in {time.perf_counter() - start:.0f} s", flush=True)

@@ -1,4 +1,4 @@
-"""ONNX export time: torch's TorchScript exporter (what ``pipelines.release.onnx_export`` uses) against its dynamo exporter.
+"""ONNX export time: torch's TorchScript exporter (what ``pipelines.train.onnx_export`` uses) against its dynamo exporter.
 
 Usage (no data needed: ImageNet-initialised graphs of the shapes the project exports):
 
@@ -29,7 +29,7 @@ from torch import nn
 from pipelines.train.families.prohibited import CategoryClassifier, CombinedProhibited
 from pipelines.release.export import Probability
 from pipelines.train.families import scalar
-from pipelines.release.onnx_export import export_dynamic_batch
+from pipelines.train.onnx_export import export_dynamic_batch
 from pipelines.params import load_params
 from pipelines.train.trunk import Trunk
 

@@ -31,7 +31,8 @@ from pipelines.train.families import common
 from pipelines.train.families.blur import real_photo_series, usable
 from pipelines.train.families.scalar import build, random_crop
 from pipelines.train.harness import FitConfig, fit
-from pipelines.serve.images import load_resized, to_input
+from pipelines.serve.images import load_resized
+from pipelines.train.trunk import to_input
 from pipelines.params import load_params
 
 OUT = Path(__file__).parent / "results" / "pretrained_vs_scratch.json"

@@ -122,8 +122,8 @@ def model_benchmark(root: Path, bundles: dict[str, Path], photos: np.ndarray, th
     """Each graph of each family alone, batch 1 and 16: ONNX Runtime (served) and eager torch (the same weights)."""
     import torch
 
-    from pipelines.release.export import _graphs
-    from pipelines.serve.images import to_input
+    from pipelines.train import families
+    from pipelines.train.trunk import to_input
     from pipelines.serve.models import ReviewerModels, prepare
 
     torch.set_num_threads(threads)
@@ -132,10 +132,9 @@ def model_benchmark(root: Path, bundles: dict[str, Path], photos: np.ndarray, th
     batch1, batch16 = photos[:1], photos[:16]
     out: dict[str, dict] = {}
     for family in bundles:
-        graphs, _ = _graphs(family, root, params)
-        for graph in graphs:
+        for graph in families.get(family).bundle(root, params).graphs:
             name = graph.name
-            session, size = models.sessions[name]
+            session, size = models.graphs[name][0], graph.size
             x1, x16 = (to_input(list(b), size).numpy() for b in (batch1, batch16))
             feed = session.get_inputs()[0].name
             module = graph.module.eval()
@@ -149,21 +148,22 @@ def model_benchmark(root: Path, bundles: dict[str, Path], photos: np.ndarray, th
             out[name] = row
             print(f"  {name}: onnx {row['onnx_b1']['p50_ms']} ms, torch {row['torch_b1']['p50_ms']} ms (batch 1)",
                   flush=True)
-    if models.yolo is not None:
+    if models.yolo:
         from pipelines.train.families import detector
         from ultralytics import YOLO
 
-        meta = models.metas["detector"]
+        meta = models.metas["detector"]["yolo"]
         bgr = [np.ascontiguousarray(batch1[0][..., ::-1])]
         pt = YOLO(str(detector.model_path(root)))
         kw = {"imgsz": meta["imgsz"], "conf": meta["conf"], "device": "cpu", "verbose": False}
+        yolo = models.yolo["boxes"][0]
         row = {"family": "detector", "input_px": meta["imgsz"],
-               "onnx_b1": time_call(lambda: models.yolo.predict(bgr, **kw), repeats),
+               "onnx_b1": time_call(lambda: yolo.detect(batch1), repeats),
                "torch_b1": time_call(lambda: pt.predict(bgr, **kw), repeats)}
         row["onnx_speedup_b1"] = round(row["torch_b1"]["p50_ms"] / row["onnx_b1"]["p50_ms"], 2)
         out["yolo"] = row
         print(f"  yolo: onnx {row['onnx_b1']['p50_ms']} ms, torch {row['torch_b1']['p50_ms']} ms", flush=True)
-    whole = {"decode_resize_b1": time_call(lambda: prepare(photos[0]), repeats),
+    whole = {"decode_resize_b1": time_call(lambda: prepare(photos[0], params.data.image_size), repeats),
              "all_checks_b1": time_call(lambda: models.infer(batch1), repeats),
              "all_checks_b16": time_call(lambda: models.infer(batch16), max(3, repeats // 8))}
     whole["all_checks_b16_per_photo_ms"] = round(whole["all_checks_b16"]["p50_ms"] / 16, 1)
@@ -177,9 +177,10 @@ def prohibited_curve(root: Path, photos: np.ndarray, threads: int, repeats: int,
     import onnxruntime as ort
     import torch
 
-    from pipelines.release.export import Graph, _export_graph
+    from pipelines.release.export import _export_graph
+    from pipelines.train.graphs import Graph
     from pipelines.train.families import prohibited
-    from pipelines.serve.images import to_input
+    from pipelines.train.trunk import to_input
 
     torch.set_num_threads(threads)
     params = load_params(root / "params.yaml")
@@ -200,7 +201,7 @@ def prohibited_curve(root: Path, photos: np.ndarray, threads: int, repeats: int,
                     else full.classifiers[source]
             module = prohibited.CombinedProhibited(full.trunk, classifiers).eval()
             path = Path(tmp) / f"prohibited{k}.onnx"
-            _export_graph(Graph("prohibited", module, size), path)
+            _export_graph(Graph("prohibited", module, size, "scores", labels=list(module.categories)), path)
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             feed = session.get_inputs()[0].name
             with torch.inference_mode():

@@ -41,16 +41,17 @@ TARGETS = (0.95, 0.96, 0.97, 0.98, 0.99)
 def sku_rows(root: Path, params) -> dict:
     df = common.load_frame(root)
     net, arch, gallery = sku.load_model(root)
-    *_, unknown_v, wrong_v, score_v = sku._scored(root, params, df, net, arch, gallery, "val")
-    *_, unknown_t, wrong_t, score_t = sku._scored(root, params, df, net, arch, gallery, "test")
+    *_, unknown_v, wrong_v, _, score_v = sku._scored(root, params, df, net, arch, gallery, "val")
+    *_, unknown_t, wrong_t, _, score_t = sku._scored(root, params, df, net, arch, gallery, "test")
     rows = []
     for target in TARGETS:
         for mode in ("together", "per_kind"):
             if mode == "together":
                 t = threshold_for_recall(score_v, unknown_v | wrong_v, target)
             else:
-                t, _ = sku.mismatch_threshold(score_v, wrong_v, unknown_v,
-                                              {"sku_mismatch": params.recall_targets.sku_mismatch, "unknown_sku": target})
+                similarity, _ = sku.mismatch_threshold(score_v, wrong_v, unknown_v, {
+                    "sku_mismatch": params.recall_targets.sku_mismatch, "unknown_sku": target})
+                t = -similarity                   # the alarm score threshold of that similarity threshold
             rows.append({"calibration": mode, "target": target, "threshold": round(float(t), 4),
                          "val_unknown_recall": round(float((score_v[unknown_v] >= t).mean()), 4),
                          "test_unknown_recall": round(float((score_t[unknown_t] >= t).mean()), 4),

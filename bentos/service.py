@@ -32,12 +32,14 @@ PRODUCTION: dict[str, str] = json.loads(Path(os.environ.get("REVIEWOPS_PRODUCTIO
 PARAMS_PATH = Path(os.environ.get("REVIEWOPS_PARAMS", HERE / "params.yaml"))
 
 
-def _serving():
+def _params():
     from pipelines.params import load_params
-    return load_params(PARAMS_PATH).serving
+    return load_params(PARAMS_PATH)
 
 
-SERVING = _serving()
+PARAMS = _params()
+SERVING = PARAMS.serving
+INPUT_SIZE = PARAMS.data.image_size           # photos reach the models at the data's side
 THREADS = int(os.environ.get("REVIEWOPS_THREADS", "2"))
 
 
@@ -50,7 +52,7 @@ class Checks:
     """Every production model; ``infer`` is batched adaptively across concurrent requests."""
 
     def __init__(self) -> None:
-        from pipelines.serve.models import INPUT_SIZE, ReviewerModels
+        from pipelines.serve.models import ReviewerModels
 
         self.models = ReviewerModels(_bundles(), threads=THREADS)
         rng = np.random.default_rng(0)
@@ -83,13 +85,15 @@ class Reviewer:
         import prometheus_client as prom  # after BentoML set PROMETHEUS_MULTIPROC_DIR
 
         from monitoring.prediction_log import PredictionLog, resolve_url
+        from pipelines.serve.bundle import read_meta
+        from pipelines.serve.decision import decide, log_record
+        from pipelines.serve.models import prepare
         from pipelines.serve.photo_input import PhotoError, archive_photo, b64_bytes, decode_photo, missing_field, photo_limits
-        from pipelines.serve.models import decide, log_scores, prepare, read_meta
 
         self.PhotoError, self.missing_field = PhotoError, missing_field
         self._decode, self._b64_bytes, self._archive_photo = decode_photo, b64_bytes, archive_photo
-        self._decide, self._log_scores, self._prepare = decide, log_scores, prepare
-        self.params = __import__("pipelines.params", fromlist=["load_params"]).load_params(PARAMS_PATH)
+        self._decide, self._log_record, self._prepare = decide, log_record, prepare
+        self.params = PARAMS
         self.limits = photo_limits(self.params)
         bundles = _bundles()
         self.metas = {family: read_meta(Path(path)) for family, path in bundles.items()}
@@ -227,7 +231,7 @@ class Reviewer:
         good = [it for it in items if isinstance(it, dict)]
         raws = []
         if good:
-            photos = np.stack([self._prepare(it["rgb"]) for it in good])
+            photos = np.stack([self._prepare(it["rgb"], INPUT_SIZE) for it in good])
             raws = [json.loads(r) for r in await self._infer(photos)]
         answers, records, it_raw = [], [], iter(raws)
         latency_ms = (time.perf_counter() - started) * 1000
@@ -241,9 +245,8 @@ class Reviewer:
                       **self._decide(raw, self.metas, sku_id=item["sku_id"], category=item["category"]),
                       "models": self.versions}
             answers.append(answer)
-            records.append({"request_id": answer["request_id"], "listing_id": item["listing_id"],
-                            "decision": answer["decision"], "reasons": answer["reasons"], "models": self.versions,
-                            "checks": answer["checks"], "latency_ms": latency_ms, **self._log_scores(raw, answer)})
+            records.append(self._log_record(answer, raw, listing_id=item["listing_id"], models=self.versions,
+                                            latency_ms=latency_ms))
         if records:
             await asyncio.to_thread(self._keep, [it for it in items if isinstance(it, dict)], records)
         elapsed = time.perf_counter() - started

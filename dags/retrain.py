@@ -14,12 +14,14 @@ builds a new reviewer Bento when production changed.
   verdicts `promoted`, `unchanged` or `refused`, reports in `reports/gate/<family>.md`.
 * **build**: `reviewops build` when the production models differ from the last Bento; emits
   `reviewops://bento` (extra: the tag), which schedules `deploy`. Skipped when nothing changed.
+* **reference**: `reviewops reference` when the gate promoted a family: the new production models'
+  answers to the validation split become the drift reference. Skipped when nothing was promoted.
 * **check_verdicts**: fails the run (no retries) when the gate refused a candidate, after the
   promoted families were built: production stays on the old model for the refused ones.
 
 Running it twice on unchanged data trains nothing, promotes nothing and builds nothing.
 DVC holds one lock per work tree: training tasks go one at a time (and wait on `ingest`'s version step).
-Code: `pipelines/app/tasks.py` (`train`, `evaluate`, `gate`, `build`, `check_verdicts`).
+Code: `pipelines/app/tasks.py` (`train`, `evaluate`, `gate`, `build`, `reference`, `check_verdicts`).
 """
 
 from __future__ import annotations
@@ -70,6 +72,16 @@ def retrain():
         outlet_events[BENTO].extra = {"bento": result["bento"]}
         return result
 
+    @task
+    def reference(gated: dict) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+        from pipelines.app import tasks
+
+        result = tasks.reference(gated=gated)
+        if not result["stored"]:
+            raise AirflowSkipException(result["message"])
+        return result
+
     @task(trigger_rule="none_failed")
     def check_verdicts(gated: dict) -> dict:
         from pipelines.app import tasks
@@ -78,6 +90,7 @@ def retrain():
 
     gated = gate(evaluate.expand(trained=train.expand(family=list(FAMILIES))))
     build(gated) >> check_verdicts(gated)
+    reference(gated)
 
 
 retrain()

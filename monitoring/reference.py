@@ -1,25 +1,24 @@
 """The drift reference: the production models' outputs on the validation split, stored at promotion.
 
-The reference is computed through the service's own code path (``pipelines.serve.models``: the ONNX
-bundles of every production model, ``decide`` and ``log_scores``), photo by photo as the service
-would answer it with the claimed SKU and the category of the listing, so reference rows and
-prediction-log rows are the same numbers for the same photo. It is stored as
+The reference rows are computed by the app layer through the service's own code path
+(``pipelines.train.review.records``: the ONNX bundles of every production model, ``decide`` and
+``log_record``), photo by photo as the service would answer it with the claimed SKU and the
+category of the listing, so reference rows and prediction-log rows are the same numbers for the
+same photo. This module is handed those rows and stores them as
 
     <monitoring.reference>/reference.parquet   one row per validation photo: the drift features
     <monitoring.reference>/reference.json      models (family -> tag), source, rows, categories, time
 
-``reviewops gate`` rebuilds it after any promotion; ``reviewops reference`` does it by hand.
+``reviewops reference`` stores it (the retrain DAG's ``reference`` task, after a promotion).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,50 +49,6 @@ def reference_dir(root: Path, params: Params) -> Path:
     return _under(root, params.monitoring.reference)
 
 
-def _none(value: Any) -> Any:
-    """'none' and NaN in a manifest mean 'not given' to the service."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "none" or value == "":
-        return None
-    return str(value)
-
-
-def review_records(models, versions: Mapping[str, str], photos: pd.DataFrame, *, batch_size: int = 32,
-                   request_prefix: str = "ref-", ts: Sequence[dt.datetime] | None = None,
-                   archive: str | Path | None = None, progress: bool = False) -> list[dict]:
-    """Prediction-log records for the photos of a manifest, answered as the service answers them.
-
-    ``models`` is a loaded ``pipelines.serve.models.ReviewerModels``; ``photos`` has ``path`` (the
-    JPEG), ``listing_id`` and optionally ``claimed_sku`` and ``category`` ('none' = not sent).
-    Each record has exactly the keys the service appends to the prediction log; with ``archive``
-    the photo is kept there by SHA-256 as the service does, and ``image_path`` names it.
-    """
-    from pipelines.serve.images import load_resized
-    from pipelines.serve.models import INPUT_SIZE, decide, log_scores
-
-    rows = photos.reset_index(drop=True)
-    records: list[dict] = []
-    starts = range(0, len(rows), batch_size)
-    if progress:
-        from tqdm import tqdm
-        starts = tqdm(starts, desc="review photos", unit="batch")
-    for start in starts:
-        chunk = rows.iloc[start:start + batch_size]
-        raws = models.infer(load_resized(list(chunk["path"]), INPUT_SIZE, threads=2))
-        for i, (raw, (_, row)) in enumerate(zip(raws, chunk.iterrows())):
-            answer = decide(raw, models.metas, sku_id=_none(row.get("claimed_sku")), category=_none(row.get("category")))
-            record = {"request_id": f"{request_prefix}{row['listing_id']}", "listing_id": str(row["listing_id"]),
-                      "decision": answer["decision"], "reasons": answer["reasons"], "models": dict(versions),
-                      "checks": answer["checks"], **log_scores(raw, answer)}
-            if ts is not None:
-                record["ts"] = ts[start + i]
-            if archive is not None:
-                from pipelines.serve.photo_input import archive_photo
-
-                record["image_path"] = str(archive_photo(Path(row["path"]).read_bytes(), Path(archive)))
-            records.append(record)
-    return records
-
-
 def features(frame: pd.DataFrame, categories: Sequence[str] | None = None) -> pd.DataFrame:
     """The drift features of prediction-log rows (``PredictionLog.read`` or a list of records as a frame).
 
@@ -113,52 +68,16 @@ def features(frame: pd.DataFrame, categories: Sequence[str] | None = None) -> pd
     return out.reset_index(drop=True)
 
 
-def _validation_photos(root: Path) -> pd.DataFrame:
-    from pipelines.data.dataset import split_frame, versioned_manifest
-
-    df = split_frame(versioned_manifest(root), "val")
-    if df.empty:
-        raise ReferenceError(f"no validation photos in the versioned data of {root}: version a batch first "
-                             "(reviewops version)")
-    return df
-
-
-def _batch_photos(batch_dir: Path) -> pd.DataFrame:
-    from pipelines.data.manifest import read_manifest
-
-    df = read_manifest(batch_dir)
-    df["path"] = [str(Path(batch_dir) / rel) for rel in df["image"]]
-    return df
-
-
-def build_reference(root: str | Path, params: Params | None = None, *, bundles: Mapping[str, str | Path] | None = None,
-                    versions: Mapping[str, str] | None = None, batch_dir: str | Path | None = None,
-                    threads: int | None = None, progress: bool = False) -> dict:
-    """Compute and store the reference; returns its metadata.
-
-    Models: ``bundles`` (family -> bundle directory) with their ``versions`` (family -> tag), by
-    default every production model of the registry (call ``pipelines.release.registry.use_store`` first).
-    Photos: the validation split of the versioned data, or every photo of ``batch_dir``.
+def store_reference(root: str | Path, params: Params, records: Sequence[Mapping], versions: Mapping[str, str],
+                    source: str) -> dict:
+    """Store the reference from the prediction-log ``records`` the production ``versions`` gave for the
+    photos of ``source``; returns its metadata. The app layer computes the records
+    (``pipelines.train.review.records``, the service's own path): monitoring reads no model and no registry.
     """
-    from pipelines.serve.models import ReviewerModels
-
+    if not records:
+        raise ReferenceError(f"no photo to compute the reference from ({source})")
     root = Path(root).resolve()
-    params = params or load_params(root / "params.yaml")
-    if bundles is None:
-        from pipelines.release import registry
-
-        versions = registry.production()
-        if not versions:
-            raise ReferenceError("no production model in the registry: run reviewops gate first")
-        bundles = registry.production_bundles()
-    if versions is None:
-        versions = {family: f"{Path(path).name}" for family, path in bundles.items()}
-    photos = _batch_photos(Path(batch_dir)) if batch_dir is not None else _validation_photos(root)
-    source = (f"batch {Path(batch_dir).resolve()}" if batch_dir is not None
-              else f"validation split of the versioned data ({', '.join(sorted(set(photos['batch'])))})")
-    models = ReviewerModels(bundles, threads=threads or params.train.threads)
-    records = review_records(models, versions, photos, progress=progress)
-    frame = features(pd.DataFrame.from_records(records))
+    frame = features(pd.DataFrame.from_records(list(records)))
     frame.insert(0, "listing_id", [r["listing_id"] for r in records])
     frame["reasons"] = [json.dumps(r["reasons"]) for r in records]
     categories = sorted(c[len(PROHIBITED_PREFIX):] for c in frame.columns if c.startswith(PROHIBITED_PREFIX))
@@ -181,16 +100,9 @@ def load_reference(root: str | Path, params: Params | None = None) -> tuple[pd.D
     params = params or load_params(root / "params.yaml")
     where = reference_dir(root, params)
     if not (where / REFERENCE_FILE).exists() or not (where / META_FILE).exists():
-        raise ReferenceError(f"no drift reference in {where}: run `reviewops reference` (or `reviewops gate`, "
-                             "which stores it after a promotion)")
+        raise ReferenceError(f"no drift reference in {where}: run `reviewops reference` (the retrain DAG "
+                             "stores it after a promotion)")
     return pd.read_parquet(where / REFERENCE_FILE), json.loads((where / META_FILE).read_text())
-
-
-def after_gate(root: str | Path, results: Sequence[Any], params: Params | None = None) -> dict | None:
-    """The gate's hook: rebuild the reference when any family was promoted (None when none was)."""
-    if not any(getattr(r, "verdict", None) == "promoted" for r in results):
-        return None
-    return build_reference(root, params)
 
 
 def summary(meta: dict, where: Path | None = None) -> str:

@@ -63,6 +63,7 @@ class GeneratorParams(_Strict):
 class LabelParams(_Strict):
     blur_threshold: float = Field(gt=0.0, le=1.0)
     centering_tolerance: float = Field(gt=0.0, lt=0.5)
+    frame_border: float = Field(ge=0.0, lt=0.5)   # a product box this close to an edge is cut by the frame
     sticker_required_categories: tuple[str, ...]
 
 
@@ -112,6 +113,7 @@ class SkuTrain(TimmFamily):
     label_smoothing: float = Field(ge=0.0, lt=1.0)
     triplet_margin: float = Field(gt=0.0)
     gallery_per_sku: int = Field(gt=0)
+    gallery_blur_cutoff: float = Fraction   # gallery photos with an annotator blur score at or above this come last
     knn: int = Field(gt=0)
     holdout_skus: int = Field(ge=1)         # catalogue SKUs kept out of training: the "new SKUs" of the open set
 
@@ -216,6 +218,8 @@ class ServingParams(_Strict):
     golden_photos: int = Field(gt=0)        # smoke set recorded at build, replayed by deploy
     prediction_log: str                     # SQLAlchemy URL; relative sqlite paths are under the project
     photo_archive: str | None = None           # reviewed photos kept here by SHA-256 (relative: under the project)
+    box_confidence: float = Fraction        # dirt boxes at or above this confidence are listed in the answer
+    max_boxes: int = Field(gt=0)            # at most this many sticker and dirt boxes per answer
 
 
 class SampleSet(_Strict):

@@ -88,10 +88,12 @@ def contact_sheet(batch_dir: Path = typer.Argument(..., help="a batch directory"
 
 
 def _family_or_fail(name: str) -> None:
-    from pipelines.train.families import FAMILIES
+    from pipelines.train.families import get
 
-    if name not in FAMILIES:
-        _fail(f"unknown model family {name!r}: expected one of {', '.join(FAMILIES)}", 2)
+    try:
+        get(name)
+    except ValueError as exc:
+        _fail(str(exc), 2)
 
 
 @app.command()
@@ -183,7 +185,7 @@ def gate(families: Optional[list[str]] = typer.Argument(None, help="families to 
         promoted = promoted or result.verdict == "promoted"
     typer.echo("gate reports: reports/gate/<family>.md")
     if promoted:
-        _store_reference(params)
+        typer.echo("promoted: store the new drift reference with `reviewops reference` (the retrain DAG does)")
     if refused:
         _fail(f"refused: {', '.join(refused)} (production unchanged for them)", 1)
 
@@ -302,19 +304,6 @@ def import_labels(export: Path = typer.Argument(..., help="Label Studio's JSON e
 
 # --- monitoring: drift reference, drift, feedback, false-positive report ---------------------------------------
 
-def _store_reference(params) -> None:
-    """After a promotion: the new production models' outputs on the validation split become the drift reference."""
-    from monitoring.reference import build_reference, reference_dir, summary
-
-    try:
-        meta = build_reference(Path.cwd(), params)
-    except Exception as exc:  # noqa: BLE001  (the promotion stands; monitoring says what to re-run)
-        typer.secho(f"warning: drift reference not stored: {type(exc).__name__}: {exc} (run reviewops reference)",
-                    fg=typer.colors.YELLOW, err=True)
-        return
-    typer.echo(summary(meta, reference_dir(Path.cwd(), params)))
-
-
 def _when(text: Optional[str]):
     """An ISO 8601 time from the command line (UTC when no zone is given), or None."""
     import datetime as dt
@@ -331,9 +320,10 @@ def _when(text: Optional[str]):
 @app.command()
 def reference(batch: Optional[Path] = typer.Option(None, help="a batch directory to use instead of the validation "
                                                               "split of the versioned data")) -> None:
-    """Store the drift reference: the production models' outputs on the validation split (gate does it on promotion)."""
+    """Store the drift reference: the production models' outputs on the validation split (after a promotion)."""
     _store()
-    from monitoring.reference import ReferenceError, build_reference, reference_dir, summary
+    from monitoring.reference import ReferenceError, reference_dir, summary
+    from pipelines.app.reference import build_reference
     from pipelines.params import load_params
 
     params = load_params()

@@ -433,33 +433,13 @@ def _curl(demo: Demo) -> str:
 def metric_lines(repo: Path) -> list[str]:
     """One line per family from metrics/<family>.json: the figures on the frozen test split."""
     from pipelines.train.evaluate import read_metrics
-    from pipelines.train.families import FAMILIES
-
-    def f(v) -> str:
-        return "n/a" if v is None else format(v, ".3f")
+    from pipelines.train.families import FAMILIES, get
 
     lines = []
     for family in FAMILIES:
         try:
             m = read_metrics(family, repo)
-            t = m["test"]
-            if family == "sku":
-                line = (f"top-1 {f(t['top1_accuracy'])}, mAP {f(t['mAP'])}, recall@5 {f(t['recall_at_5'])}, "
-                        f"mismatch-alarm recall {f(t['mismatch_alarm']['recall'])}, unknown-SKU alarm recall "
-                        f"{f(t['unknown_sku_alarm_recall'])}, auto-pass {f(t['auto_pass_share'])}")
-            elif family == "blur":
-                line = (f"Spearman {f(t['model']['spearman'])} (Laplacian {f(t['laplacian_baseline']['spearman'])}), "
-                        f"recall of blurred {f(t['model']['blurred']['recall'])}")
-            elif family == "detector":
-                line = (f"mAP50 {f(t['map50']['all'])}, sticker-missing recall {f(t['sticker_missing']['recall'])}, "
-                        f"dirt recall {f(t['dirt']['recall'])}, centring accuracy {f(t['centring']['accuracy'])}")
-            elif family == "prohibited":
-                cats = t["categories"].values()
-                low = lambda key: min((c[key] for c in cats if c[key] is not None), default=None)  # noqa: E731
-                line = f"lowest recall {f(low('recall'))}, lowest precision {f(low('precision'))} over {len(cats)} categories"
-            else:
-                line = f"recall {f(t['manipulated']['recall'])}, precision {f(t['manipulated']['precision'])}"
-            lines.append(f"    {family:<13}{line}  (trained in {m['train_seconds']:.0f} s)")
+            lines.append(f"    {family:<13}{get(family).summary(m['test'])}  (trained in {m['train_seconds']:.0f} s)")
         except (FileNotFoundError, KeyError, TypeError):
             continue
     return lines

@@ -23,6 +23,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Iterable
 
+from pipelines.train import families
 from pipelines.train.families import FAMILIES
 from pipelines.params import Params, load_params
 
@@ -216,8 +217,10 @@ def _dvc(*args: str) -> list[str]:
 
 def family_stages(family: str, kind: str) -> list[str]:
     """The dvc.yaml targets of ``family``: ``train_<f>`` (a foreach group for prohibited) or ``evaluate@<f>``."""
-    if family not in FAMILIES:
-        raise PermanentError(f"unknown model family {family!r}: expected one of {', '.join(FAMILIES)}")
+    try:
+        families.get(family)
+    except ValueError as exc:
+        raise PermanentError(str(exc)) from None
     return [f"train_{family}"] if kind == "train" else [f"evaluate@{family}"]
 
 
@@ -283,6 +286,18 @@ def gate(root: str | Path | None = None, families: Iterable[str] | None = None) 
                            "reasons": report.get("reasons", []), "report": str(path.with_suffix(".md"))}
     by = {v: sorted(f for f, x in verdicts.items() if x == v) for v in ("promoted", "unchanged", "refused")}
     return {"verdicts": verdicts, **by, "families": reports}
+
+
+def reference(root: str | Path | None = None, gated: dict | None = None) -> dict:
+    """``reviewops reference`` after the gate promoted a family: the new production models' drift reference.
+
+    Returns ``{"stored": False}`` when nothing was promoted (the reference still matches production).
+    """
+    root = project_root(root)
+    if gated is not None and not gated.get("promoted"):
+        return {"stored": False, "message": "no family promoted: the drift reference still matches production"}
+    run([str(BIN / "reviewops"), "reference"], root, what="reviewops reference")
+    return {"stored": True, "reference": _read_json(root / _params(root).monitoring.reference / "reference.json")}
 
 
 def check_verdicts(result: dict) -> dict:

@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,6 +43,7 @@ import pandas as pd
 
 from pipelines.data.dataset import BATCHES_DIR, INCOMING_DIR, TEST_SPLIT_FILE, read_test_split
 from pipelines.data.manifest import MANIFEST_NAME, read_manifest, write_manifest
+from pipelines.locks import file_lock
 from pipelines.params import Params, load_params
 from pipelines.data.phash import phash_file
 from pipelines.data.splits import SPLITS, assign_splits
@@ -51,8 +51,6 @@ from pipelines.data.splits import SPLITS, assign_splits
 REMOTE_NAME = "storage"
 REMOTE_ENV = "REVIEWOPS_DVC_REMOTE"
 DEFAULT_REMOTE_DIR = ".dvc-remote"
-LOCK_TIMEOUT_ENV = "REVIEWOPS_DVC_LOCK_TIMEOUT"
-LOCK_TIMEOUT_S = 900.0
 BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DVC_INFRA = (".dvc/config", ".dvc/.gitignore", ".dvcignore")
 
@@ -110,33 +108,10 @@ def git_toplevel(repo: Path) -> Path | None:
 # --------------------------------------------------------------------------- locking
 
 
-def _lock_timeout(timeout: float | None) -> float:
-    return float(timeout if timeout is not None else os.environ.get(LOCK_TIMEOUT_ENV, LOCK_TIMEOUT_S))
-
-
-@contextmanager
-def _file_lock(path: Path, timeout: float | None, purpose: str):
-    from filelock import FileLock, Timeout
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    seconds = _lock_timeout(timeout)
-    lock = FileLock(str(path), is_singleton=True)  # one instance per path: re-entrant within a thread
-    try:
-        lock.acquire(timeout=seconds)
-    except Timeout:
-        raise VersionError(f"another task has held {path} for over {seconds:g} s ({purpose}); "
-                           f"DVC and git must not run side by side in one work tree. Wait for it to "
-                           f"finish, or raise ${LOCK_TIMEOUT_ENV}") from None
-    try:
-        yield
-    finally:
-        lock.release()
-
-
 def repo_lock(repo: str | Path, timeout: float | None = None):
     """The process-wide lock around every DVC/git mutation of the work tree ``repo``."""
     repo = Path(repo).resolve()
-    return _file_lock(repo / ".dvc" / "tmp" / "reviewops.lock", timeout, "DVC/git work-tree lock")
+    return file_lock(repo / ".dvc" / "tmp" / "reviewops.lock", timeout, "DVC/git work-tree lock", VersionError)
 
 
 # --------------------------------------------------------------------------- DVC repo and remote
@@ -148,7 +123,7 @@ def _init_dvc(repo: Path) -> None:
     key = hashlib.sha1(str(repo).encode()).hexdigest()[:16]
     # .dvc/ does not exist yet to hold the lock: serialise `dvc init` per path on this machine.
     lock = Path(tempfile.gettempdir()) / f"reviewops-dvc-init-{key}.lock"
-    with _file_lock(lock, None, "dvc init"):
+    with file_lock(lock, None, "dvc init", VersionError):
         if (repo / ".dvc").is_dir():
             return
         top = git_toplevel(repo)

@@ -16,20 +16,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 from pipelines.release import registry
 from pipelines.data.dataset import split_frame
 from pipelines.train.families import FAMILIES, common
 from pipelines.params import Params
-from pipelines.serve.photo_input import decode_photo, photo_limits
-from pipelines.data.version import _file_lock
+from pipelines.locks import file_lock
 
 PROJECT = Path(__file__).resolve().parents[2]
-SERVING_PACKAGES = ("bentoml", "onnxruntime", "ultralytics", "torch", "torchvision", "opencv-python", "pillow",
-                    "numpy", "pandas", "sqlalchemy", "pyyaml", "pydantic", "fastapi", "prometheus-client",
-                    "psycopg2-binary", "scipy")
+# What the Bento runs: the serving package, params and the prediction log; no torch, timm or ultralytics.
+SERVING_FILES = ("pipelines/__init__.py", "pipelines/params.py", "pipelines/serve", "monitoring/__init__.py",
+                 "monitoring/prediction_log.py", "monitoring/feedback.py")
+SERVING_PACKAGES = ("bentoml", "onnxruntime", "opencv-python", "pillow", "numpy", "pandas", "sqlalchemy", "pyyaml",
+                    "pydantic", "fastapi", "prometheus-client", "psycopg2-binary")
 
 
 class BuildError(RuntimeError):
@@ -47,20 +47,12 @@ def _requirements() -> str:
 
 def golden_set(root: Path, params: Params, bundles: dict[str, Path], out: Path, candidates: int = 160) -> list[dict]:
     """``serving.golden_photos`` test photos, half auto-passed where possible, with their recorded decisions."""
-    from pipelines.serve.models import ReviewerModels, decide, prepare
+    from pipelines.serve.models import ReviewerModels
+    from pipelines.train.review import claims, review
 
     df = split_frame(common.load_frame(root), "test").sort_values("listing_id").head(candidates)
-    limits = photo_limits(params)
-    rgbs = [decode_photo(Path(p).read_bytes(), **limits) for p in df["path"]]
-    models = ReviewerModels(bundles, threads=params.train.threads)
-    raws = []
-    for i in range(0, len(rgbs), 16):
-        raws += models.infer(np.stack([prepare(x) for x in rgbs[i:i + 16]]))
-    rows = []
-    for (_, row), raw in zip(df.iterrows(), raws):
-        sku = row["claimed_sku"] if isinstance(row["claimed_sku"], str) and row["claimed_sku"] else None
-        answer = decide(raw, models.metas, sku_id=sku)
-        rows.append((row, sku, answer))
+    answers = [a for a, _ in review(ReviewerModels(bundles, threads=params.train.threads), df, params)]
+    rows = [(row, claims(row)["sku_id"], answer) for (_, row), answer in zip(df.iterrows(), answers)]
     n = params.serving.golden_photos
     passed = [r for r in rows if r[2]["decision"] == "auto_pass"][: n // 2]
     chosen = passed + [r for r in rows if r[2]["decision"] != "auto_pass"][: n - len(passed)]
@@ -91,12 +83,16 @@ def build(root: Path, params: Params) -> dict:
         (ctx / "production.json").write_text(json.dumps(production, indent=1, sort_keys=True))
         shutil.copy2(root / "params.yaml", ctx / "params.yaml")
         (ctx / "requirements.txt").write_text(_requirements())
-        for package in ("pipelines", "monitoring"):
-            shutil.copytree(PROJECT / package, ctx / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for rel in SERVING_FILES:
+            (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
+            if (PROJECT / rel).is_dir():
+                shutil.copytree(PROJECT / rel, ctx / rel, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                shutil.copy2(PROJECT / rel, ctx / rel)
         golden = golden_set(root, params, bundles, ctx / "golden")
         bentoml = Path(sys.executable).with_name("bentoml")
         # one build at a time per store: concurrent `bentoml build`s fail listing it ("does not contain a 'bento.yaml'")
-        with _file_lock(registry._state_dir() / "build.lock", None, "bentoml build in this store"):
+        with file_lock(registry.state_dir() / "build.lock", None, "bentoml build in this store"):
             done = subprocess.run([str(bentoml), "build", str(ctx), "-f", str(ctx / "bentofile.yaml"), "--output", "tag"],
                                   capture_output=True, text=True)
         if done.returncode != 0:

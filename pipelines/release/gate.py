@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipelines.release import registry
 from pipelines.train.evaluate import read_metrics
-from pipelines.train.families import FAMILIES
+from pipelines.train import families
 from pipelines.params import Params
 
 
@@ -46,42 +46,13 @@ class GateResult:
         return self.verdict != "refused"
 
 
-def _get(d: dict, path: str) -> float:
-    """A metric by dotted path; null or an absent last key (metrics JSON writes NaN as null) is NaN."""
-    *parents, leaf = path.split(".")
-    for key in parents:
-        if not isinstance(d, dict) or key not in d:
-            raise KeyError(f"{path} is not in the metrics: re-run `reviewops evaluate` (or dvc repro)")
-        d = d[key]
-    value = d.get(leaf) if isinstance(d, dict) else None
-    return math.nan if value is None else float(value)
-
-
-def check_values(family: str, test: dict) -> tuple[dict[str, float], float]:
-    """The family's check recalls and its auto-pass share, from its test metrics (``metrics[test]``)."""
-    if family == "sku":
-        return ({"sku_mismatch": _get(test, "mismatch_alarm.recall"),
-                 "unknown_sku": _get(test, "unknown_sku_alarm_recall")}, _get(test, "auto_pass_share"))
-    if family == "blur":
-        return {"blur": _get(test, "model.blurred.recall")}, 1.0 - _get(test, "model.blurred.flagged_share")
-    if family == "detector":
-        return ({name: _get(test, f"{name}.recall") for name in ("sticker_missing", "dirt", "centring")},
-                _get(test, "auto_pass_share"))
-    if family == "prohibited":
-        return ({f"prohibited:{c}": _get(m, "recall") for c, m in test["categories"].items()},
-                1.0 - _get(test, "any.flagged_share"))
-    if family == "manipulation":
-        return {"manipulation": _get(test, "manipulated.recall")}, 1.0 - _get(test, "manipulated.flagged_share")
-    raise ValueError(f"unknown model family {family!r}")
-
-
 def _floor(params: Params, check: str) -> float | None:
     return params.gate.recall_floors.get(check.split(":")[0])
 
 
 def criteria(family: str, candidate: dict, production: dict | None, params: Params) -> list[Criterion]:
     """Every criterion of the gate for ``candidate`` test metrics against ``production``'s (or none)."""
-    recalls, auto_pass = check_values(family, candidate)
+    recalls, auto_pass = families.get(family).gate_values(candidate)
     out = []
     for check, value in recalls.items():
         floor = _floor(params, check)
@@ -96,7 +67,7 @@ def criteria(family: str, candidate: dict, production: dict | None, params: Para
                              f"recall {value:.3f} {'>=' if value >= floor else '<'} floor {floor}"))
     if production is None:
         return out
-    prod_recalls, prod_auto = check_values(family, production)
+    prod_recalls, prod_auto = families.get(family).gate_values(production)
     drop = params.gate.max_recall_drop
     for check, value in recalls.items():
         before = prod_recalls.get(check)
@@ -115,8 +86,7 @@ def criteria(family: str, candidate: dict, production: dict | None, params: Para
 
 def gate_family(family: str, root: Path, params: Params) -> GateResult:
     """Judge ``family``'s candidate (models/ + metrics/), and register and promote it when it passes."""
-    if family not in FAMILIES:
-        raise ValueError(f"unknown model family {family!r}: expected one of {', '.join(FAMILIES)}")
+    families.get(family)                                  # an unknown name fails here, loudly
     candidate = registry.content_hash(family, root)
     current = registry.production().get(family)
     result = GateResult(family, "refused", candidate, current, current)

@@ -21,10 +21,10 @@ from pathlib import Path
 import yaml
 
 from pipelines.train.evaluate import model_dir, read_metrics
-from pipelines.release.export import BUNDLE_META, export_bundle, parity, parity_photos
-from pipelines.train.families import FAMILIES
+from pipelines.release.export import export_bundle, parity, parity_photos
+from pipelines.train import families
 from pipelines.params import Params
-from pipelines.data.version import _file_lock
+from pipelines.locks import file_lock
 
 MODEL_PREFIX = "reviewops-"
 
@@ -40,7 +40,7 @@ def use_store(root: Path) -> Path:
     return home
 
 
-def _state_dir() -> Path:
+def state_dir() -> Path:
     import bentoml  # noqa: F401  (the container resolves BENTOML_HOME on import)
     from bentoml._internal.configuration.containers import BentoMLContainer
 
@@ -101,8 +101,10 @@ def register(family: str, root: Path, params: Params) -> str:
     """Export, parity-check and store the family's current model; returns its tag ``reviewops-<family>:<v>``."""
     import bentoml
 
-    if family not in FAMILIES:
-        raise RegistryError(f"unknown model family {family!r}: expected one of {', '.join(FAMILIES)}")
+    try:
+        families.get(family)
+    except ValueError as exc:
+        raise RegistryError(str(exc)) from None
     with tempfile.TemporaryDirectory(prefix=f"bundle-{family}-") as tmp:
         bundle = Path(tmp)
         meta = export_bundle(family, root, params, bundle)
@@ -141,20 +143,20 @@ def find_by_content(family: str, content: str) -> str | None:
 
 def production() -> dict[str, str]:
     """Family -> tag of the model in production (families never promoted are absent)."""
-    path = _state_dir() / "production.json"
+    path = state_dir() / "production.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
 
 def history(family: str | None = None) -> list[dict]:
-    path = _state_dir() / "history.jsonl"
+    path = state_dir() / "history.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
     return [r for r in rows if family is None or r["family"] == family]
 
 
 def _move(family: str, tag: str, action: str, reason: str) -> dict:
     model_info(tag)  # refuses a tag that is not in the store
-    state = _state_dir()
-    with _file_lock(state / ".lock", None, "the production pointer"):
+    state = state_dir()
+    with file_lock(state / ".lock", None, "the production pointer"):
         current = production()
         entry = {"time": _now(), "family": family, "action": action, "from": current.get(family), "to": tag,
                  "reason": reason}
@@ -193,7 +195,3 @@ def rollback(family: str, to: str | None = None) -> dict:
 def production_bundles() -> dict[str, Path]:
     """Family -> bundle directory of every production model."""
     return {family: Path(model_info(tag)["path"]) for family, tag in production().items()}
-
-
-def bundle_meta(path: Path) -> dict:
-    return json.loads((Path(path) / BUNDLE_META).read_text())

@@ -1,4 +1,4 @@
-"""Photos as model input: one decode and resize used by training, evaluation and serving alike."""
+"""Photos as model input: one decode and resize used by training, evaluation and serving alike (numpy, OpenCV)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -26,16 +25,18 @@ def resize(rgb: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(rgb, (size, size), interpolation=interp)
 
 
-def to_input(rgbs: Sequence[np.ndarray] | np.ndarray, size: int) -> torch.Tensor:
-    """A float batch [N, 3, size, size] scaled to [-1, 1] (the EfficientNet-Lite normalisation)."""
+def to_array(rgbs: Sequence[np.ndarray] | np.ndarray, size: int) -> np.ndarray:
+    """A float32 batch [N, 3, size, size] scaled to [-1, 1] (the EfficientNet-Lite normalisation)."""
     if isinstance(rgbs, np.ndarray) and rgbs.ndim == 3:      # one photo
         arr = resize(rgbs, size)[None]
-    elif isinstance(rgbs, np.ndarray) and rgbs.ndim == 4:    # a batch, resized already (load_resized)
-        arr = rgbs
+    elif isinstance(rgbs, np.ndarray) and rgbs.ndim == 4 and rgbs.shape[1] == size and rgbs.shape[2] == size:
+        arr = rgbs                                           # a batch at the size already (load_resized)
     else:                                                    # a sequence of photos of any size
         arr = np.stack([resize(x, size) for x in rgbs])
-    t = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
-    return t.div_(127.5).sub_(1.0)
+    out = np.ascontiguousarray(arr.transpose(0, 3, 1, 2), dtype=np.float32)
+    out /= 127.5
+    out -= 1.0
+    return out
 
 
 def load_resized(paths: Sequence[str | Path], size: int, threads: int = 4) -> np.ndarray:

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from pipelines.serve.decision import flagged
+
 MODELS_DIR = Path("models")
 METRICS_DIR = Path("metrics")
 PLOTS_DIR = Path("plots")
@@ -44,15 +46,43 @@ def threshold_for_recall(scores, labels, target: float) -> float:
     return float(pos[need - 1])
 
 
-def binary_metrics(scores, labels, threshold: float) -> dict:
-    """Recall, precision, false-positive rate, flagged share, AUC and AP of ``score >= threshold``."""
+UNCALIBRATED = "uncalibrated: no positive on validation (the check flags every photo)"
+
+
+def calibrate(scores, labels, target: float) -> tuple[float | None, str]:
+    """The threshold for ``target`` recall on validation and where it came from.
+
+    With no positive on validation there is nothing to calibrate on: the threshold is None, which
+    the decision reads as "flag every photo" (:func:`pipelines.serve.decision.flagged`), and the
+    gate refuses it unless ``gate.allow_unmeasured``. Never a guessed number.
+    """
+    labels = np.asarray(labels, dtype=bool)
+    if not labels.any():
+        return None, UNCALIBRATED
+    return threshold_for_recall(scores, labels, target), "validation"
+
+
+def metric(metrics: dict, path: str) -> float:
+    """A metric by dotted path; null or an absent last key (metrics JSON writes NaN as null) is NaN."""
+    *parents, leaf = path.split(".")
+    d = metrics
+    for key in parents:
+        if not isinstance(d, dict) or key not in d:
+            raise KeyError(f"{path} is not in the metrics: re-run `reviewops evaluate` (or dvc repro)")
+        d = d[key]
+    value = d.get(leaf) if isinstance(d, dict) else None
+    return math.nan if value is None else float(value)
+
+
+def binary_metrics(scores, labels, threshold: float | None) -> dict:
+    """Recall, precision, false-positive rate, flagged share, AUC and AP of the check's flag at ``threshold``."""
     scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
-    flag = scores >= threshold
+    flag = flagged(scores, threshold)
     tp, fp = int((flag & labels).sum()), int((flag & ~labels).sum())
     fn, tn = int((~flag & labels).sum()), int((~flag & ~labels).sum())
     both = 0 < labels.sum() < len(labels)
     return {
-        "threshold": float(threshold),
+        "threshold": None if threshold is None else float(threshold),
         "recall": tp / (tp + fn) if tp + fn else float("nan"),
         "precision": tp / (tp + fp) if tp + fp else float("nan"),
         "false_positive_rate": fp / (fp + tn) if fp + tn else float("nan"),

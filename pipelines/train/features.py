@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipelines.serve.images import load_resized, to_input
-from pipelines.release.onnx_export import export_dynamic_batch
-from pipelines.train.trunk import Trunk
+from pipelines.serve.images import load_resized
+from pipelines.train.onnx_export import export_dynamic_batch
+from pipelines.train.trunk import Trunk, to_input
 
 CACHE_DIR = Path(".cache/trunk")
 ONNX_MIN_ROWS = 256   # from this many rows on, the frozen stages run on ONNX Runtime

@@ -17,9 +17,15 @@ import copy
 import torch
 from torch import nn
 
+from pipelines.serve.images import to_array
 from pipelines.train.backbone import create_backbone
 
 NUM_STAGES = 7
+
+
+def to_input(rgbs, size: int) -> torch.Tensor:
+    """The trunk's input: :func:`pipelines.serve.images.to_array` (the one normalisation) as a tensor."""
+    return torch.from_numpy(to_array(rgbs, size))
 
 
 class Trunk(nn.Module):

@@ -88,6 +88,7 @@ def test_the_assets_chain_ingest_retrain_deploy_and_drift_schedules_retrain(pars
         assert dags[dag_id]["tasks"][task_id]["max_active_tis_per_dag"] == 1, (dag_id, task_id)
     retrain = dags["retrain"]["tasks"]
     assert retrain["train"]["downstream"] == ["evaluate"] and retrain["evaluate"]["downstream"] == ["gate"]
-    assert retrain["gate"]["downstream"] == ["build", "check_verdicts"] and retrain["build"]["downstream"] == ["check_verdicts"]
+    assert retrain["gate"]["downstream"] == ["build", "check_verdicts", "reference"]
+    assert retrain["build"]["downstream"] == ["check_verdicts"] and retrain["reference"]["downstream"] == []
     ingest = dags["ingest"]["tasks"]
     assert ingest["validate"]["downstream"] == ["version"] and ingest["version"]["downstream"] == ["announce"]

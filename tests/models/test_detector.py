@@ -12,6 +12,7 @@ import pytest
 
 from pipelines.data.dataset import versioned_manifest
 from pipelines.train.evaluate import plots_dir, read_metrics
+from pipelines.serve.decision import centring
 from pipelines.train.families import detector
 from pipelines.params import load_params
 
@@ -40,15 +41,15 @@ def test_dirt_score_is_the_most_confident_dirt_box():
 
 
 def test_centring_offsets_and_flag():
-    dx, dy, flag = detector.centring((0.3, 0.3, 0.7, 0.7), 0.12)
-    assert (dx, dy, flag) == (pytest.approx(0.0), pytest.approx(0.0), False)
-    dx, dy, flag = detector.centring((0.4, 0.2, 0.9, 0.6), 0.12)                     # centre (0.65, 0.4)
-    assert (dx, dy, flag) == (pytest.approx(0.15), pytest.approx(-0.1), True)
-    assert detector.centring((0.35, 0.3, 0.75, 0.7), 0.12)[2] is False               # dx 0.05: within
-    assert detector.centring((0.2, 0.3, 0.995, 0.7), 0.2)[2] is True                 # touches the right edge
-    assert detector.centring((0.0, 0.3, 0.5, 0.7), 0.3)[2] is True                   # cut at the left edge
-    dx, dy, flag = detector.centring(None, 0.12)                                     # no product found
-    assert math.isnan(dx) and math.isnan(dy) and flag is True
+    """The one centring rule (pipelines.serve.decision.centring) that the detector's evaluation and the service share."""
+    c = centring((0.3, 0.3, 0.7, 0.7), 0.12, 0.01)
+    assert c["offset"] == [pytest.approx(0.0), pytest.approx(0.0)] and c["flag"] is False and c["cut_by_frame"] is False
+    c = centring((0.4, 0.2, 0.9, 0.6), 0.12, 0.01)                                    # centre (0.65, 0.4)
+    assert c["offset"] == [pytest.approx(0.15), pytest.approx(-0.1)] and c["flag"] is True
+    assert centring((0.35, 0.3, 0.75, 0.7), 0.12, 0.01)["flag"] is False              # dx 0.05: within
+    assert centring((0.2, 0.3, 0.995, 0.7), 0.2, 0.01)["cut_by_frame"] is True         # touches the right edge
+    assert centring((0.0, 0.3, 0.5, 0.7), 0.3, 0.01)["flag"] is True                   # cut at the left edge
+    assert centring(None, 0.12, 0.01) == {"offset": None, "cut_by_frame": None, "flag": True, "product_found": False}
 
 
 def test_yolo_lines_keep_detector_classes_only():

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from pipelines.train.evaluate import binary_metrics, pr_curve, threshold_for_recall, write_json
-from pipelines.train.families.sku import (alarm_score, batch_hard_triplet, holdout_skus, knn_predict, mismatch_threshold,
+from pipelines.serve.decision import sku_alarm
+from pipelines.train.evaluate import UNCALIBRATED
+from pipelines.train.families.sku import (alarm_score, alarms, batch_hard_triplet, holdout_skus, knn_predict, mismatch_threshold,
                                    pk_batches)
 
 
@@ -26,21 +28,36 @@ def test_threshold_reaches_the_recall_target_and_no_lower():
 
 
 def test_mismatch_threshold_meets_each_kinds_target_on_its_own_positives():
-    # 10 wrong claims all predicted as another SKU (score 2), 10 unknown SKUs scored 1 - similarity
-    unknown_scores = np.array([0.30, 0.25, 0.20, 0.18, 0.15, 0.12, 0.10, 0.08, 0.05, 0.02])
-    score = np.concatenate([np.full(10, 2.0), unknown_scores, np.full(30, 0.01)])
+    # 10 wrong claims all predicted as another SKU (alarm score 2), 10 unknown SKUs scored -similarity
+    unknown_sims = np.array([0.70, 0.75, 0.80, 0.82, 0.85, 0.88, 0.90, 0.92, 0.95, 0.98])
+    score = np.concatenate([np.full(10, 2.0), -unknown_sims, np.full(30, -0.99)])
     wrong = np.r_[np.ones(10, bool), np.zeros(40, bool)]
     unknown = np.r_[np.zeros(10, bool), np.ones(10, bool), np.zeros(30, bool)]
     targets = {"sku_mismatch": 0.9, "unknown_sku": 0.9}
     # one threshold over both kinds at 0.9 would stop at the 18th of 20 positives and miss two unknown SKUs
-    assert threshold_for_recall(score, wrong | unknown, 0.9) == 0.08
-    t, source = mismatch_threshold(score, wrong, unknown, targets)
-    assert t == 0.05 and source == "validation"          # 9 of 10 unknown SKUs at 0.9: the 9th score
-    assert (score[unknown] >= 0.08).mean() == 0.8 and (score[unknown] >= t).mean() == 0.9
-    assert mismatch_threshold(score, wrong, unknown, {"sku_mismatch": 0.9, "unknown_sku": 0.5})[0] == 0.15
-    t, source = mismatch_threshold(score, wrong, np.zeros(50, bool), targets)
-    assert t == 2.0 and "no unknown_sku positive" in source
-    assert mismatch_threshold(score, np.zeros(50, bool), np.zeros(50, bool), targets) == (0.5, "default: no positive on validation")
+    assert threshold_for_recall(score, wrong | unknown, 0.9) == -0.92
+    thr, source = mismatch_threshold(score, wrong, unknown, targets)
+    assert thr == 0.95 and source == "validation"        # 9 of 10 unknown SKUs at 0.9: the 9th similarity
+    assert (unknown_sims <= 0.92).mean() == 0.8 and (unknown_sims <= thr).mean() == 0.9
+    assert mismatch_threshold(score, wrong, unknown, {"sku_mismatch": 0.9, "unknown_sku": 0.5})[0] == 0.85
+    thr, source = mismatch_threshold(score, wrong, np.zeros(50, bool), targets)
+    assert thr == -1.0 and "no unknown_sku positive" in source      # prediction mismatches alone suffice
+    assert mismatch_threshold(score, np.zeros(50, bool), np.zeros(50, bool), targets) == (None, UNCALIBRATED)
+
+
+def test_the_alarm_evaluation_measures_is_the_one_the_service_raises():
+    rng = np.random.default_rng(3)
+    pred = rng.choice(["a", "b"], 200)
+    claimed = rng.choice(["a", "b"], 200)
+    top1 = rng.uniform(0.3, 1.0, 200).round(2)
+    for thr in (None, -1.0, 0.6, 0.8):
+        want = np.array([sku_alarm(p, s, c, thr) is not None for p, s, c in zip(pred, top1, claimed)])
+        assert np.array_equal(alarms(pred, top1, claimed, thr), want)
+        if thr is not None:
+            assert np.array_equal(alarm_score(pred, claimed, top1) >= -thr, want)
+    assert sku_alarm("a", 0.9, "a", 0.8) is None and sku_alarm("a", 0.8, "a", 0.8) == "sku_mismatch"
+    assert sku_alarm("b", 0.99, "a", 0.8) == "sku_mismatch" and sku_alarm("a", 0.5, None, 0.8) == "unknown_sku"
+    assert sku_alarm("a", 0.99, "zz", 0.8, known={"a"}) == "unknown_sku"
 
 
 def test_pr_curve_and_json_are_readable(tmp_path):

@@ -16,7 +16,8 @@ import torch
 import yaml
 
 from pipelines.train.families import FAMILIES, evaluate, train
-from pipelines.serve.images import load_resized, to_input
+from pipelines.serve.images import load_resized
+from pipelines.train.trunk import to_input
 from pipelines.params import load_params
 
 PROJECT = Path(__file__).resolve().parents[2]

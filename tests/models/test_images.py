@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from pipelines.serve.images import to_input
+from pipelines.train.trunk import to_input
 
 
 def test_one_photo_a_batch_and_a_list_give_the_same_input():

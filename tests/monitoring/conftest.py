@@ -7,11 +7,11 @@ Built once per session (``monitored``):
    alone is retrained at its production input size (256 px, 6 epochs) on the same tiny data; and
    the reviewer serves two prohibited categories (cash, knife) so the ONNX export stays short.
 2. `reviewops gate` (a real subprocess, BENTOML_HOME in the session's tmp): every family is
-   registered and promoted, and the gate stores the drift reference of the validation split.
+   registered and promoted; `reviewops reference` stores the drift reference of the validation split.
 3. Generated traffic: 200 photos become the reference (`reviewops reference --batch`), 150
    unshifted photos are answered during the day before yesterday-to-yesterday window and 150 shifted
    ones (SHIFT: more blur, new SKUs) during the last day, through the service's code path
-   (``monitoring.reference.review_records``: ONNX bundles, ``decide``, ``log_scores``), their
+   (``pipelines.train.review.records``: ONNX bundles, ``decide``, ``log_record``), their
    photos archived by SHA-256 like the service does, and appended to the prediction log.
 """
 
@@ -131,7 +131,7 @@ def webhook():
 @pytest.fixture(scope="session")
 def monitored(trained_project, tmp_path_factory, webhook) -> dict:
     from monitoring.prediction_log import PredictionLog, resolve_url
-    from monitoring.reference import review_records
+    from pipelines.train.review import records as review_records
     from pipelines.data.generate import generate_batch
     from pipelines.params import load_params
     from pipelines.serve.models import ReviewerModels
@@ -153,7 +153,9 @@ def monitored(trained_project, tmp_path_factory, webhook) -> dict:
     for key in ("REVIEWOPS_PREDICTION_LOG", "REVIEWOPS_ALERT_WEBHOOK", "REVIEWOPS_PARAMS"):
         env.pop(key, None)
     gate = cli(repo, env, "gate")
-    clock.lap("reviewops gate (5 families exported, registered, promoted; reference stored)")
+    clock.lap("reviewops gate (5 families exported, registered, promoted)")
+    cli(repo, env, "reference")
+    clock.lap("reviewops reference (validation split)")
     validation_reference = json.loads((repo / "monitoring" / "reference" / "reference.json").read_text())
 
     params = load_params(repo / "params.yaml")
@@ -173,7 +175,7 @@ def monitored(trained_project, tmp_path_factory, webhook) -> dict:
         df = manifest(traffic / name)
         step = dt.timedelta(days=1) / (len(df) + 1)
         ts = [now - dt.timedelta(days=day) + step * (i + 1) for i in range(len(df))]
-        records = review_records(models, tags, df, request_prefix=f"{name}-", ts=ts,
+        records = review_records(models, tags, df, params, request_prefix=f"{name}-", ts=ts,
                                  archive=repo / params.serving.photo_archive)
         log.append(records)
         frames[name] = df

@@ -109,6 +109,51 @@ def test_thresholds_come_from_the_registered_metadata(stack, client):
     assert checks["manipulation"]["threshold"] == served["manipulation"]["thresholds"]["manipulation"]
 
 
+def _close(a, b, tol: float = 2e-4) -> bool:
+    """Equal answers, numbers within ``tol`` (ONNX Runtime may differ by an ulp between batch sizes)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], tol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y, tol) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= tol
+    return a == b
+
+
+def test_every_test_split_photo_gets_over_http_the_decision_evaluation_computes(stack, client):
+    """Decision parity: the frozen test split through the served Bento and through evaluation's path."""
+    from pipelines.data.dataset import split_frame
+    from pipelines.params import load_params
+    from pipelines.serve.models import ReviewerModels
+    from pipelines.train.families import common
+    from pipelines.train.review import claims, review
+
+    repo, home = stack["repo"], Path(stack["env"]["BENTOML_HOME"])
+    df = split_frame(common.load_frame(repo), "test")
+    bundles = {f: home / "models" / t.split(":")[0] / t.split(":")[1] for f, t in production(stack).items()}
+    expected = review(ReviewerModels(bundles, threads=2), df, load_params(repo / "params.yaml"))
+    assert len(expected) == len(df) >= 10
+    for (_, row), (answer, _) in zip(df.iterrows(), expected):
+        fields = {k: v for k, v in claims(row).items() if v is not None}
+        path = Path(row["path"])
+        got = client.post("/review", files={"photo": (path.name, path.read_bytes(), "image/jpeg")}, data=fields)
+        assert got.status_code == 200, got.text
+        got = got.json()
+        assert (got["decision"], got["reasons"]) == (answer["decision"], answer["reasons"]), row["listing_id"]
+        assert _close(got["checks"], answer["checks"]), (row["listing_id"], got["checks"], answer["checks"])
+
+
+def test_the_built_bento_requires_no_training_stack(stack):
+    home = Path(stack["env"]["BENTOML_HOME"])
+    reqs = list((home / "bentos" / "reviewops-reviewer").glob("*/env/python/requirements.txt"))
+    assert reqs, "no requirements.txt in the built Bento"
+    names = {line.split("==")[0].strip().lower() for line in reqs[0].read_text().split()}
+    assert "onnxruntime" in names and not names & {"torch", "torchvision", "timm", "ultralytics"}, names
+    shipped = {p.relative_to(reqs[0].parents[2] / "src").as_posix() for p in (reqs[0].parents[2] / "src").rglob("*.py")}
+    assert "pipelines/serve/decision.py" in shipped and not any(s.startswith(("pipelines/train", "pipelines/release"))
+                                                                 for s in shipped), shipped
+
+
 def test_unknown_claimed_sku_goes_to_manual_review(stack, client):
     path = photo(stack, 2)
     r = client.post("/review", files={"photo": (path.name, path.read_bytes(), "image/jpeg")},

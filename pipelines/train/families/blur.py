@@ -17,8 +17,10 @@ import pandas as pd
 from scipy.stats import pearsonr, spearmanr
 
 from pipelines.data.dataset import split_frame
-from pipelines.train.evaluate import binary_metrics, pr_curve, threshold_for_recall, write_metrics, write_plot
+from pipelines.train.evaluate import binary_metrics, pr_curve, calibrate, write_metrics, write_plot
 from pipelines.params import Params
+from pipelines.train.evaluate import metric
+from pipelines.train.graphs import Bundle, Graph, Probability
 from pipelines.train.families import common, scalar
 
 FAMILY = "blur"
@@ -64,10 +66,7 @@ def _calibrate(raw_val: np.ndarray, y_val: np.ndarray):
 
 
 def _flag(scores_val, blurred_val, scores_test, blurred_test, target) -> tuple[dict, str]:
-    if blurred_val.any():
-        thr, source = threshold_for_recall(scores_val, blurred_val, target), "validation"
-    else:
-        thr, source = 0.5, "default: no positive on validation"
+    thr, source = calibrate(scores_val, blurred_val, target)
     return binary_metrics(scores_test, blurred_test, thr), source
 
 
@@ -104,7 +103,7 @@ def real_photo_check(root: Path, params: Params) -> dict:
     """
     import torch
 
-    from pipelines.serve.images import to_input
+    from pipelines.train.trunk import to_input
 
     net, arch = scalar.load_net(FAMILY, root)
     photos, sigmas, ids = real_photo_series(arch["image_size"])
@@ -154,3 +153,23 @@ def evaluate(root: Path, params: Params) -> dict:
                                                  "laplacian_baseline": base_test}), root)
     write_plot(FAMILY, "pr_blurred", pr_curve(model_test, b_test), root)
     return metrics
+
+
+# --- what the rest asks of the family (pipelines.train.families.Family) ------------------------------
+
+def bundle(root: Path, params: Params) -> Bundle:
+    net, arch = scalar.load_net(FAMILY, root)
+    return Bundle([Graph(FAMILY, Probability(net), arch["image_size"], "score")])
+
+
+def gate_values(test: dict) -> tuple[dict[str, float], float]:
+    return {"blur": metric(test, "model.blurred.recall")}, 1.0 - metric(test, "model.blurred.flagged_share")
+
+
+def summary(t: dict) -> str:
+    return (f"Spearman {_f(t['model']['spearman'])} (Laplacian {_f(t['laplacian_baseline']['spearman'])}), "
+            f"recall of blurred {_f(t['model']['blurred']['recall'])}")
+
+
+def _f(value) -> str:
+    return "n/a" if value is None else format(value, ".3f")

@@ -50,6 +50,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -58,9 +59,13 @@ import pandas as pd
 import yaml
 
 from pipelines.data.dataset import split_frame
-from pipelines.train.evaluate import (binary_metrics, model_dir, pr_curve, threshold_for_recall, write_metrics,
+from pipelines.train.evaluate import (binary_metrics, model_dir, pr_curve, calibrate, write_metrics,
                           write_plot)
 from pipelines.params import Params
+from pipelines.serve.images import resize
+from pipelines.train.evaluate import metric
+from pipelines.train.graphs import Bundle, Graph, Probability
+from pipelines.serve.decision import centring, flagged
 from pipelines.train.families import common, scalar
 
 os.environ.setdefault("YOLO_OFFLINE", "1")  # read once, when ultralytics is first imported
@@ -69,7 +74,6 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "false")  # never pip-install at run t
 FAMILY = "detector"
 CLASSES = ("product", "sticker", "dirt")
 CLASS_ID = {name: i for i, name in enumerate(CLASSES)}
-BORDER = 0.01                     # a product box within 1% of an edge touches it: cut by the frame
 WORK_DIR = Path(".cache/yolo")
 DATA_YAML = "detector.yaml"
 OPTIMIZER = "SGD"                 # fixed: ultralytics' "auto" ignores lr0 (see the module docstring)
@@ -306,29 +310,15 @@ def dirt_score(dirt_confs: list[float]) -> float:
     return float(max(dirt_confs, default=0.0))
 
 
-def centring(product_box, tolerance: float) -> tuple[float, float, bool]:
-    """Offset ``(dx, dy)`` of the box centre from the image centre (fraction of the side) and the flag.
-
-    ``product_box`` is ``(x0, y0, x1, y1)`` normalised, or None when no product was found (flagged,
-    offsets NaN). Flagged when ``max(|dx|, |dy|) > tolerance`` or the box touches the border.
-    """
-    if product_box is None:
-        return math.nan, math.nan, True
-    x0, y0, x1, y1 = (float(v) for v in product_box)
-    dx, dy = (x0 + x1) / 2 - 0.5, (y0 + y1) / 2 - 0.5
-    touches = min(x0, y0) <= BORDER or max(x1, y1) >= 1 - BORDER
-    return dx, dy, bool(max(abs(dx), abs(dy)) > tolerance or touches)
-
-
 # --- evaluate ---------------------------------------------------------------------------------------
 
 def auto_pass_share(df: pd.DataFrame, nets: pd.DataFrame, boxes: pd.DataFrame, thresholds: dict) -> float:
     """Share of the photos of ``df`` that none of the family's three checks flags (as served)."""
-    flagged = np.zeros(len(df), dtype=bool)
+    flags = np.zeros(len(df), dtype=bool)
     for name, (applies, _) in CHECKS.items():
-        flagged |= applies(df).to_numpy() & (nets[f"{name}_score"].to_numpy() >= thresholds[name])
-    flagged |= (df["category"] != "none").to_numpy() & boxes["off_centre_flag"].to_numpy(bool)
-    return float(1.0 - flagged.mean()) if len(df) else float("nan")
+        flags |= applies(df).to_numpy() & flagged(nets[f"{name}_score"].to_numpy(), thresholds[name])
+    flags |= (df["category"] != "none").to_numpy() & boxes["off_centre_flag"].to_numpy(bool)
+    return float(1.0 - flags.mean()) if len(df) else float("nan")
 
 
 def detect(model, paths: list[str], params: Params) -> list[dict]:
@@ -352,14 +342,15 @@ def detect(model, paths: list[str], params: Params) -> list[dict]:
     return [found[str(Path(p).absolute())] for p in paths]
 
 
-def image_scores(df: pd.DataFrame, detections: list[dict], tolerance: float) -> pd.DataFrame:
-    """The three checks per photo of ``df`` from its detections."""
+def image_scores(df: pd.DataFrame, detections: list[dict], params: Params) -> pd.DataFrame:
+    """The three checks per photo of ``df`` from its detections (centring as the service decides it)."""
     rows = []
     for expected, det in zip(df["stickers_expected"], detections):
-        dx, dy, flag = centring(det["product"], tolerance)
+        centre = centring(det["product"], params.labels.centering_tolerance, params.labels.frame_border)
+        dx, dy = centre["offset"] or (math.nan, math.nan)
         rows.append({"sticker_missing_score": sticker_missing_score(det["sticker"], int(expected)),
-                     "dirt_score": dirt_score(det["dirt"]), "dx": dx, "dy": dy, "off_centre_flag": flag,
-                     "product_found": det["product"] is not None})
+                     "dirt_score": dirt_score(det["dirt"]), "dx": dx, "dy": dy, "off_centre_flag": centre["flag"],
+                     "product_found": centre["product_found"]})
     return pd.DataFrame(rows, index=df.index)
 
 
@@ -400,10 +391,7 @@ def _check_metrics(frames: dict, scores: dict, name: str, params: Params) -> tup
     sel = {s: applies(d).to_numpy() for s, d in frames.items()}
     s_val, y_val = scores["val"][column].to_numpy()[sel["val"]], frames["val"][label].to_numpy(bool)[sel["val"]]
     s_test, y_test = scores["test"][column].to_numpy()[sel["test"]], frames["test"][label].to_numpy(bool)[sel["test"]]
-    if y_val.any():
-        thr, source = threshold_for_recall(s_val, y_val, getattr(params.recall_targets, name)), "validation"
-    else:
-        thr, source = 0.5, "default: no positive on validation"
+    thr, source = calibrate(s_val, y_val, getattr(params.recall_targets, name))
     return thr, source, binary_metrics(s_val, y_val, thr), binary_metrics(s_test, y_test, thr), (s_test, y_test)
 
 
@@ -411,8 +399,7 @@ def evaluate(root: Path, params: Params) -> dict:
     model = load_detector(root, params.train.threads)
     df = common.load_frame(root)
     frames = {s: split_frame(df, s) for s in ("val", "test")}
-    tol = params.labels.centering_tolerance
-    boxes = {s: image_scores(d, detect(model, list(d["path"]), params), tol) for s, d in frames.items()}
+    boxes = {s: image_scores(d, detect(model, list(d["path"]), params), params) for s, d in frames.items()}
     nets = {s: defect_scores(root, params, d) for s, d in frames.items()}
 
     thresholds, sources, test_flags, val_flags, box_rule = {}, {}, {}, {}, {}
@@ -438,3 +425,69 @@ def evaluate(root: Path, params: Params) -> dict:
     }
     write_metrics(FAMILY, metrics, root)
     return metrics
+
+
+# --- what the rest asks of the family (pipelines.train.families.Family) ------------------------------
+
+YOLO_FILE = "yolo.onnx"
+
+
+def bundle(root: Path, params: Params) -> Bundle:
+    """The defects net (one probability per check), the YOLO graph and the decision's settings from params.yaml."""
+    net, arch = scalar.load_net(FAMILY, root, DEFECTS)
+    meta = {"centering_tolerance": params.labels.centering_tolerance, "border": params.labels.frame_border,
+            "sticker_required_categories": list(params.labels.sticker_required_categories),
+            "box_confidence": params.serving.box_confidence, "max_boxes": params.serving.max_boxes,
+            "yolo": {"file": YOLO_FILE, "imgsz": image_size(params), "conf": params.train.detector.conf,
+                     "classes": list(CLASSES)}}
+    return Bundle([Graph("defects", Probability(net), arch["image_size"], "scores", labels=list(CHECKS))], meta,
+                  files={YOLO_FILE: lambda path: export_yolo(root, params, path)},
+                  parity=lambda bundle_dir, photos: {"yolo": yolo_parity(root, params, bundle_dir / YOLO_FILE, photos)})
+
+
+def export_yolo(root: Path, params: Params, out: Path) -> None:
+    """ultralytics' own ONNX export of the trained detector (dynamic batch), moved to ``out``."""
+    model = load_detector(root, params.train.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "yolo.pt"
+        shutil.copy2(model_path(root), src)
+        exported = type(model)(str(src)).export(format="onnx", imgsz=image_size(params), dynamic=True,
+                                                simplify=False, device="cpu", verbose=False)
+        shutil.move(exported, out)
+
+
+def yolo_parity(root: Path, params: Params, onnx_path: Path, photos: np.ndarray) -> float:
+    """Raw YOLO head outputs (boxes in pixels, class scores) of torch and ONNX on the same letterboxed input.
+
+    Box coordinates are in pixels (up to the input size), so they are compared relative to the
+    input size: a difference of 1e-4 is 1e-4 of the photo's side.
+    """
+    import onnxruntime as ort
+    import torch
+
+    size = image_size(params)
+    model = load_detector(root, params.train.threads).model.float().eval()
+    x = torch.from_numpy(np.ascontiguousarray(np.stack([resize(p, size) for p in photos]))).permute(0, 3, 1, 2)
+    x = x.float().div(255.0)
+    with torch.no_grad():
+        expected = model(x)
+    expected = (expected[0] if isinstance(expected, (list, tuple)) else expected).numpy()
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    scale = np.ones_like(expected)
+    scale[:, :4] = size
+    return float((np.abs(got - expected) / scale).max())
+
+
+def gate_values(test: dict) -> tuple[dict[str, float], float]:
+    return ({name: metric(test, f"{name}.recall") for name in ("sticker_missing", "dirt", "centring")},
+            metric(test, "auto_pass_share"))
+
+
+def summary(t: dict) -> str:
+    return (f"mAP50 {_f(t['map50']['all'])}, sticker-missing recall {_f(t['sticker_missing']['recall'])}, "
+            f"dirt recall {_f(t['dirt']['recall'])}, centring accuracy {_f(t['centring']['accuracy'])}")
+
+
+def _f(value) -> str:
+    return "n/a" if value is None else format(value, ".3f")

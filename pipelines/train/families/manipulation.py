@@ -11,9 +11,12 @@ import pandas as pd
 from sklearn.metrics import average_precision_score
 
 from pipelines.data.dataset import split_frame
-from pipelines.train.evaluate import binary_metrics, pr_curve, threshold_for_recall, write_metrics, write_plot
+from pipelines.train.evaluate import binary_metrics, pr_curve, calibrate, write_metrics, write_plot
 from pipelines.data.manifest import MANIPULATION_TYPES
 from pipelines.params import Params
+from pipelines.train.evaluate import metric
+from pipelines.train.graphs import Bundle, Graph, Probability
+from pipelines.serve.decision import flagged
 from pipelines.train.families import common, scalar
 
 FAMILY = "manipulation"
@@ -36,15 +39,12 @@ def evaluate(root: Path, params: Params) -> dict:
     val, test = split_frame(df, "val"), split_frame(df, "test")
     s_val, s_test = (scalar.scores(FAMILY, root, params, d) for d in (val, test))
     y_val, y_test = _labels(val).astype(bool), _labels(test).astype(bool)
-    if y_val.any():
-        thr, source = threshold_for_recall(s_val, y_val, params.recall_targets.manipulation), "validation"
-    else:
-        thr, source = 0.5, "default: no positive on validation"
-    flagged = s_test >= thr
+    thr, source = calibrate(s_val, y_val, params.recall_targets.manipulation)
+    flags = flagged(s_test, thr)
     per_type = {}
     for kind in MANIPULATION_TYPES[1:]:
         mask = (test["manipulation_type"] == kind).to_numpy()
-        per_type[kind] = {"recall": float(flagged[mask].mean()) if mask.any() else float("nan"),
+        per_type[kind] = {"recall": float(flags[mask].mean()) if mask.any() else float("nan"),
                           "n": int(mask.sum())}
     metrics = {"test": {"manipulated": binary_metrics(s_test, y_test, thr), "recall_by_type": per_type},
                "val": {"manipulated": binary_metrics(s_val, y_val, thr)},
@@ -54,3 +54,23 @@ def evaluate(root: Path, params: Params) -> dict:
     write_metrics(FAMILY, metrics, root)
     write_plot(FAMILY, "pr_manipulated", pr_curve(s_test, y_test), root)
     return metrics
+
+
+# --- what the rest asks of the family (pipelines.train.families.Family) ------------------------------
+
+def bundle(root: Path, params: Params) -> Bundle:
+    net, arch = scalar.load_net(FAMILY, root)
+    return Bundle([Graph(FAMILY, Probability(net), arch["image_size"], "score")])
+
+
+def gate_values(test: dict) -> tuple[dict[str, float], float]:
+    return ({"manipulation": metric(test, "manipulated.recall")},
+            1.0 - metric(test, "manipulated.flagged_share"))
+
+
+def summary(t: dict) -> str:
+    return f"recall {_f(t['manipulated']['recall'])}, precision {_f(t['manipulated']['precision'])}"
+
+
+def _f(value) -> str:
+    return "n/a" if value is None else format(value, ".3f")

@@ -26,10 +26,13 @@ from sklearn.metrics import average_precision_score
 from torch import nn
 
 from pipelines.data.dataset import split_frame
-from pipelines.train.evaluate import (binary_metrics, model_dir, pr_curve, threshold_for_recall, write_json, write_metrics,
+from pipelines.train.evaluate import (binary_metrics, model_dir, pr_curve, calibrate, write_json, write_metrics,
                           write_plot)
 from pipelines.train.harness import fit
 from pipelines.params import Params
+from pipelines.train.evaluate import metric
+from pipelines.train.graphs import Bundle, Graph
+from pipelines.serve.decision import flagged
 from pipelines.train.trunk import Trunk
 from pipelines.train.families import common
 from pipelines.train.families.scalar import ScalarHead
@@ -171,16 +174,13 @@ def evaluate(root: Path, params: Params) -> dict:
     per, thresholds, sources = {}, {}, {}
     for j, c in enumerate(model.categories):
         y_val, y_test = _labels(val, c).astype(bool), _labels(test, c).astype(bool)
-        if y_val.any():
-            thr, sources[c] = threshold_for_recall(p_val[:, j], y_val, params.recall_targets.prohibited), "validation"
-        else:
-            thr, sources[c] = 0.5, "default: no positive on validation"
+        thr, sources[c] = calibrate(p_val[:, j], y_val, params.recall_targets.prohibited)
         thresholds[c] = thr
         m = binary_metrics(p_test[:, j], y_test, thr)
-        m["false_positive_rate_clean"] = float((p_test[clean_test, j] >= thr).mean()) if clean_test.any() else float("nan")
+        m["false_positive_rate_clean"] = float(flagged(p_test[clean_test, j], thr).mean()) if clean_test.any() else float("nan")
         per[c] = m
         write_plot(FAMILY, f"pr_{c}", pr_curve(p_test[:, j], y_test), root)
-    any_flag = (p_test >= np.array([thresholds[c] for c in model.categories])).any(1)
+    any_flag = np.stack([flagged(p_test[:, j], thresholds[c]) for j, c in enumerate(model.categories)], 1).any(1)
     any_label = ~clean_test
     records = {c: common.read_json(model_dir(FAMILY, root) / c / "train.json") for c in model.categories}
     metrics = {"test": {"categories": per, "any": binary_metrics(any_flag.astype(float), any_label, 0.5)},
@@ -190,3 +190,26 @@ def evaluate(root: Path, params: Params) -> dict:
                "train_seconds_by_category": {c: r["seconds"] for c, r in records.items()}}
     write_metrics(FAMILY, metrics, root)
     return metrics
+
+
+# --- what the rest asks of the family (pipelines.train.families.Family) ------------------------------
+
+def bundle(root: Path, params: Params) -> Bundle:
+    """Every category's classifier merged on the shared trunk: one graph, one probability per category."""
+    model = load_combined(root, params)
+    return Bundle([Graph(FAMILY, model, params.train.input_size(FAMILY), "scores", labels=list(model.categories))])
+
+
+def gate_values(test: dict) -> tuple[dict[str, float], float]:
+    return ({f"prohibited:{c}": metric(m, "recall") for c, m in test["categories"].items()},
+            1.0 - metric(test, "any.flagged_share"))
+
+
+def summary(t: dict) -> str:
+    cats = t["categories"].values()
+    low = {key: min((c[key] for c in cats if c[key] is not None), default=None) for key in ("recall", "precision")}
+    return f"lowest recall {_f(low['recall'])}, lowest precision {_f(low['precision'])} over {len(cats)} categories"
+
+
+def _f(value) -> str:
+    return "n/a" if value is None else format(value, ".3f")

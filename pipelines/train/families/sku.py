@@ -34,9 +34,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from pipelines.data.dataset import split_frame
-from pipelines.train.evaluate import binary_metrics, threshold_for_recall, write_metrics, write_plot
+from pipelines.serve.decision import knn_vote, rank, sku_alarm
+from pipelines.train.evaluate import UNCALIBRATED, binary_metrics, threshold_for_recall, write_metrics, write_plot
 from pipelines.train.harness import fit
 from pipelines.params import Params
+from pipelines.serve.bundle import GALLERY_FILE
+from pipelines.train.evaluate import metric
+from pipelines.train.graphs import Bundle, Graph
 from pipelines.train.trunk import Trunk
 from pipelines.train.families import common
 
@@ -86,16 +90,16 @@ def products(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["sku_id"] != "none"].reset_index(drop=True)
 
 
-def _clean_first(df: pd.DataFrame) -> pd.DataFrame:
-    defects = (df["blur_score"] >= 0.34) | df["manipulated"] | df["off_centre"] | df["dirt"] | \
+def _clean_first(df: pd.DataFrame, blur_cutoff: float) -> pd.DataFrame:
+    defects = (df["blur_score"] >= blur_cutoff) | df["manipulated"] | df["off_centre"] | df["dirt"] | \
         df["prohibited"].map(len).gt(0)
     key = df["listing_id"].map(lambda s: hashlib.sha256(s.encode()).hexdigest())
     return df.assign(_defects=defects.to_numpy(), _key=key).sort_values(["_defects", "_key"])
 
 
-def pick_gallery(train: pd.DataFrame, known: list[str], per_sku: int) -> pd.DataFrame:
+def pick_gallery(train: pd.DataFrame, known: list[str], per_sku: int, blur_cutoff: float) -> pd.DataFrame:
     """``per_sku`` training photos per known SKU, defect-free ones first, in a stable order."""
-    ranked = _clean_first(train[train["sku_id"].isin(known)])
+    ranked = _clean_first(train[train["sku_id"].isin(known)], blur_cutoff)
     return ranked.groupby("sku_id", sort=True).head(per_sku).drop(columns=["_defects", "_key"]).reset_index(drop=True)
 
 
@@ -120,17 +124,13 @@ def pk_batches(labels: np.ndarray, p: int, k: int, seed: int):
 
 
 def knn_predict(query: torch.Tensor, gallery: torch.Tensor, gallery_skus: np.ndarray, k: int):
-    """Predicted SKU (similarity-weighted vote of the top-k), top-1 similarity, the ranked gallery indices."""
-    sims = query @ gallery.T
-    order = torch.argsort(sims, dim=1, descending=True).numpy()
-    sims = sims.numpy()
-    predicted, top1 = [], sims[np.arange(len(sims)), order[:, 0]] if len(sims) else np.zeros(0)
-    for i in range(len(sims)):
-        votes: dict[str, float] = {}
-        for j in order[i, :k]:
-            votes[gallery_skus[j]] = votes.get(gallery_skus[j], 0.0) + float(sims[i, j])
-        predicted.append(max(votes, key=votes.get))
-    return np.array(predicted), np.asarray(top1, dtype=np.float64), order
+    """Predicted SKU, top-1 similarity and the ranked gallery indices, by the service's own vote."""
+    sims = (query @ gallery.T).numpy()
+    order = rank(sims)
+    votes = [knn_vote(row, o, gallery_skus, k) for row, o in zip(sims, order)]
+    predicted = np.array([v[0] for v in votes])
+    top1 = np.array([v[1] for v in votes], dtype=np.float64)
+    return predicted, top1, order
 
 
 def train(root: Path, params: Params) -> dict:
@@ -153,7 +153,7 @@ def train(root: Path, params: Params) -> dict:
     x_train = common.features(root, params, net.trunk, train_df, size=arch["image_size"])
     x_val = common.features(root, params, net.trunk, val_known, size=arch["image_size"])
     y_train = torch.as_tensor(train_df["sku_id"].map({c: i for i, c in enumerate(classes)}).to_numpy())
-    gallery_df = pick_gallery(train_df, classes, settings.gallery_per_sku)
+    gallery_df = pick_gallery(train_df, classes, settings.gallery_per_sku, settings.gallery_blur_cutoff)
     x_gallery = common.features(root, params, net.trunk, gallery_df, size=arch["image_size"])
     ce = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
 
@@ -198,8 +198,18 @@ def load_model(root: Path) -> tuple[SkuNet, dict, dict]:
 
 
 def alarm_score(predicted: np.ndarray, claimed: np.ndarray, top1: np.ndarray) -> np.ndarray:
-    """Higher = more suspicious: 2 when the predicted SKU is not the claimed one, else 1 - top-1 similarity."""
-    return np.where(predicted != claimed, 2.0, 1.0 - top1)
+    """Higher = more suspicious: 2 when the predicted SKU is not the claimed one, else minus the top-1 similarity.
+
+    ``score >= -threshold`` is exactly the service's alarm at similarity threshold ``threshold``
+    (:func:`pipelines.serve.decision.sku_alarm`); the score only serves calibration and curves.
+    """
+    return np.where(predicted != claimed, 2.0, -top1)
+
+
+def alarms(predicted: np.ndarray, top1: np.ndarray, claimed: np.ndarray, threshold: float | None) -> np.ndarray:
+    """The service's SKU alarm for every photo (claims of catalogue SKUs)."""
+    return np.array([sku_alarm(p, s, c, threshold) is not None for p, s, c in zip(predicted, top1, claimed)],
+                    dtype=bool)
 
 
 def _mean_ap(order: np.ndarray, gallery_skus: np.ndarray, truth: np.ndarray) -> float:
@@ -225,20 +235,23 @@ def _share(flag: np.ndarray, mask: np.ndarray) -> float:
 
 
 def mismatch_threshold(score: np.ndarray, wrong_claim: np.ndarray, unknown: np.ndarray,
-                       targets: dict[str, float]) -> tuple[float, str]:
-    """Alarm threshold on validation: each kind of positive reaches its own recall target.
+                       targets: dict[str, float]) -> tuple[float | None, str]:
+    """The similarity threshold on validation: each kind of positive reaches its own recall target.
 
-    ``targets`` maps "sku_mismatch" (wrong claims) and "unknown_sku" to a recall. The threshold is
-    the lowest of the per-kind thresholds (``score >= t`` alarms), so every kind with a positive
-    on validation reaches its target; a kind with no positive there is left out and named in the
-    returned source. With no positive at all, the similarity threshold falls back to 0.5.
+    ``targets`` maps "sku_mismatch" (wrong claims) and "unknown_sku" to a recall; ``score`` is
+    :func:`alarm_score`. Per kind, the alarm-score threshold ``t`` (``score >= t`` alarms) is found;
+    the lowest wins, so every kind with a positive on validation reaches its target, and the
+    similarity threshold is ``-t`` (a similarity at or below it alarms; -1 when prediction
+    mismatches alone reach the target). A kind with no positive there is left out and named in the
+    returned source; with no positive at all the threshold is None (uncalibrated: every claim alarms).
     """
     kinds = {"sku_mismatch": np.asarray(wrong_claim, bool), "unknown_sku": np.asarray(unknown, bool)}
     found = {k: threshold_for_recall(score, m, targets[k]) for k, m in kinds.items() if m.any()}
     if not found:
-        return 1.0 - 0.5, "default: no positive on validation"
+        return None, UNCALIBRATED
     missing = sorted(set(kinds) - set(found))
-    return min(found.values()), "validation" + (f" (no {', '.join(missing)} positive there)" if missing else "")
+    t = min(found.values())
+    return (-t if t < 2.0 else -1.0), "validation" + (f" (no {', '.join(missing)} positive there)" if missing else "")
 
 
 def _scored(root: Path, params: Params, df: pd.DataFrame, net: SkuNet, arch: dict, gallery: dict, split: str):
@@ -252,7 +265,7 @@ def _scored(root: Path, params: Params, df: pd.DataFrame, net: SkuNet, arch: dic
     unknown = ~np.isin(truth, list(arch["classes"]))
     claimed[unknown] = pred[unknown]
     wrong_claim = (claimed != truth) & ~unknown
-    return d, pred, top1, order, truth, unknown, wrong_claim, alarm_score(pred, claimed, top1)
+    return d, pred, top1, order, truth, unknown, wrong_claim, claimed, alarm_score(pred, claimed, top1)
 
 
 def evaluate(root: Path, params: Params) -> dict:
@@ -260,13 +273,14 @@ def evaluate(root: Path, params: Params) -> dict:
     net, arch, gallery = load_model(root)
     g_sku = np.array(gallery["sku_id"])
     targets = {"sku_mismatch": params.recall_targets.sku_mismatch, "unknown_sku": params.recall_targets.unknown_sku}
-    *_, unknown_v, wrong_v, score_v = _scored(root, params, df, net, arch, gallery, "val")
-    t, source = mismatch_threshold(score_v, wrong_v, unknown_v, targets)
-    sim_threshold = 1.0 - t if t < 2.0 else -1.0
+    _, pred_v, top1_v, _, _, unknown_v, wrong_v, claimed_v, score_v = _scored(root, params, df, net, arch, gallery,
+                                                                              "val")
+    sim_threshold, source = mismatch_threshold(score_v, wrong_v, unknown_v, targets)
 
-    d, pred, top1, order, truth, unknown, wrong_claim, score = _scored(root, params, df, net, arch, gallery, "test")
+    d, pred, top1, order, truth, unknown, wrong_claim, claimed, score = _scored(root, params, df, net, arch, gallery,
+                                                                                "test")
     positive = wrong_claim | unknown
-    alarm, alarm_v = score >= t, score_v >= t
+    alarm, alarm_v = alarms(pred, top1, claimed, sim_threshold), alarms(pred_v, top1_v, claimed_v, sim_threshold)
     kn = ~unknown
     top5 = np.array([truth[i] in set(g_sku[order[i, :5]]) for i in range(len(truth))], dtype=bool)
     metrics = {
@@ -274,7 +288,7 @@ def evaluate(root: Path, params: Params) -> dict:
             "top1_accuracy": _share(pred == truth, kn),
             "recall_at_5": _share(top5, kn),
             "mAP": _mean_ap(order[kn], g_sku, truth[kn]),
-            "mismatch_alarm": binary_metrics(score, positive, t),
+            "mismatch_alarm": binary_metrics(score, positive, None if sim_threshold is None else -sim_threshold),
             "unknown_sku_alarm_recall": _share(alarm, unknown),
             "wrong_claim_alarm_recall": _share(alarm, wrong_claim),
             "false_alarm_rate_genuine": _share(alarm, ~positive),
@@ -293,3 +307,32 @@ def evaluate(root: Path, params: Params) -> dict:
     write_metrics(FAMILY, metrics, root)
     write_plot(FAMILY, "similarity_histogram", _histogram(top1, positive), root)
     return metrics
+
+
+# --- what the rest asks of the family (pipelines.train.families.Family) ------------------------------
+
+def bundle(root: Path, params: Params) -> Bundle:
+    """The embedding graph, the gallery (embeddings and SKU ids) and each SKU's category."""
+    net, arch, gallery = load_model(root)
+    df = common.load_frame(root)
+    categories = df.drop_duplicates("sku_id").set_index("sku_id")["category"].to_dict()
+    embeddings = gallery["embeddings"].float().numpy()
+    return Bundle([Graph("sku", net, arch["image_size"], "embedding")],
+                  meta={"gallery_skus": list(gallery["sku_id"]), "knn": params.train.sku.knn,
+                        "sku_categories": {k: v for k, v in categories.items() if isinstance(k, str) and k}},
+                  files={GALLERY_FILE: lambda path: np.save(path, embeddings)})
+
+
+def gate_values(test: dict) -> tuple[dict[str, float], float]:
+    return ({"sku_mismatch": metric(test, "mismatch_alarm.recall"), "unknown_sku": metric(test, "unknown_sku_alarm_recall")},
+            metric(test, "auto_pass_share"))
+
+
+def summary(t: dict) -> str:
+    return (f"top-1 {_f(t['top1_accuracy'])}, mAP {_f(t['mAP'])}, recall@5 {_f(t['recall_at_5'])}, "
+            f"mismatch-alarm recall {_f(t['mismatch_alarm']['recall'])}, unknown-SKU alarm recall "
+            f"{_f(t['unknown_sku_alarm_recall'])}, auto-pass {_f(t['auto_pass_share'])}")
+
+
+def _f(value) -> str:
+    return "n/a" if value is None else format(value, ".3f")

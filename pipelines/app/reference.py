@@ -1,0 +1,50 @@
+"""``reviewops reference`` and the retrain DAG's ``reference`` task: the drift reference of the production models.
+
+The production models answer the validation split of the versioned data (or every photo of a
+batch) through the service's own path (:func:`pipelines.train.review.records`); monitoring stores
+the rows (:func:`monitoring.reference.store_reference`). The gate only promotes: storing the
+reference is this step of its own, run after a promotion.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from monitoring.reference import ReferenceError, store_reference
+from pipelines.params import Params
+
+
+def _validation_photos(root: Path) -> tuple[pd.DataFrame, str]:
+    from pipelines.data.dataset import split_frame, versioned_manifest
+
+    df = split_frame(versioned_manifest(root), "val")
+    if df.empty:
+        raise ReferenceError(f"no validation photos in the versioned data of {root}: version a batch first "
+                             "(reviewops version)")
+    return df, f"validation split of the versioned data ({', '.join(sorted(set(df['batch'])))})"
+
+
+def _batch_photos(batch_dir: Path) -> tuple[pd.DataFrame, str]:
+    from pipelines.data.manifest import read_manifest
+
+    df = read_manifest(batch_dir)
+    df["path"] = [str(Path(batch_dir) / rel) for rel in df["image"]]
+    return df, f"batch {Path(batch_dir).resolve()}"
+
+
+def build_reference(root: Path, params: Params, *, batch_dir: Path | None = None, progress: bool = False) -> dict:
+    """Answer the photos with every production model of the registry and store the rows as the reference."""
+    from pipelines.release import registry
+    from pipelines.serve.models import ReviewerModels
+    from pipelines.train.review import records
+
+    root = Path(root).resolve()
+    versions = registry.production()
+    if not versions:
+        raise ReferenceError("no production model in the registry: run reviewops gate first")
+    photos, source = _batch_photos(Path(batch_dir)) if batch_dir is not None else _validation_photos(root)
+    models = ReviewerModels(registry.production_bundles(), threads=params.train.threads)
+    rows = records(models, versions, photos, params, progress=progress)
+    return store_reference(root, params, rows, versions, source)

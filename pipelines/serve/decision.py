@@ -1,0 +1,173 @@
+"""The one decision rule: raw model outputs plus the policy -> the answer of the serving contract.
+
+Serving (``bentos/service.py``), evaluation (:mod:`pipelines.train.review`, the families' metrics)
+and the drift reference all decide through this module, so they cannot drift apart:
+
+- :func:`rank` and :func:`knn_vote`: the SKU a photo shows, from its similarities to the gallery;
+- :func:`sku_alarm`: a claim is alarmed when the photo matches another SKU, or nothing well enough;
+- :func:`centring`: the product box's offset from the centre and whether the frame cuts it;
+- :func:`decide`: every check's verdict, the reasons, ``auto_pass`` or ``manual_review``;
+- :func:`log_record`: the one prediction-log row of an answer.
+
+The policy is the bundles' metadata (``meta.json`` of every served family): thresholds calibrated
+on validation, and the decision settings that ``reviewops register`` copied from params.yaml. A
+threshold of ``None`` means the check could not be calibrated (no positive on validation): such a
+check flags every photo, because nothing may pass on a guess.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+
+# --- the pieces evaluation shares ---------------------------------------------------------------
+
+def rank(similarities: np.ndarray) -> np.ndarray:
+    """Gallery indices by decreasing similarity, per row (stable: ties keep gallery order)."""
+    return np.argsort(-np.asarray(similarities), axis=-1, kind="stable")
+
+
+def knn_vote(similarities: np.ndarray, order: np.ndarray, gallery_skus: Sequence[str], k: int) -> tuple[str, float]:
+    """The SKU with the largest summed similarity among the top ``k`` gallery photos, and the top-1 similarity.
+
+    ``similarities`` and ``order`` are one photo's row (``order = rank(similarities)``); ties between
+    SKUs go to the one whose best photo ranks higher.
+    """
+    votes: dict[str, float] = {}
+    for j in order[:k]:
+        sku = str(gallery_skus[j])
+        votes[sku] = votes.get(sku, 0.0) + float(similarities[j])
+    return max(votes, key=votes.get), float(similarities[order[0]])
+
+
+def flagged(score, threshold: float | None):
+    """``score >= threshold`` (a number or an array of scores); an uncalibrated check (None) flags every photo."""
+    if threshold is None:
+        return np.ones(np.shape(score), dtype=bool) if np.ndim(score) else True
+    return np.asarray(score) >= threshold if np.ndim(score) else bool(score >= threshold)
+
+
+def sku_alarm(predicted: str, similarity: float, claimed: str | None, threshold: float | None,
+              known: frozenset[str] | set[str] | None = None) -> str | None:
+    """The SKU reason for one photo, or None.
+
+    ``unknown_sku``: the claimed SKU is not in the gallery, or no claim was made and nothing in the
+    gallery matches (similarity at or below the threshold); ``sku_mismatch``: the photo matches
+    another SKU better, or the claimed one not well enough.
+    """
+    if claimed is not None and known is not None and claimed not in known:
+        return "unknown_sku"
+    weak = threshold is None or similarity <= threshold
+    if claimed is None:
+        return "unknown_sku" if weak else None
+    return "sku_mismatch" if weak or predicted != claimed else None
+
+
+def centring(product: Sequence[float] | None, tolerance: float, border: float) -> dict:
+    """Offset of the product box's centre from the photo's centre (fraction of the side) and the flag.
+
+    ``product`` is ``[x0, y0, x1, y1, ...]`` normalised, or None (no product found: flagged, since
+    the photo cannot be confirmed centred). Off centre when ``max(|dx|, |dy|) > tolerance`` or the
+    box lies within ``border`` of an edge (cut by the frame).
+    """
+    if product is None:
+        return {"offset": None, "cut_by_frame": None, "flag": True, "product_found": False}
+    x0, y0, x1, y1 = (float(v) for v in product[:4])
+    dx, dy = (x0 + x1) / 2 - 0.5, (y0 + y1) / 2 - 0.5
+    cut = min(x0, y0) <= border or max(x1, y1) >= 1 - border
+    return {"offset": [dx, dy], "cut_by_frame": bool(cut), "flag": bool(max(abs(dx), abs(dy)) > tolerance or cut),
+            "product_found": True}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
+# --- the decision -------------------------------------------------------------------------------
+
+def decide(raw: Mapping, policy: Mapping[str, Mapping], *, sku_id: str | None = None,
+           category: str | None = None) -> dict:
+    """The contract's answer for one photo: ``decision``, every ``reasons`` entry and per-check ``checks``.
+
+    ``raw`` is one photo's outputs (:meth:`pipelines.serve.models.ReviewerModels.infer`); ``policy``
+    maps each served family to its bundle metadata. ``category`` (phone, tablet, ...) decides
+    whether anti-tamper stickers are required; without it, the claimed SKU's category is used,
+    else the predicted SKU's.
+    """
+    checks: dict = {}
+    reasons: list[str] = []
+    if "sku" in raw:
+        meta, s = policy["sku"], raw["sku"]
+        thr = meta["thresholds"]["similarity"]
+        known = frozenset(meta["gallery_skus"])
+        reason = sku_alarm(s["predicted"], s["similarity"], sku_id, thr, known)
+        listed = sku_id is None or sku_id in known
+        checks["sku"] = {"predicted": s["predicted"], "similarity": _round(s["similarity"]), "threshold": thr,
+                         "claimed": sku_id, "known_sku": sku_id is not None and listed,
+                         "match": None if sku_id is None else reason is None}
+        if reason:
+            reasons.append(reason)
+        if category is None:
+            category = meta["sku_categories"].get(sku_id or s["predicted"])
+    if "blur" in raw:
+        thr = policy["blur"]["thresholds"]["blur"]
+        checks["blur"] = {"score": _round(raw["blur"]), "threshold": thr, "flag": flagged(raw["blur"], thr)}
+        if checks["blur"]["flag"]:
+            reasons.append("blur")
+    if "defects" in raw:
+        meta = policy["detector"]
+        thr, cap = meta["thresholds"], meta["max_boxes"]
+        required = category in meta["sticker_required_categories"]
+        missing = raw["defects"]["sticker_missing"]
+        checks["sticker"] = {"required": required, "missing_score": _round(missing),
+                             "threshold": thr["sticker_missing"],
+                             "present": not (required and flagged(missing, thr["sticker_missing"])),
+                             "boxes": raw["boxes"]["sticker"][:cap]}
+        if not checks["sticker"]["present"]:
+            reasons.append("sticker_missing")
+        dirt = raw["defects"]["dirt"]
+        checks["dirt"] = {"score": _round(dirt), "threshold": thr["dirt"], "flag": flagged(dirt, thr["dirt"]),
+                          "boxes": [b for b in raw["boxes"]["dirt"] if b[4] >= meta["box_confidence"]][:cap]}
+        if checks["dirt"]["flag"]:
+            reasons.append("dirt")
+        product = raw["boxes"]["product"][0] if raw["boxes"]["product"] else None
+        centre = centring(product, meta["centering_tolerance"], meta["border"])
+        if centre["offset"] is not None:
+            centre["offset"] = [_round(v) for v in centre["offset"]]
+        checks["centering"] = centre
+        if not checks["centering"]["product_found"]:
+            reasons.append("no_product")
+        elif checks["centering"]["flag"]:
+            reasons.append("off_centre")
+    if "prohibited" in raw:
+        thr = policy["prohibited"]["thresholds"]
+        checks["prohibited"] = {c: _round(p) for c, p in raw["prohibited"].items()}
+        reasons += [f"prohibited:{c}" for c, p in raw["prohibited"].items() if flagged(p, thr[c])]
+    if "manipulation" in raw:
+        thr = policy["manipulation"]["thresholds"]["manipulation"]
+        checks["manipulation"] = {"score": _round(raw["manipulation"]), "threshold": thr,
+                                  "flag": flagged(raw["manipulation"], thr)}
+        if checks["manipulation"]["flag"]:
+            reasons.append("manipulation")
+    return {"decision": "manual_review" if reasons else "auto_pass", "reasons": reasons, "checks": checks}
+
+
+def log_record(answer: Mapping, raw: Mapping, *, listing_id: str | None, models: Mapping[str, str],
+               latency_ms: float | None = None) -> dict:
+    """The prediction-log row of one answered photo: the answer, its request and the flat score columns."""
+    checks = answer["checks"]
+    sku, sku_check = raw.get("sku") or {}, checks.get("sku") or {}
+    offset = (checks.get("centering") or {}).get("offset")
+    defects = raw.get("defects") or {}
+    prohibited = raw.get("prohibited") or {}
+    return {"request_id": answer["request_id"], "listing_id": listing_id, "decision": answer["decision"],
+            "reasons": answer["reasons"], "models": dict(models), "checks": checks, "latency_ms": latency_ms,
+            "blur_score": raw.get("blur"), "sku_claimed": sku_check.get("claimed"),
+            "sku_predicted": sku.get("predicted"), "sku_similarity": sku.get("similarity"),
+            "sku_match": sku_check.get("match"), "sticker_missing_score": defects.get("sticker_missing"),
+            "dirt_score": defects.get("dirt"), "centring_offset": math.hypot(*offset) if offset else None,
+            "manipulation_score": raw.get("manipulation"), "prohibited": prohibited,
+            "prohibited_max": max(prohibited.values()) if prohibited else None}
