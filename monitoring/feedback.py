@@ -37,7 +37,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from .prediction_log import _sqlite_pragmas, _sqlite_path, _UTCDateTime
+from .prediction_log import sqlite_pragmas, sqlite_path, UTCDateTime
 
 # the reasons pipelines.serve.models.decide can give (prohibited:<category> besides)
 CHECKS = ("sku_mismatch", "unknown_sku", "blur", "sticker_missing", "dirt", "no_product", "off_centre", "manipulation")
@@ -60,14 +60,14 @@ metadata = sa.MetaData()
 feedback_table = sa.Table(
     "feedback", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("received", _UTCDateTime, nullable=False, index=True),
+    sa.Column("received", UTCDateTime, nullable=False, index=True),
     sa.Column("listing_id", sa.String(MAX_TEXT), nullable=False, index=True),
     sa.Column("check", sa.String(MAX_TEXT), nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),             # review | miss
     sa.Column("confirmed", sa.Boolean, nullable=False),           # review: defect there (True) or false positive
     sa.Column("request_id", sa.String(MAX_TEXT)),
     sa.Column("reviewer", sa.String(MAX_TEXT)),
-    sa.Column("reviewed_at", _UTCDateTime),
+    sa.Column("reviewed_at", UTCDateTime),
     sa.Column("source", sa.String(MAX_TEXT), nullable=False),     # api | csv | after_sales | simulated ...
     sa.Column("note", sa.Text),
 )
@@ -222,12 +222,12 @@ class FeedbackStore:
 
     def __init__(self, url: str):
         parsed = sa.make_url(url)
-        path = _sqlite_path(parsed)
+        path = sqlite_path(parsed)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         self.engine = sa.create_engine(parsed)
         if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine, "connect", sqlite_pragmas)
         with self.engine.begin() as conn:
             conn.execute(sa.schema.CreateTable(feedback_table, if_not_exists=True))
             for index in feedback_table.indexes:

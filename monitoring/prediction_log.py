@@ -29,7 +29,7 @@ SCORES = ("blur_score", "sku_similarity", "sticker_missing_score", "dirt_score",
 REQUIRED = ("request_id", "decision")
 
 
-class _UTCDateTime(sa.types.TypeDecorator):
+class UTCDateTime(sa.types.TypeDecorator):
     """An aware datetime, stored as naive UTC (the same in every database) and read back as aware UTC."""
 
     impl = sa.DateTime
@@ -50,7 +50,7 @@ metadata = sa.MetaData()
 predictions = sa.Table(
     "predictions", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("ts", _UTCDateTime, nullable=False, index=True),
+    sa.Column("ts", UTCDateTime, nullable=False, index=True),
     sa.Column("request_id", sa.String(MAX_TEXT), nullable=False),
     sa.Column("listing_id", sa.String(MAX_TEXT)),
     sa.Column("decision", sa.String(MAX_TEXT), nullable=False),
@@ -77,7 +77,7 @@ COLUMNS = tuple(c.name for c in predictions.columns if c.name != "id")
 def resolve_url(url: str, root: Path) -> str:
     """The log's URL: $REVIEWOPS_PREDICTION_LOG, else ``url``; a relative SQLite path is made absolute under ``root``."""
     parsed = sa.make_url(os.environ.get(ENV_VAR) or url)
-    path = _sqlite_path(parsed)
+    path = sqlite_path(parsed)
     if path is not None and not path.is_absolute():
         parsed = parsed.set(database=str(Path(root).resolve() / path))
     return parsed.render_as_string(hide_password=False)
@@ -88,12 +88,12 @@ class PredictionLog:
 
     def __init__(self, url: str):
         parsed = sa.make_url(url)
-        path = _sqlite_path(parsed)
+        path = sqlite_path(parsed)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         self.engine = sa.create_engine(parsed)
         if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine, "connect", sqlite_pragmas)
         with self.engine.begin() as conn:          # IF NOT EXISTS: workers starting together do not collide
             conn.execute(sa.schema.CreateTable(predictions, if_not_exists=True))
             for index in predictions.indexes:
@@ -164,14 +164,14 @@ def _path(value: Any) -> str:
     return value
 
 
-def _sqlite_path(url: sa.URL) -> Path | None:
+def sqlite_path(url: sa.URL) -> Path | None:
     """The database file of a SQLite URL (None for other databases, in-memory and ``file:`` URIs)."""
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:") or url.database.startswith("file:"):
         return None
     return Path(url.database)
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
     cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA journal_mode = WAL")

@@ -180,6 +180,10 @@ class TrainParams(_Strict):
         return settings
 
 
+# The checks the gate judges (each family's ``gate_values`` names them; prohibited ones as ``prohibited:<category>``).
+CHECKS = ("sku_mismatch", "unknown_sku", "blur", "sticker_missing", "dirt", "centring", "prohibited", "manipulation")
+
+
 class RecallTargets(_Strict):
     """Recall each flag must reach on validation; its threshold is chosen there to meet it."""
     sku_mismatch: float = Fraction          # wrong claimed SKU (a known SKU shown, another claimed)
@@ -197,10 +201,15 @@ class GateParams(_Strict):
     max_recall_drop: float = Fraction       # against production: a check's recall may not fall by more
     max_auto_pass_drop: float = Fraction    # against production: the family's auto-pass share may not fall by more
     allow_unmeasured: bool = False          # a check with no positive on the test split passes its floor (tiny data only)
+    onnx_parity_tolerance: float = Field(gt=0.0, lt=0.1)   # largest |ONNX - torch| on real photos at registration
 
     @field_validator("recall_floors")
     @classmethod
     def _floors(cls, v):
+        unknown, missing = sorted(set(v) - set(CHECKS)), [c for c in CHECKS if c not in v]
+        if unknown or missing:
+            raise ValueError(f"gate.recall_floors must give a floor to each check ({', '.join(CHECKS)}): "
+                             + "; ".join(filter(None, (unknown and f"unknown {unknown}", missing and f"missing {missing}"))))
         for name, floor in v.items():
             if not 0.0 <= floor <= 1.0:
                 raise ValueError(f"gate.recall_floors.{name} must be in [0, 1]")

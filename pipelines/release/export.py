@@ -26,8 +26,6 @@ from pipelines.train.graphs import Bundle, Graph
 from pipelines.train.onnx_export import export_dynamic_batch
 from pipelines.train.trunk import to_input
 
-PARITY_TOLERANCE = 1e-4
-
 
 def _bundle(family: str, root: Path, params: Params) -> Bundle:
     return families.get(family).bundle(root, params)
@@ -81,8 +79,7 @@ def parity(family: str, root: Path, params: Params, bundle: Path, photos: np.nda
         result[graph.name] = float(np.abs(got - expected).max())
     if spec.parity is not None:
         result.update(spec.parity(bundle, photos))
-    worst = max(result.values())
-    if not worst <= PARITY_TOLERANCE:
-        raise ValueError(f"{family}: ONNX differs from torch by {worst:.3g} (> {PARITY_TOLERANCE}) on real photos: "
-                         f"{result}")
+    worst, tolerance = max(result.values()), params.gate.onnx_parity_tolerance
+    if not worst <= tolerance:
+        raise ValueError(f"{family}: ONNX differs from torch by {worst:.3g} (> {tolerance}) on real photos: {result}")
     return result

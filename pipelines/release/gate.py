@@ -84,6 +84,17 @@ def criteria(family: str, candidate: dict, production: dict | None, params: Para
     return out
 
 
+def calibration(thresholds: dict, params: Params) -> list[Criterion]:
+    """One criterion per threshold that calibration left uncalibrated (None: no positive on validation).
+
+    Such a check flags every photo; it passes only where ``gate.allow_unmeasured`` (tiny test data).
+    """
+    ok = params.gate.allow_unmeasured
+    return [Criterion(f"calibrated threshold {name}", None, None, ok,
+                      "no positive on validation: the check flags every photo" + (" (allowed)" if ok else ""))
+            for name, value in thresholds.items() if value is None]
+
+
 def gate_family(family: str, root: Path, params: Params) -> GateResult:
     """Judge ``family``'s candidate (models/ + metrics/), and register and promote it when it passes."""
     families.get(family)                                  # an unknown name fails here, loudly
@@ -95,8 +106,9 @@ def gate_family(family: str, root: Path, params: Params) -> GateResult:
         result.verdict = "unchanged"
         result.reasons.append(f"the candidate is the model in production ({current}): nothing to promote")
         return _report(result, root)
-    result.criteria = criteria(family, read_metrics(family, root)["test"],
-                               prod_meta["metrics"] if prod_meta else None, params)
+    metrics = read_metrics(family, root)
+    result.criteria = calibration(metrics["thresholds"], params) + criteria(
+        family, metrics["test"], prod_meta["metrics"] if prod_meta else None, params)
     failed = [c for c in result.criteria if not c.passed]
     if failed:
         result.reasons = [f"{c.name}: {c.detail}" for c in failed]

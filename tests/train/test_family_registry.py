@@ -1,0 +1,54 @@
+"""The family registry: one place lists the families, each answers what the rest asks, unknown names fail loudly."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from pipelines.params import CHECKS, load_params
+from pipelines.release.gate import calibration
+from pipelines.train import families
+
+ASKED = ("train", "evaluate", "bundle", "gate_values", "summary")
+
+
+@pytest.mark.parametrize("name", families.FAMILIES)
+def test_every_family_module_answers_what_the_rest_asks(name):
+    family = families.get(name)
+    missing = [f for f in ASKED if not callable(getattr(family.module, f, None))]
+    assert not missing, f"{name} lacks {missing}"
+
+
+def test_an_unknown_family_fails_loudly_with_the_known_names():
+    with pytest.raises(ValueError, match="unknown model family 'sku2'.*sku, blur, detector, prohibited, manipulation"):
+        families.get("sku2")
+
+
+@pytest.mark.slow
+def test_every_family_judges_known_checks_and_summarises_its_trained_metrics(trained_project):
+    from pipelines.train.evaluate import read_metrics
+
+    for name in families.FAMILIES:
+        test = read_metrics(name, trained_project)["test"]
+        recalls, auto_pass = families.get(name).gate_values(test)
+        assert recalls and {check.split(":")[0] for check in recalls} <= set(CHECKS), (name, recalls)
+        assert auto_pass != auto_pass or 0.0 <= auto_pass <= 1.0          # NaN only when nothing was measured
+        assert isinstance(families.get(name).summary(test), str)
+
+
+def test_gate_floors_name_exactly_the_known_checks(tmp_path):
+    raw = yaml.safe_load(open("params.yaml"))
+    assert set(raw["gate"]["recall_floors"]) == set(CHECKS)
+    raw["gate"]["recall_floors"]["centering"] = raw["gate"]["recall_floors"].pop("centring")   # a typo
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match=r"unknown \['centering'\]; missing \['centring'\]"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_an_uncalibrated_threshold_fails_the_gate_unless_unmeasured_checks_are_allowed():
+    params = load_params("params.yaml")
+    assert calibration({"blur": 0.41}, params) == []
+    [refused] = calibration({"blur": None}, params)
+    assert not refused.passed and refused.name == "calibrated threshold blur" and "flags every photo" in refused.detail
+    allowed = params.model_copy(update={"gate": params.gate.model_copy(update={"allow_unmeasured": True})})
+    assert calibration({"blur": None}, allowed)[0].passed
