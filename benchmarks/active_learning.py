@@ -50,7 +50,8 @@ import torch
 from sklearn.metrics import precision_recall_curve
 from torch import nn
 
-from pipelines.active_learning import select as al
+from pipelines.active_learning.scores import grid_embedding, uncertainty
+from pipelines.active_learning.select import pick
 from pipelines.train.features import trunk_features
 from pipelines.data.generate import generate_batch, parse_shift
 from pipelines.data.manifest import read_manifest
@@ -155,16 +156,16 @@ def run(strategy: str, rep: int, data: dict, exp, params, budgets: list[int]) ->
     rng = np.random.default_rng([params.seed, rep])
     labelled = np.zeros(len(y), dtype=bool)
     labelled[seed_set(y, exp, np.random.default_rng([params.seed, rep, 0]))] = True
-    curve = []
+    curve, p_pool = [], None        # p_pool: the pool's probabilities of the last round's head (step 0 sets it)
     for step, budget in enumerate(budgets):
         if step:
             unlabelled = np.flatnonzero(~labelled)
             if strategy == "uncertainty":
-                order = unlabelled[np.argsort(-al.uncertainty(p_pool[unlabelled]), kind="stable")]
+                order = unlabelled[np.argsort(-uncertainty(p_pool[unlabelled]), kind="stable")]
             else:
                 order = rng.permutation(unlabelled)
-            kept, _, _ = al.pick(order, emb, budget - labelled.sum(), params.active_learning.duplicate_distance,
-                                 lambda i: hashes[i], params.validation.phash_max_distance, [])
+            kept, _, _ = pick(order, emb, budget - labelled.sum(), params.active_learning.duplicate_distance,
+                              lambda i: hashes[i], params.validation.phash_max_distance, [])
             if len(kept) < budget - labelled.sum():    # only near-duplicates left: they are labelled too
                 chosen = set(kept)
                 kept = list(kept) + [i for i in order if i not in chosen][:budget - labelled.sum() - len(kept)]
@@ -247,7 +248,7 @@ def main() -> None:
              for name, df in (("pool", pool), ("test", test))}
     label = lambda df: np.array([exp.category in list(p) for p in df["prohibited"]], dtype=np.float32)  # noqa: E731
     data = {"pool_x": feats["pool"], "pool_y": label(pool), "test_x": feats["test"], "test_y": label(test),
-            "pool_emb": al.grid_embedding(feats["pool"]), "pool_phash": phashes(pool, args.work)}
+            "pool_emb": grid_embedding(feats["pool"]), "pool_phash": phashes(pool, args.work)}
     featured = time.perf_counter()
     torch.set_num_threads(1)   # the head is tiny: one thread is faster than two that wait on each other
     print(f"pool {len(pool)} photos ({int(data['pool_y'].sum())} {exp.category}), test {len(test)} "

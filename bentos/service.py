@@ -147,10 +147,11 @@ class Reviewer:
     async def _items(self, request: Request, batch: bool) -> list[dict | Exception]:
         """Each photo of the request as {"rgb", "sku_id", "category", "listing_id"}, or its PhotoError."""
         ctype = request.headers.get("content-type", "")
+        media = ctype.split(";", 1)[0].strip().lower()          # media types are case-insensitive (RFC 9110)
         body = await self._body(request)
-        if ctype.startswith("multipart/form-data"):
+        if media == "multipart/form-data":
             return self._multipart(ctype, body, batch)
-        if ctype.startswith("application/json") or not ctype:
+        if media == "application/json" or not media:
             try:
                 doc = json.loads(body or b"null")
             except (ValueError, UnicodeDecodeError) as exc:
@@ -164,7 +165,7 @@ class Reviewer:
                     raise self.PhotoError(400, "bad_request", 'expected a JSON object {"photo_b64": ..., "sku_id": ...}')
                 docs = [doc]
             return [self._from_json(d, i, batch) for i, d in enumerate(docs)]
-        if ctype.startswith("application/x-www-form-urlencoded"):     # a plain HTML form: fields, photo_b64 or none
+        if media == "application/x-www-form-urlencoded":     # a plain HTML form: fields, photo_b64 or none
             from urllib.parse import parse_qsl
 
             try:
@@ -201,6 +202,9 @@ class Reviewer:
         from pipelines.serve.multipart import parse_multipart
 
         parts = parse_multipart(ctype, body)
+        if any(p.name == "photo" and p.filename is None for p in parts):
+            raise self.PhotoError(400, "photo_not_a_file", "the photo field is a text field: send the photo as a file "
+                                  'part (Content-Disposition: form-data; name="photo"; filename="...")')
         files = [p for p in parts if p.filename is not None]
         values = {p.name: p.text() for p in parts if p.filename is None}
         unknown = {p.name for p in files if p.name != "photo"} | (set(values) - FIELDS)

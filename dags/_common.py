@@ -1,7 +1,8 @@
 """What every ReviewOps DAG shares: owner, retries with backoff, the assets that chain the DAGs.
 
-Wiring only (no project logic): the tasks call ``pipelines.app.tasks`` (and through it
-``pipelines`` and ``monitoring``), which finds the project at ``$REVIEWOPS_ROOT`` or beside ``dags/``.
+Wiring only (no project logic): each task calls one function of the app layer (``pipelines.app.tasks``,
+``pipelines.app.monitors``, ``pipelines.app.active_learning``; through it ``pipelines`` and
+``monitoring``), which finds the project at ``$REVIEWOPS_ROOT`` or beside ``dags/``.
 """
 
 from __future__ import annotations

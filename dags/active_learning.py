@@ -2,46 +2,35 @@
 
 Weekly (or triggered by hand): for every prohibited category and for the detector's dirt check,
 score the unlabelled pool with the trained model and write an annotation queue of the photos it is
-least sure of, with a Label Studio import file (`pipelines/active_learning/select.py`).
+least sure of, with a Label Studio import file (`pipelines/active_learning/`).
 
+* **categories**: the prohibited categories of params.yaml, one `select_prohibited` task each.
+* **select_prohibited** (mapped) and **select_dirt**: one queue each.
 * Pool: the run's `pool` param (a folder of unlabelled photos), else the prediction log's photos.
 * Output: `data/annotation/<family>[-<category>]/<run id>/` with `images/`, `queue.csv`,
   `label_studio.json` and `label_config.xml`; a retried task rewrites its own queue.
-* Answers come back with `pipelines.active_learning.select.import_labels(export)` as a new batch in
-  `data/incoming/`, then `reviewops validate` and `reviewops version` (the `ingest` DAG).
+* Answers come back with `reviewops import-labels EXPORT` as a new batch in `data/incoming/`,
+  then `reviewops validate` and `reviewops version` (the `ingest` DAG).
 
-One task at a time: the tasks share the trunk-feature cache and the 2 CPU cores.
+One task at a time: the tasks share the trunk-feature cache and the CPU cores.
+Code: `pipelines/app/active_learning.py` (`categories`, `select_prohibited`, `select_dirt`).
 """
 
 from __future__ import annotations
 
-import os
-from datetime import timedelta
-from pathlib import Path
-
-import pendulum
+from _common import DEFAULT_ARGS, START, TAGS
 from airflow.sdk import Param, dag, task
-
-ROOT = Path(os.environ.get("REVIEWOPS_ROOT") or Path(__file__).resolve().parents[1])
-
-DEFAULT_ARGS = {
-    "owner": "ml-platform",
-    "retries": 2,
-    "retry_delay": timedelta(minutes=2),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": timedelta(minutes=30),
-}
 
 
 @dag(
     dag_id="active_learning",
     schedule="@weekly",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=START,
     catchup=False,
     max_active_runs=1,
     max_active_tasks=1,
     default_args=DEFAULT_ARGS,
-    tags=["reviewops", "active-learning", "annotation"],
+    tags=[*TAGS, "active-learning", "annotation"],
     doc_md=__doc__,
     params={
         "pool": Param(None, type=["null", "string"], description="folder of unlabelled photos (default: the prediction log)"),
@@ -51,21 +40,21 @@ DEFAULT_ARGS = {
 def active_learning():
     @task
     def categories() -> list[str]:
-        from pipelines.active_learning.select import prohibited_categories
+        from pipelines.app import active_learning
 
-        return prohibited_categories(ROOT)
+        return active_learning.categories()
 
     @task
     def select_prohibited(category: str, params=None, run_id=None) -> dict:
-        from pipelines.active_learning.select import select_queue
+        from pipelines.app import active_learning
 
-        return select_queue(ROOT, "prohibited", category, k=params["k"], pool=params["pool"], stamp=run_id).as_dict()
+        return active_learning.select_prohibited(category=category, k=params["k"], pool=params["pool"], stamp=run_id)
 
     @task
     def select_dirt(params=None, run_id=None) -> dict:
-        from pipelines.active_learning.select import select_queue
+        from pipelines.app import active_learning
 
-        return select_queue(ROOT, "detector", k=params["k"], pool=params["pool"], stamp=run_id).as_dict()
+        return active_learning.select_dirt(k=params["k"], pool=params["pool"], stamp=run_id)
 
     select_prohibited.expand(category=categories())
     select_dirt()

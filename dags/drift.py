@@ -7,7 +7,7 @@ similarity, decisions, ...) against the reference window (`monitoring/drift.py`,
 * **signal_retrain**: when it drifted, emits the `reviewops://drift` asset event, which schedules
   `retrain` (which retrains only what new labelled data or changed params call for). Skipped otherwise.
 
-Param: `window` (default: the monitor's own window). Code: `pipelines/app/tasks.py` (`drift`).
+Param: `window` (default: the monitor's own window). Code: `pipelines/app/monitors.py` (`drift`).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from airflow.sdk import Param, dag, task
 def drift():
     @task
     def drift(params=None) -> dict:
-        from pipelines.app import tasks
+        from pipelines.app import monitors
 
-        return tasks.drift(window=params["window"])
+        return monitors.drift(window=params["window"])
 
     @task(outlets=[DRIFT])
     def signal_retrain(report: dict, outlet_events=None) -> dict:

@@ -5,7 +5,7 @@ Daily: the false-positive report per check from the manual-review outcomes of fl
 
 * **fp_report**: `monitoring.fp_report.run_fp_report`: the report (HTML/JSON) under `monitoring/`.
 
-Code: `pipelines/app/tasks.py` (`fp_report`).
+Code: `pipelines/app/monitors.py` (`fp_report`).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from airflow.sdk import dag, task
 def fp_report():
     @task
     def fp_report() -> dict:
-        from pipelines.app import tasks
+        from pipelines.app import monitors
 
-        return tasks.fp_report()
+        return monitors.fp_report()
 
     fp_report()
 

@@ -141,7 +141,7 @@ def evaluate(family: str = typer.Argument(..., help="sku | blur | detector | pro
 def demo(batch: str = typer.Option("demo-b1", help="batch id of the demo batch"),
          profile: str = typer.Option("demo", help="data profile from params.yaml"),
          train: bool = typer.Option(True, help="train and evaluate every family (dvc repro) after versioning")) -> None:
-    """The main job, end to end: generate, validate and version a demo batch, then train every model family."""
+    """Generate, validate and version a demo batch, then train and evaluate every family (`make demo` runs more)."""
     from pipelines.app.demo import run_demo
 
     sys.exit(run_demo(batch, profile, train=train))
@@ -270,7 +270,8 @@ def select(family: str = typer.Option(..., help="prohibited | detector (its dirt
            k: Optional[int] = typer.Option(None, min=1, help="photos in the queue (default: active_learning.k)"),
            pool: Optional[Path] = typer.Option(None, help="folder of unlabelled photos (default: the prediction log's)")) -> None:
     """Active learning: queue the pool photos the model is least sure of for annotators (Label Studio import file)."""
-    from pipelines.active_learning.select import PoolError, select_queue
+    from pipelines.active_learning.pool import PoolError
+    from pipelines.app.active_learning import select as select_queue
 
     try:
         queue = select_queue(Path.cwd(), family, category, k=k, pool=pool)
@@ -283,7 +284,8 @@ def select(family: str = typer.Option(..., help="prohibited | detector (its dirt
 def import_labels(export: Path = typer.Argument(..., help="Label Studio's JSON export of an annotation queue"),
                   batch: Optional[str] = typer.Option(None, help="batch id (default: al-<queue>-<stamp>)")) -> None:
     """Active learning: turn the annotators' answers into a new batch in data/incoming/ (then validate, version)."""
-    from pipelines.active_learning.select import PoolError, import_labels as to_batch
+    from pipelines.active_learning.answers import import_labels as to_batch
+    from pipelines.active_learning.pool import PoolError
 
     if not export.is_file():
         _fail(f"{export} is not a file", 2)
@@ -293,7 +295,7 @@ def import_labels(export: Path = typer.Argument(..., help="Label Studio's JSON e
         _fail(str(exc), 2)
     import json
 
-    from pipelines.active_learning.select import SELECTION_FILE
+    from pipelines.active_learning.answers import SELECTION_FILE
 
     done = json.loads((dest / SELECTION_FILE).read_text())
     rel = dest.relative_to(Path.cwd().resolve())

@@ -1,10 +1,11 @@
-"""The task-level functions the Airflow DAGs call: one function per task, each idempotent.
+"""The task-level functions the Airflow DAGs call for ingest, retrain, release and deploy: one per task, idempotent.
 
 Every function takes the project ``root`` (default: ``$REVIEWOPS_ROOT``, else this checkout) and
 returns a small JSON-able dict (it becomes the task's XCom). Work that must not run side by side
 in one work tree (DVC, git, the model store) runs under ``pipelines.data.version.repo_lock``; commands
 that import torch or bentoml run as ``dvc`` / ``reviewops`` subprocesses with the project's
-``BENTOML_HOME``, so a task process never mixes two model stores and frees its memory on exit.
+``BENTOML_HOME`` (``pipelines.app.project``), so a task process never mixes two model stores and frees
+its memory on exit. The monitoring DAGs' tasks are in ``pipelines.app.monitors``.
 
 Errors: :class:`PermanentError` (and its subclasses) means retrying cannot help: a batch that
 failed validation, a candidate the gate refused, a missing input. The DAGs fail such a task at
@@ -14,21 +15,14 @@ once (an ``ExceptionRetryPolicy`` in ``dags/_common.py``); anything else is retr
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
-import sys
 import time
-from collections import deque
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
+from pipelines.app.project import BIN, bentoml_home, lock, project_root, read_json, read_params, run
 from pipelines.train import families
 from pipelines.train.families import FAMILIES
-from pipelines.params import Params, load_params
 
-PROJECT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 INCOMING_DIR = Path("data") / "incoming"         # as pipelines.data.dataset (not imported here: DAG files parse
 BATCHES_DIR = Path("data") / "batches"           # this module, and pandas need not load at every parse)
 QUARANTINE_DIR = Path("data") / "quarantine"
@@ -36,7 +30,6 @@ DEPLOY_STATE = Path(".reviewops") / "deploy"
 BUILD_RECORD = Path("reports") / "build.json"
 GATE_REPORTS = Path("reports") / "gate"
 TRAIN_LOCK_TIMEOUT_S = 6 * 3600.0     # a task waiting for another's training (the demo's longest family: ~18 min)
-PROGRESS_EVERY_S = 10.0               # a progress bar (carriage-return line) is echoed at most this often
 
 
 class PermanentError(RuntimeError):
@@ -57,85 +50,6 @@ class GateRefused(PermanentError):
 
 class NothingToDeploy(PermanentError):
     """No Bento has been built yet, or the one asked for is not in the store."""
-
-
-class MonitorUnavailable(PermanentError):
-    """The monitor cannot run yet (no reference stored, a malformed window): retrying now cannot help."""
-
-
-# ---------------------------------------------------------------- environment
-
-def project_root(root: str | Path | None = None) -> Path:
-    """The project the tasks work on: ``root``, else ``$REVIEWOPS_ROOT``, else this checkout."""
-    return Path(root or os.environ.get("REVIEWOPS_ROOT") or PROJECT).resolve()
-
-
-def bentoml_home(root: Path) -> Path:
-    """The model and Bento store: ``$BENTOML_HOME``, else ``<root>/.bentoml`` (as ``registry.use_store``)."""
-    return Path(os.environ.get("BENTOML_HOME") or Path(root) / ".bentoml").resolve()
-
-
-def _params(root: Path) -> Params:
-    return load_params(Path(root) / "params.yaml")
-
-
-def task_env(root: Path) -> dict[str, str]:
-    """The environment of every subprocess: this interpreter's executables first, the project's stores."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "REVIEWOPS_ROOT": str(root), "BENTOML_HOME": str(bentoml_home(root)),
-           "DVC_NO_ANALYTICS": "1", "BENTOML_DO_NOT_TRACK": "true", "PYTHONUNBUFFERED": "1"}
-    env.pop("REVIEWOPS_PARAMS", None)     # the project's own params.yaml, as dvc.yaml's stages read it
-    return env
-
-
-def run(cmd: list[str], root: Path, *, what: str, ok: Iterable[int] = (0,), echo: bool = True) -> tuple[int, str]:
-    """Run ``cmd`` in ``root``, echoing its output as it comes (progress bars throttled); (exit code, tail).
-
-    Raises RuntimeError (retryable) when the exit code is not in ``ok``.
-    """
-    print(f"$ {' '.join(cmd)}", flush=True)
-    tail: deque[str] = deque(maxlen=60)
-    proc = subprocess.Popen(cmd, cwd=root, env=task_env(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
-    assert proc.stdout is not None
-    buf, last_progress = b"", 0.0
-    while chunk := proc.stdout.read1(65536):
-        buf += chunk
-        *parts, buf = re.split(rb"(\r\n|\n|\r)", buf)
-        for text, sep in zip(parts[::2], parts[1::2]):
-            line = text.decode(errors="replace").rstrip()
-            if not line:
-                continue
-            if sep == b"\r":                    # a progress-bar refresh: echo now and then
-                if time.monotonic() - last_progress < PROGRESS_EVERY_S:
-                    continue
-                last_progress = time.monotonic()
-            tail.append(line)
-            if echo:
-                print(f"  {line}", flush=True)
-    if buf.strip():
-        tail.append(buf.decode(errors="replace").rstrip())
-        if echo:
-            print(f"  {tail[-1]}", flush=True)
-    code = proc.wait()
-    text = "\n".join(tail)
-    if code not in tuple(ok):
-        raise RuntimeError(f"{what} failed (exit {code}) in {root}:\n{text[-4000:]}")
-    return code, text
-
-
-def _lock(root: Path, timeout: float | None = None):
-    from pipelines.data.version import repo_lock
-
-    return repo_lock(root, timeout)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 # ---------------------------------------------------------------- ingest: find, validate, version
@@ -185,7 +99,7 @@ def validate(root: str | Path | None = None, batch: str = "") -> dict:
             print(f"batch {batch} is already versioned: nothing to validate", flush=True)
             return {"batch": batch, "valid": True, "already_versioned": True}
         find_batches(root, batch)             # raises BatchRejected (quarantined) or BatchNotFound
-    outcome = validate_batch(src, repo=root, params=_params(root))
+    outcome = validate_batch(src, repo=root, params=read_params(root))
     report = format_outcome(outcome)
     print(report, flush=True)
     if not outcome.ok:
@@ -198,7 +112,7 @@ def version(root: str | Path | None = None, batch: str = "") -> dict:
     from pipelines.data.version import format_outcome, version_batch
 
     root = project_root(root)
-    outcome = version_batch(root / INCOMING_DIR / batch, repo=root, params=_params(root))
+    outcome = version_batch(root / INCOMING_DIR / batch, repo=root, params=read_params(root))
     print(format_outcome(outcome), flush=True)
     return {"batch": batch, "new": not outcome.already_versioned, "photos": outcome.n_rows,
             "splits": outcome.splits, "commit": outcome.commit, "pushed": outcome.pushed}
@@ -238,7 +152,7 @@ def _changed(root: Path, stages: list[str]) -> list[str]:
 
 def _repro(root: Path, family: str, kind: str) -> dict:
     start = time.monotonic()
-    with _lock(root, TRAIN_LOCK_TIMEOUT_S):
+    with lock(root, TRAIN_LOCK_TIMEOUT_S):
         stages = family_stages(family, kind)
         changed = _changed(root, stages)
         if changed:
@@ -272,13 +186,12 @@ def gate(root: str | Path | None = None, families: Iterable[str] | None = None) 
     """
     root = project_root(root)
     names = list(families or FAMILIES)
-    started = time.time() - 1
-    with _lock(root, TRAIN_LOCK_TIMEOUT_S):     # models/ and metrics/ must not change under the gate
+    with lock(root, TRAIN_LOCK_TIMEOUT_S):     # models/ and metrics/ must not change under the gate
         code, out = run([str(BIN / "reviewops"), "gate", *names], root, what="reviewops gate", ok=(0, 1))
     verdicts, reports = {}, {}
     for family in names:
         path = root / GATE_REPORTS / f"{family}.json"
-        report = _read_json(path)
+        report = read_json(path)
         if report is None:
             raise RuntimeError(f"reviewops gate exited {code} without a report for {family} ({path}):\n{out[-2000:]}")
         verdicts[family] = report["verdict"]
@@ -297,7 +210,7 @@ def reference(root: str | Path | None = None, gated: dict | None = None) -> dict
     if gated is not None and not gated.get("promoted"):
         return {"stored": False, "message": "no family promoted: the drift reference still matches production"}
     run([str(BIN / "reviewops"), "reference"], root, what="reviewops reference")
-    return {"stored": True, "reference": _read_json(root / _params(root).monitoring.reference / "reference.json")}
+    return {"stored": True, "reference": read_json(root / read_params(root).monitoring.reference / "reference.json")}
 
 
 def check_verdicts(result: dict) -> dict:
@@ -313,7 +226,7 @@ def check_verdicts(result: dict) -> dict:
 def production(root: str | Path | None = None) -> dict[str, str]:
     """Family -> production model tag, read from the registry's pointer file without importing bentoml."""
     # pipelines.release.registry keeps it at <BENTOML_HOME>/reviewops/production.json
-    return _read_json(bentoml_home(project_root(root)) / "reviewops" / "production.json") or {}
+    return read_json(bentoml_home(project_root(root)) / "reviewops" / "production.json") or {}
 
 
 def _bento_exists(root: Path, tag: str) -> bool:
@@ -339,14 +252,14 @@ def build(root: str | Path | None = None) -> dict:
         msg = f"no production model for {', '.join(missing)}: nothing to build"
         print(msg, flush=True)
         return {"built": False, "bento": None, "message": msg}
-    last = _read_json(root / BUILD_RECORD)
+    last = read_json(root / BUILD_RECORD)
     if last and last.get("models") == prod and last.get("bento") and _bento_exists(root, last["bento"]):
         msg = f"{last['bento']} already holds every production model: nothing to build"
         print(msg, flush=True)
         return {"built": False, "bento": last["bento"], "models": prod, "message": msg}
-    with _lock(root, TRAIN_LOCK_TIMEOUT_S):
+    with lock(root, TRAIN_LOCK_TIMEOUT_S):
         run([str(BIN / "reviewops"), "build"], root, what="reviewops build")
-    record = _read_json(root / BUILD_RECORD) or {}
+    record = read_json(root / BUILD_RECORD) or {}
     if record.get("models") != prod:
         raise RuntimeError(f"{root / BUILD_RECORD} does not record the production models after the build")
     return {"built": True, "bento": record["bento"], "models": prod, "golden_photos": record.get("golden_photos"),
@@ -356,7 +269,7 @@ def build(root: str | Path | None = None) -> dict:
 # ---------------------------------------------------------------- deploy, verify
 
 def serving_port(root: Path, port: int | None = None) -> int:
-    return int(port or _params(root).serving.port)
+    return int(port or read_params(root).serving.port)
 
 
 def deploy(root: str | Path | None = None, bento: str | None = None, port: int | None = None) -> dict:
@@ -369,7 +282,7 @@ def deploy(root: str | Path | None = None, bento: str | None = None, port: int |
     from pipelines.deploy.bluegreen import deploy as blue_green
 
     root = project_root(root)
-    tag = bento or (_read_json(root / BUILD_RECORD) or {}).get("bento")
+    tag = bento or (read_json(root / BUILD_RECORD) or {}).get("bento")
     if not tag:
         raise NothingToDeploy(f"no Bento built yet in {root} (no {BUILD_RECORD}): run the retrain DAG first")
     if not _bento_exists(root, tag):
@@ -406,77 +319,3 @@ def verify(root: str | Path | None = None, port: int | None = None) -> dict:
     served = models.json().get("models", {}) if models.status_code == 200 else {}
     return {"url": url, "bento": active["bento"], "decision": resp.json()["decision"],
             "models": {f: m.get("tag") for f, m in served.items()}}
-
-
-# ---------------------------------------------------------------- monitoring (issue 6's functions)
-
-def _plain(value: Any) -> Any:
-    """A monitoring result as JSON-able data (dataclass, pydantic model, object or mapping)."""
-    import dataclasses
-
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    elif hasattr(value, "model_dump"):
-        value = value.model_dump()
-    elif not isinstance(value, (dict, list, tuple, str, int, float, bool, type(None))) and hasattr(value, "__dict__"):
-        value = {k: v for k, v in vars(value).items() if not k.startswith("_")}
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (str, int, float, bool, type(None))):
-        return value
-    if hasattr(value, "item"):                    # numpy scalars
-        return value.item()
-    return str(value)
-
-
-def _show(result: Any, plain: dict) -> None:
-    """The monitor's own summary in the task log (its JSON when it has none)."""
-    text = result.summary() if callable(getattr(result, "summary", None)) else json.dumps(plain, indent=1, default=str)
-    print(text[:6000], flush=True)
-
-
-def drift(root: str | Path | None = None, window: str | None = None) -> dict:
-    """``monitoring.drift.run_drift``: the Evidently report of live traffic against the reference."""
-    from monitoring.drift import DriftError, run_drift
-
-    root = project_root(root)
-    try:
-        result = run_drift(root, window=window)
-    except DriftError as exc:
-        raise MonitorUnavailable(str(exc)) from exc
-    out = _plain(result)
-    out = out if isinstance(out, dict) else {"result": out}
-    out["drifted"] = bool(getattr(result, "drifted", out.get("drifted", False)))
-    _show(result, out)
-    return out
-
-
-def fp_report(root: str | Path | None = None) -> dict:
-    """``monitoring.fp_report.run_fp_report``: false positives per check from manual-review outcomes."""
-    from monitoring.fp_report import run_fp_report
-
-    result = run_fp_report(project_root(root))
-    out = _plain(result)
-    out = out if isinstance(out, dict) else {"result": out}
-    _show(result, out)
-    return out
-
-
-# ---------------------------------------------------------------- Airflow's asset queue
-
-def queued_asset_runs() -> list[tuple[str, str]]:
-    """``(dag_id, asset uri)`` of every run that asset events queued for the scheduler, sorted.
-
-    Read from the Airflow database of this process's ``AIRFLOW_HOME``. Only unpaused DAGs get queued
-    runs; ``airflow dags test`` runs no scheduler, so they wait there for one.
-    """
-    from airflow.models.asset import AssetDagRunQueue, AssetModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        rows = session.execute(select(AssetDagRunQueue.target_dag_id, AssetModel.uri)
-                               .join(AssetModel, AssetModel.id == AssetDagRunQueue.asset_id)).all()
-    return sorted((dag_id, uri) for dag_id, uri in rows)

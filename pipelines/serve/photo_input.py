@@ -81,7 +81,9 @@ def decode_photo(data: bytes, *, max_bytes: int, max_pixels: int, min_side: int,
     try:
         img = _pil_open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise PhotoError(422, "photo_too_many_pixels", f"the photo has too many pixels ({exc})") from None
+        found = re.search(r"\((\d+) pixels\)", str(exc))        # Pillow refused it before we saw its header
+        raise PhotoError(422, "photo_too_many_pixels", f"the photo has {found.group(1) + ' ' if found else 'too many '}"
+                         f"pixels; the limit is {min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)} pixels") from None
     except UnidentifiedImageError:
         raise _unidentified(data) from None
     except Exception as exc:

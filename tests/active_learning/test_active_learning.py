@@ -4,6 +4,7 @@ versioned batch, the prediction log as the pool, and the DAG run by Airflow."""
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -19,7 +20,9 @@ import pandas as pd
 import pytest
 
 from monitoring.prediction_log import PredictionLog, resolve_url
-from pipelines.active_learning import select as al
+from pipelines.active_learning import answers, label_studio, scores
+from pipelines.active_learning.pool import PoolError, pool_from_dir
+from pipelines.active_learning.select import check_target, select_queue
 from pipelines.train.families import detector, prohibited
 from pipelines.data.generate import generate_batch
 from pipelines.data.manifest import read_manifest, write_manifest
@@ -66,15 +69,28 @@ def project(trained_project, tmp_path_factory) -> Path:
     return repo
 
 
+def test_the_package_leaves_the_prediction_log_to_the_app_layer():
+    """pipelines/active_learning imports params, data, train, serve and its own modules, never monitoring."""
+    allowed = ("pipelines.params", "pipelines.data", "pipelines.train", "pipelines.serve", "pipelines.active_learning")
+    for path in sorted((PROJECT / "pipelines" / "active_learning").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            for name in names:
+                assert not name.startswith("monitoring"), (path.name, name)
+                assert not name.startswith("pipelines") or name.startswith(allowed), (path.name, name)
+        assert len(path.read_text().splitlines()) <= 400, path.name
+
+
 def _pool(repo: Path) -> Path:
     return repo / "data" / "pool" / "pool"
 
 
 def test_selection_takes_the_most_uncertain_and_one_photo_of_each_duplicate_group(project):
     params = load_params(project / "params.yaml")
-    pool = al.pool_from_dir(_pool(project))
+    pool = pool_from_dir(_pool(project))
     model = prohibited.load_combined(project, params, ["cash"])
-    unc = al.uncertainty(prohibited.probabilities(project, params, pool, model)[:, 0])
+    unc = scores.uncertainty(prohibited.probabilities(project, params, pool, model)[:, 0])
     expected, groups = [], set()
     for i in np.argsort(-unc, kind="stable"):          # most uncertain first; the first of a group counts
         lid = pool["listing_id"][i]
@@ -82,21 +98,21 @@ def test_selection_takes_the_most_uncertain_and_one_photo_of_each_duplicate_grou
             groups.add(DUPLICATES.get(lid, lid))
             expected.append(lid)
 
-    top = al.select_queue(project, "prohibited", "cash", k=8, pool=_pool(project), stamp="top8")
+    top = select_queue(project, "prohibited", "cash", k=8, pool=_pool(project), stamp="top8")
     queue = pd.read_csv(top.path / "queue.csv")
     assert list(queue["listing_id"]) == expected[:8]
     assert list(queue["rank"]) == list(range(1, 9)) and queue["uncertainty"].is_monotonic_decreasing
     assert all((project / p).is_file() for p in queue["path"])
 
-    everything = al.select_queue(project, "prohibited", "cash", k=100, pool=_pool(project), stamp="all")
+    everything = select_queue(project, "prohibited", "cash", k=100, pool=_pool(project), stamp="all")
     kept = set(pd.read_csv(everything.path / "queue.csv")["listing_id"])
     assert everything.scored == 26 and everything.size == 24 and everything.near_duplicates_skipped == 2
     for planted, original in DUPLICATES.items():
         assert len(kept & {planted, original}) == 1, (planted, original)
     assert "100 photos" not in everything.summary() and "24 photos for prohibited:cash" in everything.summary()
 
-    shuffled = [al.select_queue(project, "prohibited", "cash", k=8, pool=_pool(project), stamp=f"random{n}",
-                                strategy="random", seed=5) for n in (1, 2)]
+    shuffled = [select_queue(project, "prohibited", "cash", k=8, pool=_pool(project), stamp=f"random{n}",
+                             strategy="random", seed=5) for n in (1, 2)]
     drawn = [list(pd.read_csv(q.path / "queue.csv")["listing_id"]) for q in shuffled]
     assert drawn[0] == drawn[1] and drawn[0] != expected[:8] and "in random order" in shuffled[0].summary()
 
@@ -150,7 +166,7 @@ def _answer(tasks: list[dict], result_of) -> list[dict]:
 def test_the_queue_imports_into_label_studio_and_answers_come_back_as_a_valid_versioned_batch(project, tmp_path):
     project = _copy(project, tmp_path / "repo")      # versions a batch: its own copy
     params = load_params(project / "params.yaml")
-    queue = al.select_queue(project, "prohibited", "cash", k=100, pool=_pool(project), stamp="answers")
+    queue = select_queue(project, "prohibited", "cash", k=100, pool=_pool(project), stamp="answers")
     tasks = json.loads((queue.path / "label_studio.json").read_text())
     config = (queue.path / "label_config.xml").read_text()
     assert _check_label_studio(tasks, config, project) == len(tasks) == queue.size
@@ -167,11 +183,11 @@ def test_the_queue_imports_into_label_studio_and_answers_come_back_as_a_valid_ve
 
     export = tmp_path / "export.json"
     export.write_text(json.dumps(_answer(tasks, oracle)))
-    batch = al.import_labels(export, project)
+    batch = answers.import_labels(export, project)
     assert batch == project / "data" / "incoming" / "al-prohibited-cash-answers"
     rows = read_manifest(batch).set_index("listing_id")
     assert len(rows) == len(tasks) - 1 and skipped not in rows.index
-    provenance = json.loads((batch / al.SELECTION_FILE).read_text())
+    provenance = json.loads((batch / answers.SELECTION_FILE).read_text())
     assert provenance["queues"] == [queue.path.relative_to(project).as_posix()]
     assert (provenance["answered"], provenance["imported"], provenance["already_versioned"]) == (len(rows),) * 2 + (0,)
     assert ("cash" in list(rows.loc[flipped, "prohibited"])) != ("cash" in list(truth.loc[flipped, "prohibited"]))
@@ -180,13 +196,13 @@ def test_the_queue_imports_into_label_studio_and_answers_come_back_as_a_valid_ve
     assert outcome.ok, format_outcome(outcome)
     versioned = version_batch(batch, repo=project, params=params, push=False)
     assert versioned.n_rows == len(rows) and versioned.splits["test"] == 0
-    assert json.loads((project / "data" / "batches" / batch.name / al.SELECTION_FILE).read_text()) == provenance
-    with pytest.raises(al.PoolError, match="already in the versioned data"):   # labelled photos are not sent again
-        al.select_queue(project, "prohibited", "cash", k=5, pool=batch.parent.parent / "batches" / batch.name)
+    assert json.loads((project / "data" / "batches" / batch.name / answers.SELECTION_FILE).read_text()) == provenance
+    with pytest.raises(PoolError, match="already in the versioned data"):   # labelled photos are not sent again
+        select_queue(project, "prohibited", "cash", k=5, pool=batch.parent.parent / "batches" / batch.name)
 
 
 def test_dirt_queue_and_drawn_rectangles_round_trip_to_manifest_boxes(project, tmp_path):
-    queue = al.select_queue(project, "detector", k=6, pool=_pool(project), stamp="dirt")
+    queue = select_queue(project, "detector", k=6, pool=_pool(project), stamp="dirt")
     tasks = json.loads((queue.path / "label_studio.json").read_text())
     config = (queue.path / "label_config.xml").read_text()
     _check_label_studio(tasks, config, project)
@@ -194,11 +210,11 @@ def test_dirt_queue_and_drawn_rectangles_round_trip_to_manifest_boxes(project, t
 
     # the uncertainty is the larger of the dirt net's and that of the least sure YOLO dirt box
     params = load_params(project / "params.yaml")
-    pool = al.pool_from_dir(_pool(project)).set_index("listing_id")
+    pool = pool_from_dir(_pool(project)).set_index("listing_id")
     listed = pd.read_csv(queue.path / "queue.csv")
     photos = pool.loc[listed["listing_id"]].reset_index()
     p = detector.defect_scores(project, params, photos)["dirt_score"].to_numpy()
-    boxes = al.dirt_boxes(project, params, list(photos["path"]))
+    boxes = scores.dirt_boxes(project, params, list(photos["path"]))
     box = np.array([max([1 - abs(2 * b[4] - 1) for b in found], default=0.0) for found in boxes])
     np.testing.assert_allclose(listed["score"], p, atol=1e-6)
     np.testing.assert_allclose(listed["uncertainty"], np.maximum(1 - np.abs(2 * p - 1), box), atol=1e-6)
@@ -206,9 +222,9 @@ def test_dirt_queue_and_drawn_rectangles_round_trip_to_manifest_boxes(project, t
         assert len(t["predictions"][0]["result"]) == sum(b[4] >= params.active_learning.box_confidence for b in found)
 
     truth = read_manifest(_pool(project)).set_index("listing_id")
-    drawn = {t["data"]["listing_id"]: [al.rectangle((b["x0"], b["y0"], b["x1"], b["y1"]), 256, 256)
+    drawn = {t["data"]["listing_id"]: [label_studio.rectangle((b["x0"], b["y0"], b["x1"], b["y1"]), 256, 256)
                                        for b in truth.loc[t["data"]["listing_id"], "boxes"] if b["label"] == "dirt"]
-                                      or [al.rectangle((0.1, 0.2, 0.3, 0.5), 256, 256)] for t in tasks[:2]}
+                                      or [label_studio.rectangle((0.1, 0.2, 0.3, 0.5), 256, 256)] for t in tasks[:2]}
     answered = [dict(t, predictions=[dict(t["predictions"][0], result=drawn.get(t["data"]["listing_id"], []))])
                 for t in tasks]
     assert _check_label_studio(answered, config, project) >= 2          # the answers fit the config too
@@ -264,15 +280,15 @@ def test_the_prediction_log_is_a_pool_and_the_cli_reports_the_queue_or_a_clear_e
                                       ("prohibited", "bananas", "unknown prohibited category 'bananas'"),
                                       ("detector", "cash", "--category applies to the prohibited family only")):
         with pytest.raises(ValueError, match=message):
-            al.check_target(params, family, category)
+            check_target(params, family, category)
     out = run("--family", "detector", "--k", "0", "--pool", str(_pool(project)))
     assert out.returncode == 2 and "--k" in out.stderr
 
 
 DAG_RUN = """
 import json, sys
-from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(dag_folder=sys.argv[1])
+from airflow.dag_processing.dagbag import BundleDagBag
+bag = BundleDagBag(dag_folder=sys.argv[1], bundle_path=sys.argv[1], bundle_name="dags-folder")  # _common importable
 assert not bag.import_errors, bag.import_errors
 dag = bag.dags["active_learning"]
 print(json.dumps({"tasks": {t.task_id: [t.retries, float(t.retry_exponential_backoff), t.owner] for t in dag.tasks},
@@ -291,7 +307,8 @@ def test_the_dag_parses_and_a_run_writes_a_queue_per_category_and_for_dirt(proje
     categories = load_params(repo / "params.yaml").prohibited.categories
     dags = tmp_path / "dags"
     dags.mkdir()
-    shutil.copy(PROJECT / "dags" / "active_learning.py", dags)
+    for name in ("active_learning.py", "_common.py"):          # the DAG takes its defaults from _common
+        shutil.copy(PROJECT / "dags" / name, dags)
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
            "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "REVIEWOPS_ROOT": str(repo),
            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
@@ -308,5 +325,5 @@ def test_the_dag_parses_and_a_run_writes_a_queue_per_category_and_for_dirt(proje
                           *(["select_prohibited", i, "success"] for i in range(len(categories)))]
     for family in [f"prohibited-{c}" for c in categories] + ["detector"]:
         (queue,) = (repo / "data" / "annotation" / family).iterdir()
-        assert queue.name == al.folder_name(run["run_id"])
+        assert queue.name == label_studio.folder_name(run["run_id"])
         assert len(pd.read_csv(queue / "queue.csv")) == 3 and json.loads((queue / "label_studio.json").read_text())

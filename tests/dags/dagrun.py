@@ -21,7 +21,7 @@ def main(dags: str, dag_id: str, conf: dict) -> dict:
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    from pipelines.app.tasks import queued_asset_runs
+    from pipelines.app.asset_queue import queued_asset_runs
 
     bag = BundleDagBag(dag_folder=dags, bundle_path=dags, bundle_name="dags-folder")
     if bag.import_errors:

@@ -209,6 +209,7 @@ def test_bomb_header_is_refused_before_decoding(monkeypatch):
     start = time.perf_counter()
     err = refused(bomb)
     assert (err.status, err.code) == (422, "photo_too_many_pixels")   # Pillow's DecompressionBombError
+    assert err.message == f"the photo has 2500000000 pixels; the limit is {LIMITS['max_pixels']} pixels"  # ours
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)                # without Pillow's guard: our header check
     err = refused(bomb)
     assert (err.status, err.code) == (422, "photo_too_many_pixels")
