@@ -80,3 +80,22 @@ def trained_project(tiny_project, tmp_path_factory) -> Path:
     shutil.copytree(tiny_project, dest, symlinks=True)
     tiny_gate_params(dest)
     return train_all(dest)
+
+
+@pytest.fixture(scope="session")
+def webhook():
+    """A local endpoint that keeps every drift alert POSTed to it (tests/monitoring/conftest.py)."""
+    from tests.monitoring.conftest import Webhook
+
+    hook = Webhook()
+    yield hook
+    hook.close()
+
+
+@pytest.fixture(scope="session")
+def monitored(trained_project, tmp_path_factory, webhook) -> dict:
+    """The trained project gated into a model store, with normal and shifted traffic in its prediction log
+    (tests/monitoring/conftest.py); here so that tests/monitoring and tests/dags share one."""
+    from tests.monitoring.conftest import monitored_project
+
+    return monitored_project(trained_project, tmp_path_factory.mktemp("monitoring"), webhook)

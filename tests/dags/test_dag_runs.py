@@ -5,9 +5,10 @@ validates and versions it, ``retrain`` retrains what changed through ``dvc repro
 and builds a Bento, ``deploy`` serves it behind the router. Later tests run DAGs again against that
 state: retrain with nothing changed, a batch that fails validation, a deploy that fails, monitoring.
 
-To keep the tests short, the copy's dvc.yaml makes only the blur stages depend on every batch
-(the others on the first batch, on which ``trained_project`` trained them), and ``dvc commit``
-records the trained models in dvc.lock: the new batch retrains blur for real and nothing else.
+The copy runs the project's own dvc.yaml; ``dvc commit`` records the models ``trained_project``
+trained on the first batch in dvc.lock (no training). Every family reads every batch, so the new
+batch retrains every family, as it would in production; that one family's settings or code retrain
+that family only is shown on the same dvc.yaml by tests/train/test_dvc_stages.py.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from functools import partial
+from html import escape as html_escape
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
+from pipelines.params import load_params
 from pipelines.train.families import FAMILIES
 from tests.dags.conftest import PROJECT, only, run_dag, tasks
 
@@ -39,15 +42,10 @@ def sh(repo: Path, *args: str) -> str:
     return done.stdout + done.stderr
 
 
-def with_pipeline(repo: Path, first_batch: str) -> None:
-    """The project's dvc.yaml (every stage but blur's reading only ``first_batch``) and code, committed;
-    dvc.lock recording the models trained_project trained (``dvc commit``)."""
-    spec = yaml.safe_load((PROJECT / "dvc.yaml").read_text())
-    for name, stage in spec["stages"].items():
-        body = stage.get("do", stage)
-        if name != "train_blur":
-            body["deps"] = [f"data/batches/{first_batch}" if d == "data/batches" else d for d in body["deps"]]
-    (repo / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+def with_pipeline(repo: Path) -> None:
+    """The project's dvc.yaml and code, committed; dvc.lock recording the models trained_project trained
+    (``dvc commit``)."""
+    shutil.copy2(PROJECT / "dvc.yaml", repo / "dvc.yaml")
     shutil.copytree(PROJECT / "pipelines", repo / "pipelines", ignore=shutil.ignore_patterns("__pycache__"))
     sh(repo, "dvc", "commit", "-f", "-q")
     assert "up to date" in sh(repo, "dvc", "status"), sh(repo, "dvc", "status")
@@ -60,9 +58,9 @@ def production(home: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def review(port: int, photo: Path) -> dict:
+def review(port: int, photo: Path, listing_id: str = "dag-test") -> dict:
     resp = httpx.post(f"http://127.0.0.1:{port}/review", files={"photo": (photo.name, photo.read_bytes(), "image/jpeg")},
-                      data={"listing_id": "dag-test"}, timeout=120, trust_env=False)
+                      data={"listing_id": listing_id}, timeout=120, trust_env=False)
     assert resp.status_code == 200, resp.text[:500]
     return resp.json()
 
@@ -80,7 +78,7 @@ def chain(trained_project, airflow_env, tmp_path_factory):
     base = tmp_path_factory.mktemp("dag-chain")
     repo = base / "repo"
     shutil.copytree(trained_project, repo, symlinks=True)
-    with_pipeline(repo, "tiny-b1")
+    with_pipeline(repo)
     generate_batch(repo / "data" / "incoming", "tiny-b2", 48, 12, params=load_params(repo / "params.yaml"), workers=2)
     home, port = base / "bentoml", free_port()
     env = {**airflow_env, "REVIEWOPS_DVC_REMOTE": str(base / "dvc-remote")}
@@ -113,8 +111,12 @@ def test_ingest_retrain_deploy_promotes_a_model_builds_a_bento_and_serves_review
     assert retrain["state"] == "success", retrain["log"]
     trained = {name: ti["result"]["ran"] for name, ti in by_name(retrain, "train").items()}
     evaluated = {name: ti["result"]["ran"] for name, ti in by_name(retrain, "evaluate").items()}
-    assert trained == {"blur": ["train_blur"], **{f: [] for f in FAMILIES if f != "blur"}}   # only what changed
-    assert evaluated == {"blur": ["evaluate@blur"], **{f: [] for f in FAMILIES if f != "blur"}}
+    categories = load_params(repo / "params.yaml").prohibited.categories
+    assert trained == {f: sorted(f"train_prohibited@{c}" for c in categories) if f == "prohibited" else [f"train_{f}"]
+                       for f in FAMILIES}                            # the new batch is every family's data
+    assert evaluated == {f: [f"evaluate@{f}"] for f in FAMILIES}
+    assert all(json.loads((repo / "models" / f / "train.json").read_text())["data"]["batches"] == ["tiny-b1", "tiny-b2"]
+               for f in FAMILIES if f != "prohibited")
     assert "up to date" in sh(repo, "dvc", "status")
     gate = only(retrain, "gate")["result"]
     assert gate["verdicts"] == {f: "promoted" for f in FAMILIES}, gate     # a fresh registry: every family promoted
@@ -205,25 +207,76 @@ def test_a_failed_deploy_keeps_the_old_service(chain):
     assert review(port, photo)["decision"] in ("auto_pass", "manual_review")
 
 
+def served(repo: Path):
+    """The prediction log of the deployed service (deploy smoke requests included)."""
+    from monitoring.prediction_log import PredictionLog, resolve_url
+
+    log = PredictionLog(resolve_url(load_params(repo / "params.yaml").serving.prediction_log, repo))
+    try:
+        return log.read()
+    finally:
+        log.close()
+
+
 def test_drift_runs_the_monitor_and_signals_retrain_only_on_drift(chain):
-    pytest.importorskip("monitoring.drift")
+    """Shifted traffic firing the alarm: tests/dags/test_drift_dag.py."""
     repo = chain["repo"]
+    log = served(repo)
+    smoke = log["request_id"].str.startswith("smoke-")
 
     result = chain["run"]("drift")
 
     assert result["state"] == "success", result["log"]
     report = only(result, "drift")["result"]
-    # the log holds only the deploy's smoke requests (left out of the window): no verdict, no signal
+    # the log holds the deploy's smoke requests (left out) and the few answers of these tests: no verdict, no signal
     assert report["drifted"] is False and report["status"] == "insufficient_data", report
+    assert report["rows"] == (~smoke).sum() < load_params(repo / "params.yaml").monitoring.min_rows
+    assert report["excluded_rows"] == {"deploy smoke requests": int(smoke.sum())} and smoke.sum() > 0
     assert only(result, "signal_retrain")["state"] == "skipped" and result["events"] == []
-    assert report["json"] is None or Path(report["json"]).exists()
-    assert any((repo / "monitoring" / "reports").rglob("drift-*.json"))
+    assert ["retrain", DRIFT] not in result["queued"]
+    doc = json.loads(Path(report["json"]).read_text())
+    assert doc["reviewops"]["status"] == "insufficient_data" and doc["reviewops"]["rows"] == report["rows"]
+    assert doc["reviewops"]["until"] == report["until"] and "fewer than monitoring.min_rows" in doc["reviewops"]["message"]
+    assert doc["evidently"] is None and report["html"] is None                  # no comparison, so no Evidently page
+    assert {c["column"] for c in doc["reviewops"]["columns"]} >= {"blur_score", "sku_similarity", "decision"}
 
 
-def test_fp_report_runs_the_monitor(chain):
-    pytest.importorskip("monitoring.fp_report")
+def test_fp_report_counts_every_check_from_the_answers_and_the_reviews(chain, tmp_path):
+    """Two more answers; a reviewer passes every flag of the first (false positives) and confirms every flag of
+    the second. The DAG's report counts, per check, what the log and those verdicts say."""
+    from monitoring.feedback import import_csv
+
+    repo, port = chain["repo"], chain["port"]
+    photos = sorted((repo / "data" / "batches" / "tiny-b2" / "images").glob("*.jpg"))[2:4]
+    passed, confirmed = (review(port, photo, listing_id=f"fp-{i}") for i, photo in enumerate(photos))
+    assert passed["reasons"] and confirmed["reasons"]                # the tiny reviewer flags nearly every photo
+    verdicts = [("fp-0", r, "false_positive") for r in passed["reasons"]] + \
+               [("fp-1", r, "confirmed") for r in confirmed["reasons"]]
+    reviews = tmp_path / "reviews.csv"
+    reviews.write_text("listing_id,check,verdict\n" + "".join(f"{a},{b},{c}\n" for a, b, c in verdicts))
+    assert import_csv(repo, reviews) == len(verdicts)
+    log = served(repo)
+    answers = log[~log["request_id"].str.startswith("smoke-")].drop_duplicates("listing_id", keep="last")
+    flagged = Counter(r for reasons in answers["reasons"] for r in reasons)
 
     result = chain["run"]("fp_report")
 
     assert result["state"] == "success", result["log"]
-    assert only(result, "fp_report")["result"]
+    report = only(result, "fp_report")["result"]
+    assert report["predictions"] == len(answers) == 3                # dag-test (its latest answer), fp-0, fp-1
+    assert report["feedback_rows"] == len(verdicts) and report["reviewed_listings"] == 2
+    rows = {c["check"]: c for c in report["checks"]}
+    assert set(rows) == set(flagged)
+    for check, n in flagged.items():
+        fp, ok = int(check in passed["reasons"]), int(check in confirmed["reasons"])
+        row = rows[check]
+        assert (row["flagged"], row["reviewed"], row["confirmed"], row["false_positives"], row["unreviewed"],
+                row["misses"]) == (n, fp + ok, ok, fp, n - fp - ok, 0), row
+        assert row["false_positive_rate"] == (fp / (fp + ok) if fp + ok else None), row
+    top = report["top_false_positives"]
+    assert sorted(t["check"] for t in top) == sorted(passed["reasons"])[:12] and {t["listing_id"] for t in top} == {"fp-0"}
+    html = Path(report["html"])
+    page = html.read_text()
+    assert html.is_file() and "False positives per check" in page
+    assert all(f">{html_escape(check)}<" in page for check in flagged), [c for c in flagged if c not in page]
+    assert json.loads(Path(report["json"]).read_text())["checks"] == report["checks"]

@@ -53,23 +53,120 @@ def test_dvc_repro_trains_every_family_and_a_second_repro_trains_nothing(copy_pr
     training = sum(json.loads(p.read_text())["seconds"] for p in records)
     print(f"tiny profile: dvc repro {wall:.0f} s wall, training {training:.0f} s over {len(records)} models")
     assert training < 180, f"the tiny profile must train all five families in under 3 minutes: {training:.0f} s"
-    for family in FAMILIES:
-        assert (repo / "metrics" / f"{family}.json").exists(), out
-        assert any((repo / "models" / family).iterdir())
-    categories = load_params(repo / "params.yaml").prohibited.categories
+    params = load_params(repo / "params.yaml")
+    categories = params.prohibited.categories
     assert sorted(p.name for p in (repo / "models" / "prohibited").iterdir() if p.is_dir()) == sorted(categories)
-    shown = json.loads(_dvc(repo, "metrics", "show", "--json"))
-    flat = json.dumps(shown)
-    for key in ("top1_accuracy", "spearman", "laplacian_baseline", "map50", "recall_by_type", "false_positive_rate_clean"):
-        assert key in flat, key
+    for family, files in MODEL_FILES.items():
+        dirs = [repo / "models" / family / c for c in categories] if family == "prohibited" else [repo / "models" / family]
+        for d in dirs:
+            assert files <= {p.name for p in d.iterdir()}, (d, sorted(p.name for p in d.iterdir()))
+            record = json.loads((d / "train.json").read_text())
+            assert record["seconds"] > 0 and 1 <= record["epochs_run"] <= 2, record     # the tiny profile's cap
+            if family == "prohibited":
+                assert record["category"] == d.name and isinstance(record["train_positives"], int), record
+            else:
+                assert record["data"] == {"batches": ["tiny-b1"], "photos": 96, "splits": record["data"]["splits"]}
+                assert sum(record["data"]["splits"].values()) == 96 and record["family"] == family, record
+    shown = json.loads(_dvc(repo, "metrics", "show", "--json"))[""]["data"]
+    metrics = {f: json.loads((repo / "metrics" / f"{f}.json").read_text()) for f in FAMILIES}
+    for f in FAMILIES:                    # dvc metrics show: every number evaluate wrote (it leaves out nulls and text)
+        assert _numbers(shown[f"metrics/{f}.json"]["data"]) == _numbers(metrics[f]), (f, out[-2000:])
+    _check_metrics(repo, params, {f: m["test"] for f, m in metrics.items()})
     plots = _dvc(repo, "plots", "show", "-o", str(repo / "plots_html"))
-    assert (repo / "plots_html" / "index.html").exists(), plots
+    page = (repo / "plots_html" / "index.html").read_text()
+    titles = [body["title"] for plot in yaml.safe_load((repo / "dvc.yaml").read_text())["plots"] for body in plot.values()]
+    assert len(titles) == 4 and all(t in page for t in titles), plots               # every plot dvc.yaml declares
+    assert all(column in page for column in ("genuine_claims", "wrong_or_unknown", "laplacian_baseline")), plots
 
     before = {p: p.stat().st_mtime_ns for p in (repo / "models").rglob("*") if p.is_file()}
     again = _dvc(repo, "repro")
     assert "didn't change, skipping" in again and "Running stage" not in again, again
     assert {p: p.stat().st_mtime_ns for p in (repo / "models").rglob("*") if p.is_file()} == before
     assert "up to date" in _dvc(repo, "status").lower() or _dvc(repo, "status").strip() == ""
+
+
+MODEL_FILES = {"sku": {"model.pt", "gallery.pt", "train.json"}, "blur": {"model.pt", "train.json"},
+               "manipulation": {"model.pt", "train.json"}, "detector": {"best.pt", "defects.pt", "train.json"},
+               "prohibited": {"model.pt", "train.json"}}      # prohibited: per category, models/prohibited/<category>/
+
+
+def _numbers(tree, path: str = "") -> dict[str, float]:
+    """The numeric leaves of a metrics tree by dotted path."""
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _numbers(sub, f"{path}.{key}" if path else key).items()}
+    return {path: tree} if isinstance(tree, (int, float)) and not isinstance(tree, bool) else {}
+
+
+def _fraction(value) -> bool:
+    return isinstance(value, float) and 0.0 <= value <= 1.0
+
+
+def _binary(m: dict, positives: int, n: int) -> None:
+    """A check's binary metrics: counts from the labels, every rate a fraction (or null: no positive)."""
+    assert (m["positives"], m["n"]) == (positives, n), m
+    assert isinstance(m["positives"], int) and isinstance(m["n"], int)
+    for key in ("precision", "false_positive_rate", "flagged_share"):
+        assert _fraction(m[key]), (key, m)
+    assert _fraction(m["recall"]) if positives else m["recall"] is None, m
+    assert m["threshold"] is None or isinstance(m["threshold"], float), m
+
+
+def _check_metrics(repo: Path, params, test: dict) -> None:
+    """Each family's test metrics: the right keys, types and ranges, and counts that match the test split's labels.
+
+    No quality floor: on the tiny profile (2 epochs at 96 px, 58 training photos, 23 test photos) the trained
+    models do not beat their own untrained weights. Measured on this tiny project, 4 seeds each, trained vs the
+    same pipeline with every learning rate at 1e-12 (untrained heads on the ImageNet trunk):
+      sku top-1           trained 0.18-0.38   untrained 0.00-0.38   (11 known-SKU test photos)
+      blur Spearman       trained 0.02-0.42   untrained -0.47-0.40
+      sticker-missing AUC trained 0.38-0.73   untrained 0.28-0.72   (5 positives); dirt AUC: 1 positive
+      manipulation AUC    trained 0.18-0.91   untrained 0.14-0.96   (1 positive)
+      prohibited AUC      trained 0.33-0.77   untrained 0.32-0.75   (mean over the categories with a positive)
+    Only calibration separates them (trained thresholds 0.002-0.12, untrained 0.12-0.85): a floor between would be
+    noise, or one that cannot fail. The gate's floors (tests/release/test_gate_criteria.py) judge quality.
+    """
+    from pipelines.data.dataset import split_frame, versioned_manifest
+
+    t = split_frame(versioned_manifest(repo), "test")
+    products = t[t["category"] != "none"]
+
+    sku = test["sku"]
+    for key in ("top1_accuracy", "recall_at_5", "mAP", "auto_pass_share"):
+        assert _fraction(sku[key]), (key, sku[key])
+    assert sku["top1_accuracy"] <= sku["recall_at_5"] and sku["photos"] == len(products)
+    assert 0 < sku["unknown_sku_photos"] <= sku["photos"] and _fraction(sku["unknown_sku_alarm_recall"])
+    _binary(sku["mismatch_alarm"], sku["unknown_sku_photos"] + sku["wrong_claim_photos"], sku["photos"])
+
+    blur = test["blur"]
+    kept = t[~t["blur_dropped"]]
+    for model in ("model", "laplacian_baseline"):
+        for key in ("spearman", "pearson"):
+            assert isinstance(blur[model][key], float) and -1.0 <= blur[model][key] <= 1.0, (model, key, blur[model])
+        assert isinstance(blur[model]["mae"], float) and blur[model]["mae"] >= 0, blur[model]
+        _binary(blur[model]["blurred"], int(kept["blurred"].sum()), len(kept))
+    assert blur["laplacian_baseline"]["spearman"] > 0.5, blur    # the fixed baseline sees blur (0.76 here): data and metric agree
+
+    det = test["detector"]
+    assert set(det["map50"]) == {"product", "sticker", "dirt", "all"} and all(_fraction(v) for v in det["map50"].values())
+    _binary(det["sticker_missing"], int(t["sticker_missing"].sum()), int((t["stickers_expected"] > 0).sum()))
+    _binary(det["dirt"], int(t["dirt"].sum()), len(products))
+    assert (det["centring"]["positives"], det["centring"]["n"]) == (int(t["off_centre"].sum()), len(products))
+    assert _fraction(det["centring"]["accuracy"]) and _fraction(det["auto_pass_share"])
+
+    cats = test["prohibited"]["categories"]
+    assert list(cats) == list(params.prohibited.categories)
+    for c, m in cats.items():
+        _binary({k: v for k, v in m.items() if k not in ("auc", "average_precision", "false_positive_rate_clean")},
+                sum(c in items for items in t["prohibited"]), len(t))
+        assert _fraction(m["false_positive_rate_clean"]), (c, m)
+    assert test["prohibited"]["any"]["positives"] == int(t["prohibited"].map(len).gt(0).sum())
+
+    man = test["manipulation"]
+    _binary(man["manipulated"], int(t["manipulated"].sum()), len(t))
+    kinds = t.loc[t["manipulated"], "manipulation_type"].value_counts().to_dict()
+    assert set(man["recall_by_type"]) == {"splice", "clone", "watermark", "synthetic"}
+    for kind, m in man["recall_by_type"].items():
+        assert m["n"] == kinds.get(kind, 0) and (m["recall"] is None if m["n"] == 0 else _fraction(m["recall"])), (kind, m)
 
 
 def _photos(repo: Path, n: int = 6) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """The monitored project: the trained tiny project gated into a BentoML store, with live traffic in its log.
 
-Built once per session (``monitored``):
+Built once per session (``monitored`` and ``webhook``, declared in tests/conftest.py so that the drift
+DAG test of tests/dags shares them):
 
 1. A copy of ``trained_project``. The tiny profile caps every input at 96 px, where the blur model
    cannot see blur (Spearman 0.19 against the annotator score on 300 photos), so the blur family
@@ -121,22 +122,14 @@ def manifest(batch: Path) -> pd.DataFrame:
     return df
 
 
-@pytest.fixture(scope="session")
-def webhook():
-    hook = Webhook()
-    yield hook
-    hook.close()
-
-
-@pytest.fixture(scope="session")
-def monitored(trained_project, tmp_path_factory, webhook) -> dict:
+def monitored_project(trained_project: Path, base: Path, webhook: Webhook) -> dict:
+    """The session's ``monitored`` project (tests/conftest.py: shared with tests/dags), built in ``base``."""
     from monitoring.prediction_log import PredictionLog, resolve_url
     from pipelines.train.review import records as review_records
     from pipelines.data.generate import generate_batch
     from pipelines.params import load_params
     from pipelines.serve.models import ReviewerModels
 
-    base = tmp_path_factory.mktemp("monitoring")
     repo = base / "repo"
     shutil.copytree(trained_project, repo, symlinks=True)
     clock = Clock()
@@ -154,7 +147,7 @@ def monitored(trained_project, tmp_path_factory, webhook) -> dict:
         env.pop(key, None)
     gate = cli(repo, env, "gate")
     clock.lap("reviewops gate (5 families exported, registered, promoted)")
-    cli(repo, env, "reference")
+    validation_cli = cli(repo, env, "reference")
     clock.lap("reviewops reference (validation split)")
     validation_reference = json.loads((repo / "monitoring" / "reference" / "reference.json").read_text())
 
@@ -182,7 +175,8 @@ def monitored(trained_project, tmp_path_factory, webhook) -> dict:
     log.close()
     clock.lap("300 live answers logged")
     return {"timings": clock.laps, "repo": repo, "env": env, "base": base, "now": now, "traffic": traffic, "gate": gate.stdout,
-            "validation_reference": validation_reference, "reference_cli": reference.stdout, "tags": tags,
+            "validation_reference": validation_reference, "validation_reference_cli": validation_cli.stdout,
+            "reference_cli": reference.stdout, "tags": tags,
             "bundles": bundles, "manifests": frames, "webhook": webhook}
 
 

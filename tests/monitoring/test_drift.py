@@ -23,9 +23,11 @@ WINDOWS = 40
 FALSE_ALARM_LIMIT = 2          # 5% of 40 windows
 
 
-def test_gate_stores_the_reference_of_the_promoted_models(monitored):
+def test_reference_stores_the_outputs_of_the_promoted_models(monitored):
+    """The gate only promotes (and says what comes next); `reviewops reference` stores the reference."""
     meta = monitored["validation_reference"]
-    assert "reference:" in monitored["gate"] and "validation split" in monitored["gate"]
+    assert "reviewops reference" in monitored["gate"] and "reference:" not in monitored["gate"]
+    assert "reference:" in monitored["validation_reference_cli"] and "validation split" in monitored["validation_reference_cli"]
     assert meta["models"] == monitored["tags"] and len(meta["models"]) == 5
     assert meta["source"].startswith("validation split") and meta["rows"] > 0
     assert meta["categories"] == ["cash", "knife"]
@@ -106,10 +108,10 @@ def test_the_shifted_day_is_flagged_on_blur_or_similarity_and_alerts(drift_runs,
 
 
 def test_the_drift_dag_task_returns_drifted_for_the_asset_event(drift_runs, monitored):
-    """`pipelines.app.tasks.drift` (the DAG's task) over the last day: drifted, so retrain is signalled."""
-    from pipelines.app import tasks
+    """`pipelines.app.monitors.drift` (the DAG's task) over the last day: drifted, so retrain is signalled."""
+    from pipelines.app import monitors
 
-    out = tasks.drift(monitored["repo"], window="1d")
+    out = monitors.drift(monitored["repo"], window="1d")
     assert out["drifted"] is True and out["asset"] == "reviewops://drift" and Path(out["html"]).is_file()
     json.dumps(out)                                                    # XCom-able
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from pipelines.params import load_params
-from tests.monitoring.test_reports_in_browser import CHROMIUM, chromium, not_blank
+from tests.monitoring.test_reports_in_browser import chromium, needs_browser, not_blank
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -78,7 +78,7 @@ def test_the_project_has_a_snapshot_per_drift_run_and_a_dashboard_with_data(ui, 
     assert by_time[last] > by_time[first]               # the shifted day's blur scores are higher
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+@needs_browser
 def test_the_dashboard_page_renders(ui, tmp_path):
     pid = ui["client"].get("/api/projects").json()[0]["id"]
     out = tmp_path / "evidently_ui.png"

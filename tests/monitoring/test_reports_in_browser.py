@@ -1,12 +1,16 @@
 """Both reports opened in headless Chromium (Debian's `chromium`), as an analyst would: after the page's scripts
 ran, the charts and tables are in the DOM (not only in the page's embedded data), and a screenshot is kept.
 
+Without chromium these tests skip, except under ``CI=true`` (set by .ci/run): there a missing browser is a
+failure, so a CI run cannot pass without having looked at the reports.
+
 Screenshots: the session's tmp directory and a copy in monitoring/reports/screenshots/ of this checkout
 (drift_report.png, fp_report.png), where the analyst-facing README points.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -18,12 +22,18 @@ from PIL import Image
 
 PROJECT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1")
+MISSING = "Debian's chromium is not installed (`make browser`, or apt-get install chromium)"
+# the browser tests: skipped without chromium, except in CI, where they run and fail (chromium())
+needs_browser = pytest.mark.skipif(CHROMIUM is None and not IN_CI, reason=MISSING)
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--virtual-time-budget=15000"]
 
 
 def chromium(tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    if CHROMIUM is None:
+        pytest.fail(f"CI=true and {MISSING}: the report tests must run in CI", pytrace=False)
     profile = tmp / "chromium-profile"
     return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True,
                           timeout=180)
@@ -52,8 +62,7 @@ def not_blank(png: Path) -> None:
     assert top.std() > 20 and (top < 128).mean() > 0.01, f"{png} looks empty"
 
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                                     "(apt-get install chromium)")]
+pytestmark = [pytest.mark.slow, needs_browser]
 
 
 def test_the_drift_report_renders_its_charts_and_tables(drift_runs, tmp_path):
