@@ -20,7 +20,6 @@ from pipelines.data.dataset import split_frame
 from pipelines.train.evaluate import binary_metrics, pr_curve, calibrate, write_metrics, write_plot
 from pipelines.params import Params
 from pipelines.train.evaluate import metric
-from pipelines.train.graphs import Bundle, Graph, Probability
 from pipelines.train.families import common, scalar
 
 FAMILY = "blur"
@@ -157,9 +156,8 @@ def evaluate(root: Path, params: Params) -> dict:
 
 # --- what the rest asks of the family (pipelines.train.families.Family) ------------------------------
 
-def bundle(root: Path, params: Params) -> Bundle:
-    net, arch = scalar.load_net(FAMILY, root)
-    return Bundle([Graph(FAMILY, Probability(net), arch["image_size"], "score")])
+def bundle(root: Path, params: Params):
+    return scalar.score_bundle(FAMILY, root)
 
 
 def gate_values(test: dict) -> tuple[dict[str, float], float]:

@@ -15,7 +15,6 @@ from pipelines.train.evaluate import binary_metrics, pr_curve, calibrate, write_
 from pipelines.data.manifest import MANIPULATION_TYPES
 from pipelines.params import Params
 from pipelines.train.evaluate import metric
-from pipelines.train.graphs import Bundle, Graph, Probability
 from pipelines.serve.decision import flagged
 from pipelines.train.families import common, scalar
 
@@ -58,9 +57,8 @@ def evaluate(root: Path, params: Params) -> dict:
 
 # --- what the rest asks of the family (pipelines.train.families.Family) ------------------------------
 
-def bundle(root: Path, params: Params) -> Bundle:
-    net, arch = scalar.load_net(FAMILY, root)
-    return Bundle([Graph(FAMILY, Probability(net), arch["image_size"], "score")])
+def bundle(root: Path, params: Params):
+    return scalar.score_bundle(FAMILY, root)
 
 
 def gate_values(test: dict) -> tuple[dict[str, float], float]:

@@ -122,3 +122,11 @@ def scores(family: str, root: Path, params: Params, df: pd.DataFrame, name: str 
     net, arch = load_net(family, root, name)
     x = common.features(root, params, net.trunk, df, size=arch["image_size"])
     return torch.sigmoid(common.predict(net.from_features, x)).numpy()
+
+
+def score_bundle(family: str, root: Path):
+    """The bundle of a one-score family (blur, manipulation): sigmoid(net) as one ``score`` graph."""
+    from pipelines.train.graphs import Bundle, Graph, Probability
+
+    net, arch = load_net(family, root)
+    return Bundle([Graph(family, Probability(net), arch["image_size"], "score")])
