@@ -6,7 +6,12 @@ Two services in one Bento:
 - ``Reviewer`` answers HTTP: it validates and decodes the upload (4xx JSON for bad input, never a
   500), asks ``Checks`` for the scores, decides with the thresholds of the registered metadata,
   appends every answer to the prediction log and counts requests per route and decision for
-  ``/metrics``. ``/readyz`` is real: the models answered a warm-up photo and the log is writable.
+  ``/metrics``.
+
+``/openapi.json`` is the contract (:mod:`pipelines.serve.contract`) and ``/docs`` shows it offline.
+``/readyz`` answers within a second (:class:`Front`): 200 when the model worker answers its own
+readiness probe and the log is writable, else 503 with the reason. With ``REVIEWOPS_API_TOKEN`` set,
+every route but health, readiness, metrics and the contract requires ``Authorization: Bearer <token>``.
 
 ``production.json`` (family -> model tag), ``params.yaml`` and ``golden/`` are written beside this
 file by ``reviewops build``; the models travel inside the Bento.
@@ -15,6 +20,7 @@ file by ``reviewops build``; the models travel inside the Bento.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import os
 import time
@@ -25,7 +31,7 @@ import bentoml
 from bentoml.exceptions import BentoMLException
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 HERE = Path(__file__).resolve().parent
 PRODUCTION: dict[str, str] = json.loads(Path(os.environ.get("REVIEWOPS_PRODUCTION", HERE / "production.json")).read_text())
@@ -41,6 +47,9 @@ PARAMS = _params()
 SERVING = PARAMS.serving
 INPUT_SIZE = PARAMS.data.image_size           # photos reach the models at the data's side
 THREADS = int(os.environ.get("REVIEWOPS_THREADS", "2"))
+TOKEN_ENV = "REVIEWOPS_API_TOKEN"
+TOKEN = os.environ.get(TOKEN_ENV) or None
+OPEN_PATHS = frozenset({"/readyz", "/healthz", "/livez", "/metrics", "/openapi.json", "/docs"})
 
 
 def _bundles() -> dict[str, str]:
@@ -68,6 +77,51 @@ class Checks:
         return [json.dumps(r) for r in self.models.infer(photos)]
 
 
+_READINESS: dict = {}       # the running Reviewer's probe, once it is constructed
+
+
+async def _send_json(send, status: int, body: dict, headers: list[tuple[bytes, bytes]] = ()) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                            (b"cache-control", b"no-store"), *headers]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def _authorized(scope) -> bool:
+    """``Authorization: Bearer <token>`` carries the configured token (compared in constant time)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, given = value.decode("latin-1").partition(" ")
+            return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), TOKEN.encode())
+    return False
+
+
+class Front:
+    """ASGI middleware in front of every route, BentoML's own included.
+
+    - ``GET /readyz``: BentoML's probe of a dead model worker waits 5 s on a socket nobody accepts; here the
+      probe waits ``serving.ready_probe_s`` and answers 503 with the reason, so a load balancer learns the truth.
+    - With a token configured, a request to any route outside :data:`OPEN_PATHS` without it gets 401.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path == "/readyz":
+                probe = _READINESS.get("probe")
+                ready, reason = await probe() if probe else (False, "the reviewer is starting")
+                return await _send_json(send, 200 if ready else 503, {"ready": ready, "reason": reason})
+            if TOKEN and path not in OPEN_PATHS and not path.startswith("/static_content/") and not _authorized(scope):
+                return await _send_json(send, 401, {"error": "unauthorized", "detail": "this route requires "
+                                                    "Authorization: Bearer <token>"},
+                                        [(b"www-authenticate", b'Bearer realm="reviewops"')])
+        await self.app(scope, receive, send)
+
+
 app = FastAPI(title="ReviewOps reviewer", docs_url=None, redoc_url=None, openapi_url=None)
 FIELDS = {"sku_id", "category", "listing_id"}
 
@@ -86,7 +140,8 @@ class Reviewer:
 
         from monitoring.prediction_log import PredictionLog, resolve_url
         from pipelines.serve.bundle import read_meta
-        from pipelines.serve.decision import decide, log_record
+        from pipelines.serve.contract import openapi_document
+        from pipelines.serve.decision import decide, gallery_version, log_record, policy_version
         from pipelines.serve.models import prepare
         from pipelines.serve.photo_input import PhotoError, archive_photo, b64_bytes, decode_photo, missing_field, photo_limits
 
@@ -99,6 +154,11 @@ class Reviewer:
         self.metas = {family: read_meta(Path(path)) for family, path in bundles.items()}
         self.models = {family: {"tag": tag, **_summary(tag)} for family, tag in PRODUCTION.items()}
         self.versions = {family: tag for family, tag in PRODUCTION.items()}
+        self.stamp = {"policy_version": policy_version(self.metas), "gallery_version": gallery_version(bundles.get("sku"))}
+        self.contract = openapi_document(categories=list(self.metas.get("prohibited", {}).get("thresholds", {})),
+                                         max_upload_bytes=SERVING.max_upload_bytes, max_pixels=SERVING.max_pixels,
+                                         max_batch_photos=SERVING.max_batch_photos, token_required=TOKEN is not None,
+                                         version=_bento_tag() or "dev")
         root = Path(os.environ.get("REVIEWOPS_ROOT", Path.cwd()))
         self.log = PredictionLog(resolve_url(SERVING.prediction_log, root))
         from monitoring.feedback import FeedbackStore, accept_feedback
@@ -112,9 +172,27 @@ class Reviewer:
         self.latency = prom.Histogram("reviewops_review_seconds", "Latency of answered requests, by route and decision",
                                       ["route", "decision"],
                                       buckets=(.025, .05, .075, .1, .15, .2, .3, .5, .75, 1, 2, 5, 10))
+        _READINESS["probe"] = self.readiness
 
     def __is_ready__(self) -> bool:
         return self.log.ping()
+
+    async def readiness(self) -> tuple[bool, str]:
+        """(ready, reason) within ``serving.ready_probe_s`` (plus the log's ping): the model worker's own /readyz."""
+        probe = getattr(self.checks, "is_ready", None)
+        if probe is not None:
+            wait = SERVING.ready_probe_s
+            try:
+                ok = await asyncio.wait_for(probe(wait), timeout=wait)
+            except asyncio.TimeoutError:
+                return False, f"the model worker did not answer within {wait:g} s (down, restarting or starting)"
+            except Exception as exc:                        # refused connection, reset socket: the worker is down
+                return False, f"the model worker is unreachable ({type(exc).__name__})"
+            if not ok:
+                return False, "the model worker is not ready (loading its models)"
+        if not await asyncio.to_thread(self.log.ping):
+            return False, "the prediction log is not writable"
+        return True, "ok"
 
     # --- parsing ---------------------------------------------------------------------------------
 
@@ -245,9 +323,9 @@ class Reviewer:
                 self.errors.labels(route, item.code).inc()
                 continue
             raw = next(it_raw)
-            answer = {"listing_id": item["listing_id"], "request_id": ("smoke-" if smoke else "") + uuid.uuid4().hex,
+            answer = {"request_id": ("smoke-" if smoke else "") + uuid.uuid4().hex, "listing_id": item["listing_id"],
                       **self._decide(raw, self.metas, sku_id=item["sku_id"], category=item["category"]),
-                      "models": self.versions}
+                      "models": self.versions, **self.stamp}
             answers.append(answer)
             records.append(self._log_record(answer, raw, listing_id=item["listing_id"], models=self.versions,
                                             latency_ms=latency_ms))
@@ -280,7 +358,7 @@ class Reviewer:
         try:
             items = await self._items(request, batch)
             if batch and len(items) > SERVING.max_batch_photos:
-                raise self.PhotoError(413, "too_many_photos", f"{len(items)} photos; the limit is {SERVING.max_batch_photos}")
+                raise self.PhotoError(413, "batch_too_large", f"{len(items)} photos; the limit is {SERVING.max_batch_photos}")
             if batch and not items:
                 raise self.PhotoError(400, "empty_batch", "the batch has no photo")
         except self.PhotoError as exc:
@@ -319,14 +397,29 @@ class Reviewer:
 
     @app.get("/models")
     async def served_models(self) -> dict:
-        """The served model of every family: tag, thresholds, test metrics, data version, git revision."""
-        return {"models": self.models, "bento": os.environ.get("BENTOML_BENTO_TAG") or _bento_tag()}
+        """The served model of every family: tag, test metrics, thresholds, data version, git revision; the versions."""
+        return {"models": self.models, **self.stamp, "bento": os.environ.get("BENTOML_BENTO_TAG") or _bento_tag()}
+
+    @app.get("/openapi.json")
+    async def openapi(self) -> JSONResponse:
+        """The contract of this deployment (OpenAPI 3.1)."""
+        return JSONResponse(self.contract)
+
+    @app.get("/docs")
+    async def docs(self) -> HTMLResponse:
+        """The contract as a page (Swagger UI from the Bento's own static files: works offline)."""
+        from pipelines.serve.contract import DOCS_PAGE
+
+        return HTMLResponse(DOCS_PAGE)
+
+
+Reviewer.add_asgi_middleware(Front)
 
 
 def _summary(tag: str) -> dict:
     meta = dict(bentoml.models.get(tag).info.metadata)
-    return {k: meta.get(k) for k in ("thresholds", "data_version", "git_revision", "params_hash", "content_hash",
-                                     "registered_at", "onnx_parity_max_abs_diff")}
+    return {k: meta.get(k) for k in ("metrics", "thresholds", "data_version", "git_revision", "params_hash",
+                                     "content_hash", "registered_at", "onnx_parity_max_abs_diff")}
 
 
 def _bento_tag() -> str | None:

@@ -112,6 +112,10 @@ def check_score(check: str, pred: pd.Series) -> float | None:
 
 def _threshold(check: str, pred: pd.Series) -> float | None:
     checks = pred.get("checks") if isinstance(pred.get("checks"), dict) else {}
+    if check.startswith("prohibited:"):                  # {category: {score, threshold, flag}} since the versioned contract
+        entry = (checks.get("prohibited") or {}).get(check.split(":", 1)[1])
+        value = entry.get("threshold") if isinstance(entry, dict) else None
+        return None if value is None else float(value)
     if check in THRESHOLD_OF and THRESHOLD_OF[check][1]:
         block, key = THRESHOLD_OF[check]
         value = (checks.get(block) or {}).get(key)

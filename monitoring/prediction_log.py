@@ -23,7 +23,7 @@ ENV_VAR = "REVIEWOPS_PREDICTION_LOG"        # overrides params.serving.predictio
 SQLITE_BUSY_TIMEOUT_MS = 30_000             # how long an append waits for another process's write to finish
 MAX_TEXT = 255
 MAX_PATH = 1024
-TEXTS = ("listing_id", "sku_claimed", "sku_predicted")
+TEXTS = ("listing_id", "sku_claimed", "sku_predicted", "policy_version", "gallery_version")
 SCORES = ("blur_score", "sku_similarity", "sticker_missing_score", "dirt_score", "centring_offset",
           "manipulation_score", "prohibited_max", "latency_ms")
 REQUIRED = ("request_id", "decision")
@@ -55,7 +55,9 @@ predictions = sa.Table(
     sa.Column("listing_id", sa.String(MAX_TEXT)),
     sa.Column("decision", sa.String(MAX_TEXT), nullable=False),
     sa.Column("reasons", _json(), nullable=False),
-    sa.Column("models", _json(), nullable=False),
+    sa.Column("models", _json(), nullable=False),      # family -> served model tag
+    sa.Column("policy_version", sa.String(MAX_TEXT)),  # content hash of the thresholds and decision settings
+    sa.Column("gallery_version", sa.String(MAX_TEXT)), # content hash of the SKU gallery
     sa.Column("blur_score", sa.Float),
     sa.Column("sku_claimed", sa.String(MAX_TEXT)),
     sa.Column("sku_predicted", sa.String(MAX_TEXT)),

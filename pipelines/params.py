@@ -229,6 +229,7 @@ class ServingParams(_Strict):
     photo_archive: str | None = None           # reviewed photos kept here by SHA-256 (relative: under the project)
     box_confidence: float = Fraction        # dirt boxes at or above this confidence are listed in the answer
     max_boxes: int = Field(gt=0)            # at most this many sticker and dirt boxes per answer
+    ready_probe_s: float = Field(gt=0, le=1)  # /readyz waits at most this long for the model worker's answer
 
 
 class SampleSet(_Strict):

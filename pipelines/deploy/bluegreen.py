@@ -121,10 +121,18 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float, log_path: Path)
 SMOKE_HEADER = "X-ReviewOps-Smoke"  # the service logs these answers with a "smoke-" request id: not live traffic
 
 
-def smoke(url: str, photos: list[GoldenPhoto]) -> list[str]:
-    """POST every golden photo to ``url/review``; the list of mismatches (empty: all match)."""
+TOKEN_ENV = "REVIEWOPS_API_TOKEN"  # the service's optional bearer token (bentos/service.py)
+
+
+def smoke(url: str, photos: list[GoldenPhoto], env: dict | None = None) -> list[str]:
+    """POST every golden photo to ``url/review``; the list of mismatches (empty: all match).
+
+    With a token in ``env`` (or this process's environment) the smoke requests carry it, as callers would.
+    """
     failures = []
-    with httpx.Client(base_url=url, timeout=SMOKE_TIMEOUT_S, trust_env=False) as client:
+    token = (env or {}).get(TOKEN_ENV) or os.environ.get(TOKEN_ENV)
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(base_url=url, timeout=SMOKE_TIMEOUT_S, trust_env=False, headers=auth) as client:
         for p in photos:
             name = p.file.name + (f" (listing {p.fields['listing_id']})" if "listing_id" in p.fields else "")
             mime = mimetypes.guess_type(p.file.name)[0] or "application/octet-stream"
@@ -178,7 +186,7 @@ def deploy(bento_tag: str, *, state_dir: Path, port: int, golden: Path | None = 
         switched = False
         try:
             ready_s = wait_ready(url, proc, ready_timeout, log_path)
-            failures = smoke(url, photos)
+            failures = smoke(url, photos, env)
             if failures:
                 raise DeployError(f"smoke test failed on {len(failures)} of {len(photos)} golden photos: "
                                   + "; ".join(failures))
@@ -246,11 +254,32 @@ def _start(tag: str, bento_path: Path, state_dir: Path, env: dict | None) -> tup
     stamp = time.strftime("%Y%m%dT%H%M%S")
     log_path = state_dir / "logs" / f"{tag.replace(':', '-')}-{stamp}-{port}.log"
     full_env = {"BENTOML_DO_NOT_TRACK": "true", **os.environ, **{k: str(v) for k, v in (env or {}).items()}}
+    full_env["BENTOML_HOME"] = str(_instance_home(state_dir, port, full_env.get("BENTOML_HOME")))
     with open(log_path, "ab") as logf:
         proc = subprocess.Popen([*_bentoml_cmd(), "serve", tag, "--host", "127.0.0.1", "--port", str(port)],
                                 cwd=bento_path, env=full_env, stdin=subprocess.DEVNULL, stdout=logf,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     return proc, f"http://127.0.0.1:{port}", log_path
+
+
+def _instance_home(state_dir: Path, port: int, shared: str | None) -> Path:
+    """A ``BENTOML_HOME`` of the instance's own: the shared store's bentos and models linked in, its own metrics.
+
+    BentoML empties ``$BENTOML_HOME/prometheus_multiproc_dir`` when a server starts and every server of a home
+    reads all of it: with one home, the colour being deployed would erase the serving colour's counters
+    mid-switch, and both would then report each other's requests.
+    """
+    store = Path(shared or Path.home() / "bentoml").resolve()
+    home = state_dir / "homes" / str(port)
+    home.mkdir(parents=True, exist_ok=True)
+    for name in ("bentos", "models", "envs"):
+        (store / name).mkdir(parents=True, exist_ok=True)
+        link = home / name
+        if link.is_symlink() and link.resolve() != store / name:
+            link.unlink()
+        if not link.is_symlink():
+            link.symlink_to(store / name, target_is_directory=True)
+    return home
 
 
 def _ready(url: str) -> bool:

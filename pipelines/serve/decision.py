@@ -17,8 +17,11 @@ check flags every photo, because nothing may pass on a guess.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -137,15 +140,16 @@ def decide(raw: Mapping, policy: Mapping[str, Mapping], *, sku_id: str | None = 
         centre = centring(product, meta["centering_tolerance"], meta["border"])
         if centre["offset"] is not None:
             centre["offset"] = [_round(v) for v in centre["offset"]]
-        checks["centering"] = centre
+        checks["centering"] = {**centre, "tolerance": meta["centering_tolerance"]}
         if not checks["centering"]["product_found"]:
             reasons.append("no_product")
         elif checks["centering"]["flag"]:
             reasons.append("off_centre")
     if "prohibited" in raw:
         thr = policy["prohibited"]["thresholds"]
-        checks["prohibited"] = {c: _round(p) for c, p in raw["prohibited"].items()}
-        reasons += [f"prohibited:{c}" for c, p in raw["prohibited"].items() if flagged(p, thr[c])]
+        checks["prohibited"] = {c: {"score": _round(p), "threshold": thr.get(c), "flag": flagged(p, thr.get(c))}
+                                for c, p in raw["prohibited"].items()}
+        reasons += [f"prohibited:{c}" for c, v in checks["prohibited"].items() if v["flag"]]
     if "manipulation" in raw:
         thr = policy["manipulation"]["thresholds"]["manipulation"]
         checks["manipulation"] = {"score": _round(raw["manipulation"]), "threshold": thr,
@@ -155,9 +159,39 @@ def decide(raw: Mapping, policy: Mapping[str, Mapping], *, sku_id: str | None = 
     return {"decision": "manual_review" if reasons else "auto_pass", "reasons": reasons, "checks": checks}
 
 
+# --- versions of what decided -------------------------------------------------------------------
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def policy_version(policy: Mapping[str, Mapping]) -> str:
+    """A content hash of the policy: every served family's thresholds and decision settings (not its graphs).
+
+    Two deployments with the same version decide alike on the same scores; a recalibrated threshold, a
+    changed centring tolerance or a new category changes it.
+    """
+    return _digest({family: {k: v for k, v in sorted(meta.items()) if k not in ("graphs", "yolo")}
+                    for family, meta in sorted(policy.items())})
+
+
+def gallery_version(bundle: str | Path | None) -> str | None:
+    """A content hash of the SKU gallery the embedding is matched against (its vectors and SKU names); None without one."""
+    if bundle is None:
+        return None
+    from pipelines.serve.bundle import GALLERY_FILE, read_meta
+
+    path = Path(bundle) / GALLERY_FILE
+    if not path.is_file():
+        return None
+    h = hashlib.sha256(path.read_bytes())
+    h.update(json.dumps(list(read_meta(bundle).get("gallery_skus", []))).encode())
+    return h.hexdigest()[:16]
+
+
 def log_record(answer: Mapping, raw: Mapping, *, listing_id: str | None, models: Mapping[str, str],
                latency_ms: float | None = None) -> dict:
-    """The prediction-log row of one answered photo: the answer, its request and the flat score columns."""
+    """The prediction-log row of one answered photo: the answer, its request, its versions and the flat score columns."""
     checks = answer["checks"]
     sku, sku_check = raw.get("sku") or {}, checks.get("sku") or {}
     offset = (checks.get("centering") or {}).get("offset")
@@ -165,6 +199,7 @@ def log_record(answer: Mapping, raw: Mapping, *, listing_id: str | None, models:
     prohibited = raw.get("prohibited") or {}
     return {"request_id": answer["request_id"], "listing_id": listing_id, "decision": answer["decision"],
             "reasons": answer["reasons"], "models": dict(models), "checks": checks, "latency_ms": latency_ms,
+            "policy_version": answer.get("policy_version"), "gallery_version": answer.get("gallery_version"),
             "blur_score": raw.get("blur"), "sku_claimed": sku_check.get("claimed"),
             "sku_predicted": sku.get("predicted"), "sku_similarity": sku.get("similarity"),
             "sku_match": sku_check.get("match"), "sticker_missing_score": defects.get("sticker_missing"),
