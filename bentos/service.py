@@ -140,6 +140,7 @@ class Reviewer:
 
         from monitoring.prediction_log import PredictionLog, resolve_url
         from pipelines.serve.bundle import read_meta
+        from monitoring.feedback import known_checks
         from pipelines.serve.contract import openapi_document
         from pipelines.serve.decision import decide, gallery_version, log_record, policy_version
         from pipelines.serve.models import prepare
@@ -158,7 +159,7 @@ class Reviewer:
         self.contract = openapi_document(categories=list(self.metas.get("prohibited", {}).get("thresholds", {})),
                                          max_upload_bytes=SERVING.max_upload_bytes, max_pixels=SERVING.max_pixels,
                                          max_batch_photos=SERVING.max_batch_photos, token_required=TOKEN is not None,
-                                         version=_bento_tag() or "dev")
+                                         bento=_bento_tag(), checks=known_checks(PARAMS.prohibited.categories))
         root = Path(os.environ.get("REVIEWOPS_ROOT", Path.cwd()))
         self.log = PredictionLog(resolve_url(SERVING.prediction_log, root))
         from monitoring.feedback import FeedbackStore, accept_feedback
@@ -217,8 +218,9 @@ class Reviewer:
         out = {}
         for name in FIELDS:
             value = item.get(name)
-            if value is not None and (not isinstance(value, str) or len(value) > 200):
-                raise self.PhotoError(400, "bad_field", f"{where}: {name} must be a string of at most 200 characters")
+            if value is not None and (not isinstance(value, str) or len(value) > 200 or not _utf8(value)):
+                raise self.PhotoError(400, "bad_field", f"{where}: {name} must be a string of at most 200 characters "
+                                      "(valid Unicode: no lone surrogate)")
             out[name] = value or None
         return out
 
@@ -232,8 +234,8 @@ class Reviewer:
         if media == "application/json" or not media:
             try:
                 doc = json.loads(body or b"null")
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise self.PhotoError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:   # RecursionError: nested too deep
+                raise self.PhotoError(400, "invalid_json", f"the body is not valid JSON: {str(exc)[:200]}") from None
             if batch:
                 if not isinstance(doc, dict) or not isinstance(doc.get("items"), list) or set(doc) != {"items"}:
                     raise self.PhotoError(400, "bad_batch", 'expected {"items": [{"photo_b64": ..., "sku_id": ...}, ...]}')
@@ -414,6 +416,15 @@ class Reviewer:
 
 
 Reviewer.add_asgi_middleware(Front)
+
+
+def _utf8(text: str) -> bool:
+    """The text encodes as UTF-8 (JSON's \\ud800 escapes decode to lone surrogates, which do not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _summary(tag: str) -> dict:

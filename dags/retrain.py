@@ -9,6 +9,9 @@ builds a new reviewer Bento when production changed.
   family is not retrained (the task says "nothing changed").
 * **evaluate** (per family): `dvc repro evaluate@<family>` when its model changed:
   `metrics/<family>.json` and `plots/<family>/` on the frozen test split.
+* **reviewer**: `dvc repro reviewer` when a candidate changed: every candidate together, through the
+  one decision rule, on validation and test: `metrics/reviewer.json` (clean auto-pass, per-defect
+  photo and reason recall).
 * **gate**: `reviewops gate`: each candidate meeting every recall floor without regressing
   production is registered in the BentoML model store (ONNX bundle, metadata) and promoted;
   verdicts `promoted`, `unchanged` or `refused`, reports in `reports/gate/<family>.md`.
@@ -21,7 +24,7 @@ builds a new reviewer Bento when production changed.
 
 Running it twice on unchanged data trains nothing, promotes nothing and builds nothing.
 DVC holds one lock per work tree: training tasks go one at a time (and wait on `ingest`'s version step).
-Code: `pipelines/app/tasks.py` (`train`, `evaluate`, `gate`, `build`, `reference`, `check_verdicts`).
+Code: `pipelines/app/tasks.py` (`train`, `evaluate`, `reviewer`, `gate`, `build`, `reference`, `check_verdicts`).
 """
 
 from __future__ import annotations
@@ -55,8 +58,14 @@ def retrain():
 
         return tasks.evaluate(family=trained["family"])
 
+    @task(**ONE_AT_A_TIME)
+    def reviewer(evaluated: list[dict]) -> dict:
+        from pipelines.app import tasks
+
+        return tasks.reviewer()
+
     @task
-    def gate(evaluated: list[dict]) -> dict:
+    def gate(reviewed: dict) -> dict:
         from pipelines.app import tasks
 
         return tasks.gate()
@@ -88,7 +97,7 @@ def retrain():
 
         return tasks.check_verdicts(gated)
 
-    gated = gate(evaluate.expand(trained=train.expand(family=list(FAMILIES))))
+    gated = gate(reviewer(evaluate.expand(trained=train.expand(family=list(FAMILIES)))))
     build(gated) >> check_verdicts(gated)
     reference(gated)
 

@@ -106,6 +106,10 @@ def _text(value: Any, where: str, required: bool = False) -> str | None:
         return None
     if not isinstance(value, str) or len(value) > MAX_TEXT:
         raise FeedbackError(f"{where} must be a string of at most {MAX_TEXT} characters, not {value!r:.80}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FeedbackError(f"{where} is not valid Unicode (a lone surrogate): {value!r:.80}") from None
     return value.strip()
 
 
@@ -120,7 +124,10 @@ def _time(value: Any, where: str) -> dt.datetime | None:
         raise FeedbackError(f"{where} must be an ISO 8601 time (e.g. 2026-01-05T10:31:00Z), not {value!r:.80}") from None
     if parsed.tzinfo is None:
         raise FeedbackError(f"{where} must carry a time zone (e.g. 2026-01-05T10:31:00Z), not {value!r:.80}")
-    return parsed.astimezone(dt.timezone.utc)
+    try:
+        return parsed.astimezone(dt.timezone.utc)
+    except OverflowError:                                    # year 1 or 9999 shifted past the calendar
+        raise FeedbackError(f"{where} is out of range: {value!r:.80}") from None
 
 
 def _check(value: Any, where: str, checks: Sequence[str]) -> str:
@@ -270,8 +277,8 @@ def accept_feedback(body: bytes | str, store: FeedbackStore, categories: Sequenc
     """What ``POST /feedback`` answers: (HTTP status, JSON body). 200 {"stored": n}; 400 with error and detail."""
     try:
         payload = json.loads(body or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
-        return 400, {"error": "invalid_json", "detail": f"the body is not valid JSON: {exc}"}
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:     # RecursionError: nested too deep
+        return 400, {"error": "invalid_json", "detail": f"the body is not valid JSON: {str(exc)[:200]}"}
     try:
         rows = parse_feedback(payload, categories, source=source)
     except FeedbackError as exc:

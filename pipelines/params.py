@@ -60,6 +60,25 @@ class GeneratorParams(_Strict):
         return v
 
 
+class LiveMixParams(_Strict):
+    """The traffic a marketplace sends (most photos clean), as generator knobs over ``generator``."""
+    rates: dict[str, float]                 # generator knob -> value (rates only); the rest as in ``generator``
+    n: dict[str, int]                       # train profile -> photos in the live-mix sample (reviewer stage, reference)
+    stream: dict[str, int]                  # train profile -> photos per live stream of `make demo`
+    seed: int = Field(ge=0)
+
+    @field_validator("rates")
+    @classmethod
+    def _rates(cls, v):
+        unknown = sorted(k for k in v if not k.endswith("_rate") or k not in GeneratorParams.model_fields)
+        if unknown:
+            raise ValueError(f"live_mix.rates: unknown generator rate(s) {unknown}")
+        bad = sorted(k for k, r in v.items() if not 0.0 <= r <= 1.0)
+        if bad:
+            raise ValueError(f"live_mix.rates: {bad} must lie in [0, 1]")
+        return v
+
+
 class LabelParams(_Strict):
     blur_threshold: float = Field(gt=0.0, le=1.0)
     centering_tolerance: float = Field(gt=0.0, lt=0.5)
@@ -293,6 +312,7 @@ class DriftColumn(_Strict):
 class MonitoringParams(_Strict):
     """Drift of live scores against the reference, alerts, false-positive reports (monitoring/)."""
     reference: str                          # directory of the reference (reference.parquet + reference.json)
+    reference_source: Literal["live_mix", "val"] = "live_mix"   # what production answers for the reference
     reports_dir: str                        # drift and fp reports: <reports_dir>/<date>/
     alerts: str                             # JSON lines, one per alert
     workspace: str                          # Evidently UI workspace (`evidently ui --workspace ...`)
@@ -331,6 +351,7 @@ class Params(_Strict):
     seed: int = Field(ge=0)
     data: DataParams
     generator: GeneratorParams
+    live_mix: LiveMixParams
     labels: LabelParams
     prohibited: ProhibitedParams
     validation: ValidationParams

@@ -56,12 +56,15 @@ def copy_project(tiny_project, tmp_path):
 
 
 def train_all(repo: Path) -> Path:
-    """Train and evaluate every family in ``repo`` (tiny profile), as `dvc repro` would."""
+    """Train and evaluate every family, then the whole reviewer, in ``repo`` (tiny profile), as `dvc repro` would."""
+    from pipelines.params import load_params
+    from pipelines.release.reviewer import evaluate_reviewer
     from pipelines.train.families import FAMILIES, evaluate, train
 
     for family in FAMILIES:
         train(family, repo)
         evaluate(family, repo)
+    evaluate_reviewer(repo, load_params(repo / "params.yaml"))
     return repo
 
 

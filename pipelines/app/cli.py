@@ -138,6 +138,21 @@ def evaluate(family: str = typer.Argument(..., help="sku | blur | detector | pro
 
 
 @app.command()
+def reviewer() -> None:
+    """The whole reviewer (every candidate, the one decision rule) on validation and test: metrics/reviewer.json."""
+    from pipelines.params import load_params
+    from pipelines.release.reviewer import evaluate_reviewer, summary
+    from pipelines.train.families.common import NoData
+
+    try:
+        metrics = evaluate_reviewer(Path.cwd(), load_params(Path.cwd() / "params.yaml"), progress=True)
+    except (NoData, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc), 2)
+    typer.echo(summary(metrics))
+    typer.echo("wrote metrics/reviewer.json and models/reviewer/scores.parquet")
+
+
+@app.command()
 def demo(batch: str = typer.Option("demo-b1", help="batch id of the demo batch"),
          profile: str = typer.Option("demo", help="data profile from params.yaml"),
          train: bool = typer.Option(True, help="train and evaluate every family (dvc repro) after versioning")) -> None:
@@ -320,9 +335,10 @@ def _when(text: Optional[str]):
 
 
 @app.command()
-def reference(batch: Optional[Path] = typer.Option(None, help="a batch directory to use instead of the validation "
-                                                              "split of the versioned data")) -> None:
-    """Store the drift reference: the production models' outputs on the validation split (after a promotion)."""
+def reference(batch: Optional[Path] = typer.Option(None, help="a batch directory to use instead of --source"),
+              source: Optional[str] = typer.Option(None, help="live_mix (a live-mix sample) or val (the validation "
+                                                              "split); default: monitoring.reference_source")) -> None:
+    """Store the drift reference: the production models' outputs on live-mix photos (after a promotion)."""
     _store()
     from monitoring.reference import ReferenceError, reference_dir, summary
     from pipelines.app.reference import build_reference
@@ -332,7 +348,7 @@ def reference(batch: Optional[Path] = typer.Option(None, help="a batch directory
     if batch is not None and not batch.is_dir():
         _fail(f"{batch} is not a directory", 2)
     try:
-        meta = build_reference(Path.cwd(), params, batch_dir=batch, progress=True)
+        meta = build_reference(Path.cwd(), params, batch_dir=batch, source=source, progress=True)
     except (ReferenceError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc), 2)
     typer.echo(summary(meta, reference_dir(Path.cwd(), params)))

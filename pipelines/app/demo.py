@@ -47,8 +47,7 @@ from pipelines.app.demo_live import (describe_drift, describe_queue, find_latest
 from pipelines.app.project import BIN
 from pipelines.params import load_params
 
-SHIFT = "blur_rate=0.6,lighting=dark,new_sku_rate=0.3"
-TRAFFIC = {"demo": 150, "tiny": 100}          # photos per live stream: > monitoring.min_rows; drift_false_alarms.json: 100-row windows suffice
+SHIFT = "blur_rate=0.6,lighting=dark,new_sku_rate=0.3"      # the shifted stream: the live mix, then this on top
 LEAVE_OUT = ("data/", "dvc.lock", "models/", "metrics/", "plots/", "reports/", ".dvc/config.local")
 
 
@@ -246,7 +245,8 @@ def run_demo(batch: str = "demo-b1", profile: str = "demo", repo: Path | None = 
             typer.secho(f"demo stopped: the {dag_id} DAG failed (see above)", fg=typer.colors.RED)
             return 1
     if train:
-        code = _live(demo, traffic or TRAFFIC.get(profile, 100))
+        stream = load_params(demo.work / "params.yaml").live_mix.stream
+        code = _live(demo, traffic or stream.get(profile, max(stream.values())))
         if code:
             return code
     print_summary(demo, train, time.perf_counter() - started)
@@ -255,8 +255,13 @@ def run_demo(batch: str = "demo-b1", profile: str = "demo", repo: Path | None = 
 
 def _live(demo: Demo, n: int) -> int:
     """Normal then shifted traffic, each followed by a drift run over its window; simulated reviews, fp report."""
+    from pipelines.data.generate import live_mix_shift, parse_shift
+
     url = f"http://127.0.0.1:{demo.port}"
-    seed = load_params(demo.work / "params.yaml").data.profiles[demo.profile].seed
+    params = load_params(demo.work / "params.yaml")
+    seed = params.data.profiles[demo.profile].seed
+    live = live_mix_shift(params)               # normal traffic is the live mix (params.yaml live_mix): ~65% clean
+    mixes = {"live-normal": live, "live-shifted": {**live, **parse_shift(SHIFT)}}
     # Unpaused, `retrain` gets a queued run from the drift asset event (paused DAGs get none), which
     # the summary shows; the scheduler of `airflow standalone` would start it.
     done = subprocess.run([str(BIN / "airflow"), "dags", "unpause", "retrain"], cwd=demo.work, env=demo.env,
@@ -265,14 +270,16 @@ def _live(demo: Demo, n: int) -> int:
                f"    could not unpause retrain: {done.stderr.strip()[-300:]}")
     streams = []
     for name, shift, offset in (("live-normal", None, 1000), ("live-shifted", SHIFT, 2000)):
-        what = f"shifted ({shift})" if shift else "normal"
+        what = f"shifted ({shift})" if shift else "normal (the live mix)"
         with stage(f"live traffic: {n} {what} photos to POST {url}/review", demo.timings):
-            batch_dir = traffic_batch(demo.work, name, n, seed + offset, shift)
+            batch_dir = traffic_batch(demo.work, name, n, seed + offset, ",".join(f"{k}={v}" for k, v in mixes[name].items()))
             sent = time.perf_counter()
             stats = send_traffic(url, batch_dir)
             elapsed = time.perf_counter() - sent
-            typer.echo(f"    {stats['photos']} photos, {stats['errors']} errors, decisions {stats['decisions']}, "
-                       f"latency p50 {stats['p50_ms']} ms, p95 {stats['p95_ms']} ms")
+            auto = stats["decisions"].get("auto_pass", 0) / max(stats["photos"] - stats["errors"], 1)
+            typer.echo(f"    {stats['photos']} photos, {stats['errors']} errors, decisions {stats['decisions']} "
+                       f"(auto-pass share {auto:.3f}), latency p50 {stats['p50_ms']} ms, p95 {stats['p95_ms']} ms")
+            demo.notes[f"auto-pass, {name}"] = f"{auto:.3f} of {stats['photos'] - stats['errors']} photos"
             streams.append(batch_dir)
         if stats["errors"]:
             typer.secho(f"demo stopped: {stats['errors']} requests failed", fg=typer.colors.RED)

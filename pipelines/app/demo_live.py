@@ -162,6 +162,11 @@ def metric_lines(repo: Path) -> list[str]:
             lines.append(f"    {family:<13}{get(family).summary(m['test'])}  (trained in {m['train_seconds']:.0f} s)")
         except (FileNotFoundError, KeyError, TypeError):
             continue
+    path = repo / "metrics" / "reviewer.json"
+    if path.is_file():                      # the whole reviewer: what the marketplace gets (pipelines/release/reviewer.py)
+        from pipelines.release.reviewer import summary
+
+        lines += [f"    reviewer     {line}" for line in summary(json.loads(path.read_text())).splitlines()]
     return lines
 
 

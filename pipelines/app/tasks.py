@@ -176,6 +176,22 @@ def evaluate(root: str | Path | None = None, family: str = "") -> dict:
     return _repro(project_root(root), family, "evaluate")
 
 
+def reviewer(root: str | Path | None = None) -> dict:
+    """``dvc repro reviewer`` when a candidate, its thresholds or the decision code changed: metrics/reviewer.json."""
+    root = project_root(root)
+    start = time.monotonic()
+    with lock(root, TRAIN_LOCK_TIMEOUT_S):
+        changed = _changed(root, ["reviewer"])
+        if changed:
+            run(_dvc("repro", "reviewer"), root, what="dvc repro reviewer")
+        else:
+            print("reviewer: up to date with dvc.lock: nothing to run", flush=True)
+    metrics = read_json(root / "metrics" / "reviewer.json") or {}
+    test = metrics.get("test") or {}
+    return {"ran": changed, "seconds": round(time.monotonic() - start, 1),
+            "clean_auto_pass": test.get("clean_auto_pass"), "photo_recall": test.get("photo_recall")}
+
+
 # ---------------------------------------------------------------- gate, build
 
 def gate(root: str | Path | None = None, families: Iterable[str] | None = None) -> dict:

@@ -10,6 +10,7 @@ renamed into place at the end, so a crash never leaves half a batch where a read
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing
 import os
 import shutil
@@ -49,6 +50,29 @@ def shifted(gen: GeneratorParams, shift: dict[str, str] | None) -> GeneratorPara
     for key, value in shift.items():
         merged[key] = [int(v) for v in value.split("-")] if key == "jpeg_quality" else value
     return GeneratorParams.model_validate(merged)
+
+
+LIVE_MIX_DIR = Path(".reviewops/live_mix")   # under a project: live-mix samples (reviewer stage, drift reference)
+
+
+def live_mix_shift(params: Params) -> dict[str, str]:
+    """The live traffic mix (``live_mix.rates``) as generator overrides."""
+    return {k: str(v) for k, v in params.live_mix.rates.items()}
+
+
+def live_mix_batch(out_dir: str | Path, params: Params, *, n: int | None = None, seed: int | None = None,
+                   extra: dict[str, str] | None = None, progress: bool = False) -> Path:
+    """A sample of the live mix in ``out_dir`` (rendered once: same params, size and seed give the same batch)."""
+    n = n or params.live_mix.n.get(params.train.profile, max(params.live_mix.n.values()))
+    seed = params.live_mix.seed if seed is None else seed
+    shift = {**live_mix_shift(params), **(extra or {})}
+    key = hashlib.sha256(json.dumps([n, seed, shift, params.generator.model_dump(), params.labels.model_dump(),
+                                     list(params.prohibited.categories), params.data.image_size],
+                                    sort_keys=True).encode()).hexdigest()[:10]
+    dest = Path(out_dir) / f"live-mix-{key}"
+    if (dest / "manifest.parquet").is_file():
+        return dest
+    return generate_batch(out_dir, dest.name, n, seed, params, shift, progress=progress)
 
 
 _CFG: SceneConfig | None = None

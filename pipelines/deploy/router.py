@@ -218,7 +218,14 @@ def create_app(state_dir: Path) -> Starlette:
         req = clients["http"].build_request(request.method, url, headers=headers,
                                             content=request.stream() if has_body else None)
         try:
-            resp = await clients["http"].send(req, stream=True)
+            try:
+                resp = await clients["http"].send(req, stream=True)
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                if has_body:                # the body stream is spent: only a bodiless request can be resent
+                    raise
+                # a pooled keep-alive connection the upstream had just closed: once more, on a fresh one
+                req = clients["http"].build_request(request.method, url, headers=headers)
+                resp = await clients["http"].send(req, stream=True)
         except httpx.TransportError as exc:
             return _error(503, "upstream_unavailable",
                           f"{active.get('bento')} at {active['url']}: {type(exc).__name__}: {exc}")

@@ -142,16 +142,21 @@ class ReviewBatchJSON(_Model):
     items: list[ReviewJSON]
 
 
+FeedbackText = Field(default=None, max_length=255)
+
+
 class FeedbackRecord(_Model):
-    listing_id: str = Field(max_length=500)
+    listing_id: str = Field(min_length=1, max_length=255, pattern=r"\S")
     verdicts: dict[str, bool | Literal["confirmed", "false_positive"]] | None = Field(
-        default=None, description="check (a reason of the answer) -> true: confirmed defect, false: false positive")
-    misses: list[str] | None = Field(default=None, description="checks whose defect the reviewer missed")
-    request_id: str | None = None
-    reviewer: str | None = None
-    reviewed_at: str | None = Field(default=None, description="ISO 8601 with a time zone")
-    source: str | None = None
-    note: str | None = None
+        default=None, min_length=1,
+        description="check (a reason of the answer) -> true: confirmed defect, false: false positive")
+    misses: list[str] | None = Field(default=None, min_length=1, description="checks whose defect the reviewer missed")
+    request_id: str | None = FeedbackText
+    reviewer: str | None = FeedbackText
+    reviewed_at: str | None = Field(default=None, description="ISO 8601 with a time zone",
+                                    json_schema_extra={"format": "date-time"})
+    source: str | None = FeedbackText
+    note: str | None = FeedbackText
 
 
 class FeedbackAnswer(_Model):
@@ -216,12 +221,12 @@ REQUEST_ERRORS = ("bad_request", "invalid_json", "bad_form", "bad_multipart", "m
                   "bad_field", "photo_not_a_file", "request_too_large", "unsupported_content_type")
 
 
-def _multipart(batch: bool) -> dict:
+def _multipart(batch: bool, max_batch: int = 1) -> dict:
     binary = {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}
     text = {"type": "string", "maxLength": 200}
     fields = {"sku_id": text, "category": text, "listing_id": text}
     if batch:
-        props = {"photo": {"type": "array", "items": binary, "minItems": 1,
+        props = {"photo": {"type": "array", "items": binary, "minItems": 1, "maxItems": max_batch,
                            "description": "repeated: one file part per photo"},
                  **{k: {"type": "array", "items": text, "description": "repeated, aligned with the photos"}
                     for k in fields}}
@@ -231,10 +236,24 @@ def _multipart(batch: bool) -> dict:
             "encoding": {"photo": {"contentType": "image/jpeg, image/png, image/webp, application/octet-stream"}}}
 
 
+CONTRACT_VERSION = "1.0.0"   # the contract's own version (info.version); the Bento tag is info.x-bento-tag
+
+
+def _feedback_checks(components: dict, checks: list[str]) -> None:
+    """Verdict keys and misses name this deployment's checks. (That a record gives verdicts or misses, or both, is
+    said in the description: a record-level anyOf makes openapi-python-client drop the route.)"""
+    record = components["FeedbackRecord"]
+    record["properties"]["verdicts"]["anyOf"][0]["propertyNames"] = {"enum": checks}
+    record["properties"]["misses"]["anyOf"][0]["items"] = {"enum": checks}
+    record["description"] = "One listing's outcome: verdicts, misses or both (a record with neither is refused)."
+
+
 def openapi_document(*, categories: list[str], max_upload_bytes: int, max_pixels: int, max_batch_photos: int,
-                     token_required: bool, version: str = "1") -> dict:
-    """The OpenAPI 3.1 document of this deployment."""
+                     token_required: bool, bento: str | None = None, checks: list[str] | None = None) -> dict:
+    """The OpenAPI 3.1 document of this deployment (``checks``: the feedback's check names)."""
     components = _components()
+    if checks:
+        _feedback_checks(components, checks)
     cats = {c: _ref("ScoreCheck") for c in categories}
     components["Checks"]["properties"]["prohibited"] = {
         "anyOf": [{"type": "object", "properties": cats, "required": list(categories), "additionalProperties": False},
@@ -256,7 +275,7 @@ def openapi_document(*, categories: list[str], max_upload_bytes: int, max_pixels
         return o
 
     review_body = {"multipart/form-data": _multipart(False), "application/json": {"schema": _ref("ReviewJSON")}}
-    batch_body = {"multipart/form-data": _multipart(True), "application/json": {"schema": _ref("ReviewBatchJSON")}}
+    batch_body = {"multipart/form-data": _multipart(True, max_batch_photos), "application/json": {"schema": _ref("ReviewBatchJSON")}}
     feedback_body = {"application/json": {"schema": {"anyOf": [_ref("FeedbackRecord"), {
         "type": "array", "items": _ref("FeedbackRecord"), "minItems": 1}]}}}
     text = {"content": {"text/plain": {"schema": {"type": "string"}}}}
@@ -291,7 +310,7 @@ def openapi_document(*, categories: list[str], max_upload_bytes: int, max_pixels
         "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics", "responses": {"200": {"description": "metrics", **text}}}},
     }
     doc = {"openapi": "3.1.0",
-           "info": {"title": "ReviewOps reviewer", "version": version,
+           "info": {"title": "ReviewOps reviewer", "version": CONTRACT_VERSION, "x-bento-tag": bento,
                     "description": "Listing-photo review: each photo is auto-passed or sent to a person, with the "
                                    "reasons. Docs: /docs."},
            "paths": paths, "components": {"schemas": components}}

@@ -84,10 +84,12 @@ def test_the_assets_chain_ingest_retrain_deploy_and_drift_schedules_retrain(pars
     assert dags["drift"]["tasks"]["signal_retrain"]["outlets"] == [drift]
     assert dags["drift"]["cron"] == dags["fp_report"]["cron"] == "0 0 * * *"  # daily
     # DVC holds one lock per work tree: the mapped DVC tasks run one at a time
-    for dag_id, task_id in (("ingest", "validate"), ("ingest", "version"), ("retrain", "train"), ("retrain", "evaluate")):
+    for dag_id, task_id in (("ingest", "validate"), ("ingest", "version"), ("retrain", "train"), ("retrain", "evaluate"),
+                            ("retrain", "reviewer")):
         assert dags[dag_id]["tasks"][task_id]["max_active_tis_per_dag"] == 1, (dag_id, task_id)
     retrain = dags["retrain"]["tasks"]
-    assert retrain["train"]["downstream"] == ["evaluate"] and retrain["evaluate"]["downstream"] == ["gate"]
+    assert retrain["train"]["downstream"] == ["evaluate"] and retrain["evaluate"]["downstream"] == ["reviewer"]
+    assert retrain["reviewer"]["downstream"] == ["gate"]
     assert retrain["gate"]["downstream"] == ["build", "check_verdicts", "reference"]
     assert retrain["build"]["downstream"] == ["check_verdicts"] and retrain["reference"]["downstream"] == []
     ingest = dags["ingest"]["tasks"]

@@ -162,3 +162,20 @@ def test_parallel_generation_after_rendering_in_this_process(tmp_path):
     """Worker processes are spawned, not forked: a fork after OpenCV started its threads here hung."""
     measure_speed(n=5)
     assert len(read_manifest(generate_batch(tmp_path, "p", 8, seed=3, workers=2))) == 8
+
+
+def test_the_live_mix_is_mostly_clean_and_rendered_once(tmp_path):
+    """params.yaml live_mix: about 65% of photos clean (the marketplace's traffic), far fewer defects than training."""
+    from pipelines.data.generate import live_mix_batch
+    from pipelines.release.reviewer import truth
+
+    params = load_params()
+    first = live_mix_batch(tmp_path, params, n=300)
+    stamp = (first / "manifest.parquet").stat().st_mtime_ns
+    again = live_mix_batch(tmp_path, params, n=300)
+    assert again == first and (again / "manifest.parquet").stat().st_mtime_ns == stamp      # not rendered again
+    assert live_mix_batch(tmp_path, params, n=300, seed=params.live_mix.seed + 1) != first
+    df = read_manifest(first)
+    t = truth(df, set(df["sku_id"]), list(params.prohibited.categories))
+    assert 0.55 <= t["clean"].mean() <= 0.75, t["clean"].mean()
+    assert df["blurred"].mean() < params.generator.blur_rate and t["prohibited"].mean() < 0.06

@@ -147,7 +147,7 @@ def monitored_project(trained_project: Path, base: Path, webhook: Webhook) -> di
         env.pop(key, None)
     gate = cli(repo, env, "gate")
     clock.lap("reviewops gate (5 families exported, registered, promoted)")
-    validation_cli = cli(repo, env, "reference")
+    validation_cli = cli(repo, env, "reference", "--source", "val")
     clock.lap("reviewops reference (validation split)")
     validation_reference = json.loads((repo / "monitoring" / "reference" / "reference.json").read_text())
 

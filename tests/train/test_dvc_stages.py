@@ -57,7 +57,7 @@ def train_stages(family: str, categories) -> set[str]:
 
 
 def every_stage(categories) -> set[str]:
-    return {s for f in FAMILIES for s in train_stages(f, categories)} | {f"evaluate@{f}" for f in FAMILIES}
+    return {s for f in FAMILIES for s in train_stages(f, categories)} | {f"evaluate@{f}" for f in FAMILIES} | {"reviewer"}
 
 
 @contextmanager
@@ -128,19 +128,21 @@ def test_the_recorded_project_is_up_to_date_and_dvc_lock_holds_the_trained_outpu
 ])
 def test_one_familys_settings_stale_that_family_only(pipeline, family, keys, value):
     categories = load_params(pipeline / "params.yaml").prohibited.categories
-    expected = train_stages(family, categories) | {f"evaluate@{family}"}
+    # the whole reviewer (it exports every family with its settings) is re-evaluated too
+    expected = train_stages(family, categories) | {f"evaluate@{family}", "reviewer"}
     with params_changed(pipeline, setting(*keys, value=value)):
         status = stale(pipeline)
         assert set(status) == expected, status
-        for stage in status.values():
-            assert stage == [{"changed deps": {"params.yaml": {".".join(keys[:2]): "modified"}}}], stage
+        for name, stage in status.items():
+            if name != "reviewer":
+                assert stage == [{"changed deps": {"params.yaml": {".".join(keys[:2]): "modified"}}}], stage
         assert would_run(pipeline) == expected
 
 
 def test_the_detectors_defects_settings_retrain_the_detector_only(pipeline):
     """train.defects is read by training only: the detector retrains, and its evaluation follows its new model."""
     with params_changed(pipeline, setting("train", "defects", "lr", value=0.003)):
-        assert set(stale(pipeline)) == {"train_detector"}
+        assert set(stale(pipeline)) == {"train_detector", "reviewer"}
 
 
 def test_one_familys_code_stales_that_family_only(pipeline):
@@ -174,8 +176,8 @@ def test_a_new_prohibited_category_trains_that_category_only(pipeline):
         trained = {s for s in status if s.startswith("train_")}
         assert trained == {"train_prohibited@fireworks"}, status           # the ten trained ones stay as they are
         assert {"changed outs": {"models/prohibited/fireworks": "deleted"}} in status["train_prohibited@fireworks"]
-        # every evaluate stage names prohibited.categories among its params: re-evaluated, never retrained
-        assert set(status) - trained == {f"evaluate@{f}" for f in FAMILIES}
+        # every evaluate stage (and the whole reviewer) names prohibited.categories: re-evaluated, never retrained
+        assert set(status) - trained == {f"evaluate@{f}" for f in FAMILIES} | {"reviewer"}
         assert would_run(pipeline) == set(status)
 
 

@@ -1,0 +1,210 @@
+"""The whole reviewer, evaluated: every candidate model together, through the one decision rule.
+
+What the business buys is not one check's recall but the share of clean photos that pass every check
+at once while each kind of defect still goes to a person. This stage measures exactly that:
+
+1. every family's current candidate (``models/<family>``, with the thresholds its evaluation chose on
+   validation) is exported to the ONNX bundle serving would run (``models/reviewer/bundles/``);
+2. every photo of the validation and frozen test splits goes through :func:`pipelines.train.review.review`
+   (decoded like an upload, scored on ONNX Runtime, decided by :func:`pipelines.serve.decision.decide`
+   with its listing's claimed SKU and category);
+3. the raw scores, the decision and the reasons of every photo are kept in
+   ``models/reviewer/scores.parquet``, and ``metrics/reviewer.json`` holds per split:
+
+   - ``clean_auto_pass``: the share of clean photos auto-passed (clean: no defect of any kind, a product
+     shown, the claimed SKU the one shown and in the gallery; photos whose blur votes contradict each
+     other are neither clean nor blurred);
+   - ``photo_recall.<defect>``: the share of photos with the defect sent to manual review, for blur,
+     sticker_missing, dirt, off_centre, every prohibited category and ``prohibited`` overall,
+     manipulation, wrong_claim (a gallery SKU shown, another claimed) and outside_catalogue (a product
+     in no gallery);
+   - ``reason_recall.<defect>``: the share sent with the right reason;
+   - ``positives.<defect>``, ``n`` and ``clean``: what each figure rests on.
+
+The same figures are measured on a sample of the live traffic mix (``live_mix`` in params.yaml: about
+65% clean photos, where the training splits are enriched in defects), rendered once into
+``.reviewops/live_mix/``; ``live_mix_auto_pass`` is the share of that sample auto-passed, the figure
+the marketplace sees.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from pipelines.data.dataset import split_frame, versioned_manifest
+from pipelines.params import Params
+from pipelines.train import families
+from pipelines.train.review import review
+
+OUT_DIR = Path("models/reviewer")
+METRICS_FILE = Path("metrics/reviewer.json")
+REPORT = Path("reports/reviewer/operating_point.html")
+SPLITS = ("val", "test")
+LIVE = "live_mix"
+ALARMS = ("sku_mismatch", "unknown_sku")
+
+
+def export_candidates(root: Path, params: Params, out: Path) -> dict[str, Path]:
+    """Every family's candidate as the ONNX bundle serving would run: ``{family: bundle dir}``."""
+    from pipelines.release.export import export_bundle
+
+    if out.exists():
+        shutil.rmtree(out)
+    bundles = {}
+    for family in families.FAMILIES:
+        export_bundle(family, root, params, out / family)
+        bundles[family] = out / family
+    return bundles
+
+
+def truth(photos: pd.DataFrame, gallery: set[str], categories: list[str]) -> pd.DataFrame:
+    """One boolean column per defect kind (and ``clean``) for every photo of the manifest ``photos``."""
+    shown = photos["sku_id"].astype(str)
+    product = shown != "none"
+    in_gallery = shown.isin(gallery)
+    prohibited = photos["prohibited"].map(lambda items: set(items) if items is not None else set())
+    t = pd.DataFrame({
+        "blur": photos["blurred"].astype(bool) & ~photos["blur_dropped"].astype(bool),
+        "sticker_missing": photos["sticker_missing"].astype(bool),
+        "dirt": photos["dirt"].astype(bool),
+        "off_centre": photos["off_centre"].astype(bool) & product,
+        **{f"prohibited:{c}": prohibited.map(lambda s, c=c: c in s) for c in categories},
+        "prohibited": prohibited.map(bool),
+        "manipulation": photos["manipulated"].astype(bool),
+        "wrong_claim": product & in_gallery & (photos["claimed_sku"].astype(str) != shown),
+        "outside_catalogue": product & ~in_gallery,
+    }, index=photos.index)
+    defects = [c for c in t.columns if c != "prohibited" and not c.startswith("prohibited:")] + ["prohibited"]
+    t["clean"] = product & in_gallery & ~t[defects].any(axis=1) & ~photos["blur_dropped"].astype(bool)
+    return t
+
+
+def right_reason(defect: str, reasons: list[str]) -> bool:
+    """The photo went to a person for the defect it has (any reason counts for photo recall)."""
+    if defect == "prohibited":
+        return any(r.startswith("prohibited:") for r in reasons)
+    if defect in ("wrong_claim", "outside_catalogue"):
+        return any(r in ALARMS for r in reasons)
+    return defect in reasons
+
+
+def _share(mask: pd.Series) -> float | None:
+    return None if len(mask) == 0 else round(float(mask.mean()), 6)
+
+
+def split_metrics(frame: pd.DataFrame, defects: list[str]) -> dict:
+    """The reviewer's figures on one split's rows of the scores frame (truth columns ``truth.<defect>``)."""
+    manual = frame["decision"] == "manual_review"
+    clean = frame["truth.clean"]
+    out = {"n": int(len(frame)), "clean": int(clean.sum()),
+           "clean_auto_pass": _share(~manual[clean]),
+           "auto_pass": _share(~manual),
+           "photo_recall": {}, "reason_recall": {}, "positives": {}}
+    for defect in defects:
+        pos = frame[f"truth.{defect}"]
+        out["positives"][defect] = int(pos.sum())
+        out["photo_recall"][defect] = _share(manual[pos])
+        out["reason_recall"][defect] = _share(frame.loc[pos, "reasons"].map(lambda r, d=defect: right_reason(d, list(r))))
+    flagging = pd.Series([r for rs in frame.loc[clean, "reasons"] for r in rs], dtype=object)
+    out["clean_flagged_by"] = {k: round(v / max(int(clean.sum()), 1), 6)
+                               for k, v in flagging.value_counts().sort_index().items()}
+    return out
+
+
+def _flat(raw: dict) -> dict:
+    """The raw outputs of one photo as flat columns (the operating-point report reads them)."""
+    row = {}
+    if "sku" in raw:
+        row.update({"sku_predicted": raw["sku"]["predicted"], "sku_similarity": raw["sku"]["similarity"]})
+    if "blur" in raw:
+        row["blur_score"] = raw["blur"]
+    if "defects" in raw:
+        row.update({"sticker_missing_score": raw["defects"]["sticker_missing"], "dirt_score": raw["defects"]["dirt"]})
+        product = raw["boxes"]["product"][0] if raw["boxes"]["product"] else None
+        row["product_box"] = None if product is None else [float(v) for v in product[:5]]
+    for c, p in (raw.get("prohibited") or {}).items():
+        row[f"prohibited_score.{c}"] = p
+    if "manipulation" in raw:
+        row["manipulation_score"] = raw["manipulation"]
+    return row
+
+
+def score(root: Path, params: Params, bundles: dict[str, Path], *, progress: bool = False) -> pd.DataFrame:
+    """Every validation and test photo reviewed by the candidate bundles: claims, truth, raw scores, answer."""
+    from pipelines.serve.bundle import read_meta
+    from pipelines.serve.models import ReviewerModels
+
+    models = ReviewerModels({f: str(p) for f, p in bundles.items()}, threads=params.train.threads)
+    gallery = set(read_meta(bundles["sku"]).get("gallery_skus", [])) if "sku" in bundles else set()
+    from pipelines.data.generate import LIVE_MIX_DIR, live_mix_batch
+    from pipelines.data.manifest import read_manifest
+
+    manifest = versioned_manifest(root)
+    live_dir = live_mix_batch(root / LIVE_MIX_DIR, params, progress=progress)
+    live = read_manifest(live_dir)
+    live["path"] = [str(live_dir / rel) for rel in live["image"]]
+    frames = []
+    for split, photos in [*((s, split_frame(manifest, s)) for s in SPLITS), (LIVE, live)]:
+        if photos.empty:
+            continue
+        answers = review(models, photos, params, progress=progress)
+        t = truth(photos, gallery, list(params.prohibited.categories)).add_prefix("truth.")
+        rows = pd.DataFrame([{"decision": a["decision"], "reasons": list(a["reasons"]), **_flat(raw)}
+                             for a, raw in answers])
+        keep = photos[["listing_id", "path", "sku_id", "claimed_sku", "category"]]
+        frames.append(pd.concat([keep.assign(split=split), t.reset_index(drop=True), rows], axis=1))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def evaluate_reviewer(root: str | Path, params: Params, *, progress: bool = False) -> dict:
+    """Export the candidates, review both splits, write the scores and ``metrics/reviewer.json``; returns the metrics."""
+    root = Path(root).resolve()
+    out = root / OUT_DIR
+    bundles = export_candidates(root, params, out / "bundles")
+    frame = score(root, params, bundles, progress=progress)
+    frame.to_parquet(out / "scores.parquet", index=False)
+    defects = [c.removeprefix("truth.") for c in frame.columns if c.startswith("truth.") and c != "truth.clean"]
+    metrics = {split: split_metrics(frame[frame["split"] == split], defects)
+               for split in (*SPLITS, LIVE) if (frame["split"] == split).any()}
+    metrics["live_mix_auto_pass"] = metrics[LIVE]["auto_pass"]
+    metrics["notes"] = {"live_mix_auto_pass": f"share auto-passed of {metrics[LIVE]['n']} photos of the live mix "
+                                              f"(params.yaml live_mix, seed {params.live_mix.seed})",
+                        "clean": "no defect, a product shown, the claimed SKU shown and in the gallery; "
+                                 "photos with contradictory blur votes excluded"}
+    metrics["floors"] = dict(params.gate.recall_floors)
+    from pipelines.release.operating_point import write_report     # (it imports this module's split_metrics)
+    from pipelines.serve.bundle import read_meta
+
+    write_report(root, frame, {f: read_meta(p) for f, p in bundles.items()}, metrics["floors"], root / REPORT)
+    path = root / METRICS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
+    return metrics
+
+
+def lowest_photo_recall(split: dict) -> tuple[str | None, float | None]:
+    """The defect the reviewer catches least often on a split's figures, and that share."""
+    measured = {d: r for d, r in split["photo_recall"].items() if r is not None}
+    if not measured:
+        return None, None
+    worst = min(measured, key=measured.get)
+    return worst, measured[worst]
+
+
+def summary(metrics: dict) -> str:
+    """A few lines for the CLI and the DAG's log."""
+    lines = []
+    for split in (*SPLITS, LIVE):
+        if split not in metrics:
+            continue
+        m = metrics[split]
+        worst, value = lowest_photo_recall(m)
+        cap = "n/a" if m["clean_auto_pass"] is None else f"{m['clean_auto_pass']:.3f}"
+        low = "n/a" if value is None else f"{worst} {value:.3f}"
+        lines.append(f"{split}: auto-pass {m['auto_pass']:.3f}, clean auto-pass {cap} ({m['clean']} clean of "
+                     f"{m['n']} photos); lowest photo recall {low}")
+    return "\n".join(lines)
