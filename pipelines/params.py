@@ -219,6 +219,7 @@ class GateParams(_Strict):
     recall_floors: dict[str, float]         # check -> lowest recall a candidate may have
     max_recall_drop: float = Fraction       # against production: a check's recall may not fall by more
     max_auto_pass_drop: float = Fraction    # against production: the family's auto-pass share may not fall by more
+    max_reviewer_auto_pass_drop: float = Fraction   # the whole reviewer's clean auto-pass (test) may not fall by more
     allow_unmeasured: bool = False          # a check with no positive on the test split passes its floor (tiny data only)
     onnx_parity_tolerance: float = Field(gt=0.0, lt=0.1)   # largest |ONNX - torch| on real photos at registration
 
@@ -379,15 +380,33 @@ def default_params_path() -> Path:
     return Path(__file__).resolve().parent.parent / "params.yaml"
 
 
+class ParamsError(ValueError):
+    """params.yaml is missing, not YAML or not valid: the message names the file and every bad key."""
+
+
 def load_params(path: str | Path | None = None) -> Params:
     path = Path(path) if path else default_params_path()
+    if not path.is_file():
+        raise ParamsError(f"{path}: no such params file")
     return _load(path.resolve(), path.stat().st_mtime_ns)
 
 
 @lru_cache(maxsize=8)
 def _load(path: Path, _mtime: int) -> Params:
-    with open(path) as fh:
-        raw = yaml.safe_load(fh)
+    from pydantic import ValidationError
+
+    try:
+        with open(path) as fh:
+            raw = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
-    return Params.model_validate(raw)
+        raise ParamsError(f"{path}: expected a mapping at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+                             + (f" (got {e['input']!r:.60})" if e["type"] not in ("missing",) and "input" in e
+                                and not isinstance(e["input"], dict) else "")
+                             for e in exc.errors())
+        raise ParamsError(f"{path} is not valid: {problems}") from None

@@ -427,5 +427,16 @@ def fp_report(days: Optional[int] = typer.Option(None, min=1, help="days of answ
     typer.echo(report.summary())
 
 
+def main() -> None:
+    """The `reviewops` entry point: an invalid params.yaml is one clear error line (exit 2), not a traceback."""
+    from pipelines.params import ParamsError
+
+    try:
+        app()
+    except ParamsError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -19,6 +19,7 @@ from pipelines.release import registry
 from pipelines.train.evaluate import read_metrics
 from pipelines.train import families
 from pipelines.params import Params
+from pipelines.release.reviewer import reviewer_figures
 
 
 @dataclass
@@ -39,6 +40,7 @@ class GateResult:
     production_after: str | None
     criteria: list[Criterion] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    reviewer: dict | None = None      # the whole reviewer with every candidate, on this family's defects (shown)
     time: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
 
     @property
@@ -84,6 +86,43 @@ def criteria(family: str, candidate: dict, production: dict | None, params: Para
     return out
 
 
+# the gate floor each whole-reviewer defect is held to (others: their own name, or prohibited for prohibited:<c>)
+FLOOR_OF_DEFECT = {"off_centre": "centring", "wrong_claim": "sku_mismatch", "outside_catalogue": "unknown_sku"}
+
+
+def reviewer_criteria(reviewer: dict | None, production: dict | None, params: Params) -> list[Criterion]:
+    """The whole reviewer with the candidate (:func:`reviewer_figures`, test split): the photo recall of each of
+    the family's defects at its floor, and its clean auto-pass against the one recorded when the production
+    model was promoted (none recorded: no comparison)."""
+    test = (reviewer or {}).get("test")
+    if not test:
+        return []
+    out = []
+    for key, value in test.items():
+        if not key.startswith("photo_recall."):
+            continue
+        defect = key.removeprefix("photo_recall.")
+        floor = params.gate.recall_floors.get(FLOOR_OF_DEFECT.get(defect, defect.split(":")[0]))
+        if floor is None:
+            continue
+        if value is None:
+            ok = params.gate.allow_unmeasured
+            out.append(Criterion(f"reviewer photo recall {defect}", None, floor, ok,
+                                 "no positive on the test split: not measured" + (" (allowed)" if ok else "")))
+            continue
+        out.append(Criterion(f"reviewer photo recall {defect}", round(value, 4), floor, value >= floor,
+                             f"the whole reviewer sends {value:.3f} of these photos to a person (floor {floor})"))
+    before = ((production or {}).get("test") or {}).get("clean_auto_pass")
+    value = test.get("clean_auto_pass")
+    if before is not None and value is not None:
+        drop = params.gate.max_reviewer_auto_pass_drop
+        ok = value >= before - drop - 1e-12
+        out.append(Criterion("no reviewer clean auto-pass regression", round(value, 4), round(before - drop, 4), ok,
+                             f"whole-reviewer clean auto-pass {value:.3f} vs {before:.3f} when production was "
+                             f"promoted (max drop {drop})"))
+    return out
+
+
 def calibration(thresholds: dict, params: Params) -> list[Criterion]:
     """One criterion per threshold that calibration left uncalibrated (None: no positive on validation).
 
@@ -107,8 +146,10 @@ def gate_family(family: str, root: Path, params: Params) -> GateResult:
         result.reasons.append(f"the candidate is the model in production ({current}): nothing to promote")
         return _report(result, root)
     metrics = read_metrics(family, root)
+    result.reviewer = reviewer_figures(family, root)
     result.criteria = calibration(metrics["thresholds"], params) + criteria(
-        family, metrics["test"], prod_meta["metrics"] if prod_meta else None, params)
+        family, metrics["test"], prod_meta["metrics"] if prod_meta else None, params) + reviewer_criteria(
+        result.reviewer, prod_meta.get("reviewer") if prod_meta else None, params)
     failed = [c for c in result.criteria if not c.passed]
     if failed:
         result.reasons = [f"{c.name}: {c.detail}" for c in failed]
@@ -139,4 +180,9 @@ def markdown(result: GateResult) -> str:
                   for c in result.criteria]
         lines.append("")
     lines += [f"- {r}" for r in result.reasons]
+    if result.reviewer:
+        lines += ["", "## The whole reviewer with every candidate (metrics/reviewer.json)", "",
+                  "| figure | " + " | ".join(result.reviewer) + " |", "|---|" + "---|" * len(result.reviewer)]
+        names = list(dict.fromkeys(k for split in result.reviewer.values() for k in split))
+        lines += [f"| {k} | " + " | ".join(str(result.reviewer[s].get(k)) for s in result.reviewer) + " |" for k in names]
     return "\n".join(lines) + "\n"

@@ -80,8 +80,11 @@ def _git(root: Path, *args: str) -> str | None:
 
 
 def _metadata(family: str, root: Path, params: Params, parity_result: dict, meta: dict) -> dict:
+    from pipelines.release.reviewer import reviewer_figures
+
     metrics = read_metrics(family, root)
     return {"family": family, "metrics": metrics.get("test", {}), "thresholds": meta["thresholds"],
+            "reviewer": reviewer_figures(family, root),           # the whole reviewer when it was registered
             "data_version": data_version(root), "git_revision": _git(root, "rev-parse", "HEAD"),
             "git_dirty": bool(_git(root, "status", "--porcelain", "--untracked-files=no")),
             "params_hash": params.digest(), "content_hash": content_hash(family, root),

@@ -208,3 +208,23 @@ def summary(metrics: dict) -> str:
         lines.append(f"{split}: auto-pass {m['auto_pass']:.3f}, clean auto-pass {cap} ({m['clean']} clean of "
                      f"{m['n']} photos); lowest photo recall {low}")
     return "\n".join(lines)
+
+
+def reviewer_figures(family: str, root: Path) -> dict | None:
+    """From metrics/reviewer.json (the ``reviewer`` stage): per split, clean auto-pass and the photo and reason
+    recall of the family's defects; None before that stage has run."""
+    path = root / "metrics" / "reviewer.json"
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text())
+    mine = families.get(family).defects
+    out = {}
+    for split in ("test", "live_mix"):
+        m = doc.get(split)
+        if not m:
+            continue
+        keep = [d for d in m["photo_recall"] if d in mine or any(d.startswith(f"{x}:") for x in mine)]
+        out[split] = {"clean_auto_pass": m["clean_auto_pass"], "auto_pass": m.get("auto_pass"),
+                      **{f"photo_recall.{d}": m["photo_recall"][d] for d in keep},
+                      **{f"reason_recall.{d}": m["reason_recall"][d] for d in keep}}
+    return out

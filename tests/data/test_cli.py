@@ -26,3 +26,29 @@ def test_commands_on_a_directory_without_a_batch(tmp_path):
         res = runner.invoke(app, cmd)
         assert res.exit_code == 2, (cmd, res.output)
         assert res.exception is None or isinstance(res.exception, SystemExit), (cmd, res.exception)
+
+
+def test_an_invalid_params_yaml_is_one_clear_error_line_not_a_traceback(tmp_path):
+    """The installed `reviewops` (its entry point, as users run it) names the file and the bad key, exit 2."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    raw = yaml.safe_load(open("params.yaml"))
+    raw["labels"]["centering_tolerance"] = 7
+    raw["serving"].pop("port")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    for command in (["gate"], ["reviewer"], ["reference"]):
+        done = subprocess.run([str(Path(sys.executable).parent / "reviewops"), *command], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        err = done.stderr.strip()
+        assert "Traceback" not in err and "╭" not in err and len(err.splitlines()) == 1, err
+        assert "params.yaml is not valid" in err and "labels.centering_tolerance: Input should be less than 0.5" in err
+        assert "serving.port: Field required" in err
+    (tmp_path / "params.yaml").write_text("seed: [unclosed")
+    done = subprocess.run([str(Path(sys.executable).parent / "reviewops"), "gate"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2 and "is not valid YAML" in done.stderr and "Traceback" not in done.stderr

@@ -235,3 +235,26 @@ def test_the_table_layouts_are_those_of_the_metrics_the_families_write(trained_p
                               read_metrics(family, trained_project)["test"], PARAMS)
         regression = [c for c in twice if c.name.startswith("no ")]
         assert regression and all(c.passed for c in regression), family       # the same model never regresses
+
+
+@pytest.mark.parametrize("defect, check", [("blur", "blur"), ("off_centre", "centring"), ("wrong_claim", "sku_mismatch"),
+                                           ("outside_catalogue", "unknown_sku"), ("prohibited:cash", "prohibited")])
+def test_the_whole_reviewers_photo_recall_is_held_to_the_defects_floor(defect, check):
+    at = PARAMS.gate.recall_floors[check]
+    below = gate.reviewer_criteria({"test": {"clean_auto_pass": 0.3, f"photo_recall.{defect}": at - 0.001}}, None, PARAMS)
+    assert [(c.name, c.passed, c.limit) for c in below] == [(f"reviewer photo recall {defect}", False, at)]
+    assert all(c.passed for c in gate.reviewer_criteria({"test": {f"photo_recall.{defect}": at}}, None, PARAMS))
+    unmeasured = gate.reviewer_criteria({"test": {f"photo_recall.{defect}": None}}, None, PARAMS)
+    assert [c.passed for c in unmeasured] == [PARAMS.gate.allow_unmeasured] and "not measured" in unmeasured[0].detail
+
+
+def test_the_whole_reviewers_clean_auto_pass_may_not_fall_below_productions_by_more_than_the_tolerance():
+    drop = PARAMS.gate.max_reviewer_auto_pass_drop
+    production = {"test": {"clean_auto_pass": 0.40}}
+    ok = gate.reviewer_criteria({"test": {"clean_auto_pass": 0.40 - drop}}, production, PARAMS)
+    worse = gate.reviewer_criteria({"test": {"clean_auto_pass": 0.40 - drop - 0.001}}, production, PARAMS)
+    assert [(c.name, c.passed) for c in ok] == [("no reviewer clean auto-pass regression", True)]
+    assert [(c.name, c.passed) for c in worse] == [("no reviewer clean auto-pass regression", False)]
+    assert "0.379 vs 0.400" in worse[0].detail
+    assert gate.reviewer_criteria({"test": {"clean_auto_pass": 0.1}}, None, PARAMS) == []     # nothing recorded
+    assert gate.reviewer_criteria(None, production, PARAMS) == []                             # no reviewer stage yet

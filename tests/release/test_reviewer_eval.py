@@ -92,3 +92,22 @@ def test_the_stage_measures_every_defect_on_both_splits_and_follows_the_threshol
         assert after[split]["reason_recall"]["blur"] in (0.0, None)
         assert "blur" not in after[split]["clean_flagged_by"]
         assert after[split]["clean_auto_pass"] >= metrics[split]["clean_auto_pass"]
+
+
+@pytest.mark.slow
+def test_the_gate_report_shows_the_whole_reviewers_figures_on_the_familys_defects(trained_project):
+    from pipelines.release.gate import GateResult, markdown, reviewer_figures
+    from pipelines.train.families import FAMILIES, get
+
+    metrics = json.loads((trained_project / "metrics" / "reviewer.json").read_text())
+    for family in FAMILIES:
+        shown = reviewer_figures(family, trained_project)
+        assert set(shown) == {"test", "live_mix"}
+        for split, figures in shown.items():
+            assert figures["clean_auto_pass"] == metrics[split]["clean_auto_pass"]
+            recalls = {k.removeprefix("photo_recall.") for k in figures if k.startswith("photo_recall.")}
+            assert recalls and all(r in get(family).defects or r.split(":")[0] in get(family).defects for r in recalls)
+    assert {"photo_recall.prohibited", "photo_recall.prohibited:cash"} <= set(reviewer_figures("prohibited", trained_project)["test"])
+    page = markdown(GateResult("detector", "refused", "x", None, None, reviewer=reviewer_figures("detector", trained_project)))
+    assert "## The whole reviewer with every candidate" in page and "| photo_recall.dirt |" in page
+    assert reviewer_figures("blur", trained_project.parent / "nowhere") is None

@@ -160,6 +160,9 @@ def bundle(root: Path, params: Params):
     return scalar.score_bundle(FAMILY, root)
 
 
+DEFECTS = ("blur",)          # what the whole reviewer measures it on (pipelines/release/reviewer.py)
+
+
 def gate_values(test: dict) -> tuple[dict[str, float], float]:
     return {"blur": metric(test, "model.blurred.recall")}, 1.0 - metric(test, "model.blurred.flagged_share")
 

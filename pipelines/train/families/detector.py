@@ -479,6 +479,9 @@ def yolo_parity(root: Path, params: Params, onnx_path: Path, photos: np.ndarray)
     return float((np.abs(got - expected) / scale).max())
 
 
+DEFECTS = ("sticker_missing", "dirt", "off_centre")          # what the whole reviewer measures it on (pipelines/release/reviewer.py)
+
+
 def gate_values(test: dict) -> tuple[dict[str, float], float]:
     return ({name: metric(test, f"{name}.recall") for name in ("sticker_missing", "dirt", "centring")},
             metric(test, "auto_pass_share"))

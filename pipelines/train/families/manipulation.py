@@ -61,6 +61,9 @@ def bundle(root: Path, params: Params):
     return scalar.score_bundle(FAMILY, root)
 
 
+DEFECTS = ("manipulation",)          # what the whole reviewer measures it on (pipelines/release/reviewer.py)
+
+
 def gate_values(test: dict) -> tuple[dict[str, float], float]:
     return ({"manipulation": metric(test, "manipulated.recall")},
             1.0 - metric(test, "manipulated.flagged_share"))

@@ -200,6 +200,9 @@ def bundle(root: Path, params: Params) -> Bundle:
     return Bundle([Graph(FAMILY, model, params.train.input_size(FAMILY), "scores", labels=list(model.categories))])
 
 
+DEFECTS = ("prohibited",)          # what the whole reviewer measures it on (pipelines/release/reviewer.py)
+
+
 def gate_values(test: dict) -> tuple[dict[str, float], float]:
     return ({f"prohibited:{c}": metric(m, "recall") for c, m in test["categories"].items()},
             1.0 - metric(test, "any.flagged_share"))

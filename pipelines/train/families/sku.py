@@ -323,6 +323,9 @@ def bundle(root: Path, params: Params) -> Bundle:
                   files={GALLERY_FILE: lambda path: np.save(path, embeddings)})
 
 
+DEFECTS = ("wrong_claim", "outside_catalogue")          # what the whole reviewer measures it on (pipelines/release/reviewer.py)
+
+
 def gate_values(test: dict) -> tuple[dict[str, float], float]:
     return ({"sku_mismatch": metric(test, "mismatch_alarm.recall"), "unknown_sku": metric(test, "unknown_sku_alarm_recall")},
             metric(test, "auto_pass_share"))
