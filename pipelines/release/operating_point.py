@@ -194,8 +194,10 @@ def _plot(check: Check, curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) ->
 
     fig = Figure(figsize=(6.4, 4.4), dpi=100)
     ax = fig.add_subplot()
-    for (split, (c, now)), colour in zip(curves.items(), ("#1565c0", "#78909c")):
-        ax.plot(c["photo_recall"], c["clean_auto_pass"], "-" if split == "test" else "--", marker=".", color=colour,
+    styles = {"test": ("-", "#1565c0"), "val": ("--", "#78909c"), "live_mix": (":", "#2e7d32")}
+    for split, (c, now) in curves.items():
+        line, colour = styles.get(split, ("-.", "#6d4c41"))
+        ax.plot(c["photo_recall"], c["clean_auto_pass"], line, marker=".", color=colour,
                 label=f"{split} (sweep)")
         ax.plot(now["photo_recall"], now["clean_auto_pass"], "*", ms=16, color=colour, mec="black",
                 label=f"{split} current t={_fmt(check.threshold, 4).replace('&ndash;', 'none (flags all)')}")
@@ -269,7 +271,7 @@ def write_report(root: Path, scores: pd.DataFrame, metas: dict[str, dict], floor
     Raises ValueError when a check's flags at its current threshold disagree with the recorded reasons.
     """
     root, out = Path(root), Path(out)
-    splits = [s for s in ("test", "val") if (scores["split"] == s).any()]
+    splits = [s for s in ("test", "val", "live_mix") if (scores["split"] == s).any()]
     found = checks(scores, metas, floors)
     for check in found:
         verify(check, scores, metas)
