@@ -18,10 +18,8 @@ under ``<reports_dir>/<date>/fp-report-<time>.html|json``.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import html
-import io
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -31,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.params import Params, load_params
+from pipelines.serve.images import thumbnail
 
 from .feedback import CHECKS, FeedbackStore, store_url
 
@@ -123,23 +122,6 @@ def _threshold(check: str, pred: pd.Series) -> float | None:
             return 1.0 - float(value)
         return None if value is None else float(value)
     return None
-
-
-def thumbnail(path: str | None, px: int) -> str | None:
-    """A JPEG data URI of the photo at ``path`` (None when it is not on disk or does not decode)."""
-    if not path or not Path(path).is_file():
-        return None
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            img.thumbnail((px, px))
-            buf = io.BytesIO()
-            img.save(buf, "JPEG", quality=85)
-    except (OSError, UnidentifiedImageError):
-        return None
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def _latest_feedback(feedback: pd.DataFrame) -> pd.DataFrame:

@@ -52,21 +52,23 @@ def _floor(params: Params, check: str) -> float | None:
     return params.gate.recall_floors.get(check.split(":")[0])
 
 
+def _at_floor(name: str, value: float | None, floor: float, params: Params, detail: str) -> Criterion:
+    """``value`` at or above ``floor``; None (no positive on the test split) passes only if allowed."""
+    if value is None:
+        ok = params.gate.allow_unmeasured
+        return Criterion(name, None, floor, ok, "no positive on the test split: not measured" + (" (allowed)" if ok else ""))
+    return Criterion(name, round(value, 4), floor, value >= floor, detail)
+
+
 def criteria(family: str, candidate: dict, production: dict | None, params: Params) -> list[Criterion]:
     """Every criterion of the gate for ``candidate`` test metrics against ``production``'s (or none)."""
     recalls, auto_pass = families.get(family).gate_values(candidate)
     out = []
     for check, value in recalls.items():
         floor = _floor(params, check)
-        if floor is None:
-            continue
-        if math.isnan(value):
-            ok = params.gate.allow_unmeasured
-            out.append(Criterion(f"recall floor {check}", None, floor, ok,
-                                 "no positive on the test split: not measured" + (" (allowed)" if ok else "")))
-            continue
-        out.append(Criterion(f"recall floor {check}", round(value, 4), floor, value >= floor,
-                             f"recall {value:.3f} {'>=' if value >= floor else '<'} floor {floor}"))
+        if floor is not None:
+            out.append(_at_floor(f"recall floor {check}", None if math.isnan(value) else value, floor, params,
+                                 f"recall {value:.3f} {'>=' if value >= floor else '<'} floor {floor}"))
     if production is None:
         return out
     prod_recalls, prod_auto = families.get(family).gate_values(production)
@@ -103,15 +105,10 @@ def reviewer_criteria(reviewer: dict | None, production: dict | None, params: Pa
             continue
         defect = key.removeprefix("photo_recall.")
         floor = params.gate.recall_floors.get(FLOOR_OF_DEFECT.get(defect, defect.split(":")[0]))
-        if floor is None:
-            continue
-        if value is None:
-            ok = params.gate.allow_unmeasured
-            out.append(Criterion(f"reviewer photo recall {defect}", None, floor, ok,
-                                 "no positive on the test split: not measured" + (" (allowed)" if ok else "")))
-            continue
-        out.append(Criterion(f"reviewer photo recall {defect}", round(value, 4), floor, value >= floor,
-                             f"the whole reviewer sends {value:.3f} of these photos to a person (floor {floor})"))
+        if floor is not None:
+            out.append(_at_floor(f"reviewer photo recall {defect}", value, floor, params,
+                                 f"the whole reviewer sends {value or 0:.3f} of these photos to a person "
+                                 f"(floor {floor})"))
     before = ((production or {}).get("test") or {}).get("clean_auto_pass")
     value = test.get("clean_auto_pass")
     if before is not None and value is not None:

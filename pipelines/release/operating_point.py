@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines.serve.images import thumbnail
 from pipelines.train.review import given
 
 SKU_REASONS = ("sku_mismatch", "unknown_sku")
@@ -149,21 +150,6 @@ def curve(check: Check, frame: pd.DataFrame, metas: dict, thresholds) -> pd.Data
     share = lambda m: m.mean(axis=1) if m.shape[1] else np.full(len(m), np.nan)
     return pd.DataFrame({"threshold": list(thresholds), "clean_auto_pass": share(~manual[:, clean]),
                          "photo_recall": share(manual[:, pos])})
-
-
-def thumbnail(path: Path, px: int) -> str | None:
-    """A JPEG data URI of the photo (None when it is missing or does not decode)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            img.thumbnail((px, px))
-            buf = io.BytesIO()
-            img.save(buf, "JPEG", quality=85)
-    except (OSError, UnidentifiedImageError):
-        return None
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def nearest(check: Check, frame: pd.DataFrame, metas: dict, n: int = 6) -> pd.DataFrame:

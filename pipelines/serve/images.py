@@ -44,3 +44,24 @@ def load_resized(paths: Sequence[str | Path], size: int, threads: int = 4) -> np
     with ThreadPoolExecutor(threads) as pool:
         return np.stack(list(pool.map(lambda p: resize(read_rgb(p), size), paths))) if len(paths) else \
             np.zeros((0, size, size, 3), np.uint8)
+
+
+def thumbnail(path, px: int) -> str | None:
+    """A JPEG data URI of the photo at ``path``, longest side ``px`` (None when it is not on disk or does not
+    decode): the thumbnails of the HTML reports (false positives, operating points)."""
+    import base64
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    if not path or not Path(path).is_file():
+        return None
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            img.thumbnail((px, px))
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=85)
+    except (OSError, UnidentifiedImageError):
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
