@@ -52,3 +52,13 @@ def test_an_uncalibrated_threshold_fails_the_gate_unless_unmeasured_checks_are_a
     assert not refused.passed and refused.name == "calibrated threshold blur" and "flags every photo" in refused.detail
     allowed = params.model_copy(update={"gate": params.gate.model_copy(update={"allow_unmeasured": True})})
     assert calibration({"blur": None}, allowed)[0].passed
+
+
+def test_every_family_names_its_defects_in_the_whole_reviewers_words():
+    from pipelines.release.reviewer import truth
+    import pandas as pd
+
+    columns = set(truth(pd.DataFrame(columns=["sku_id", "claimed_sku", "blurred", "blur_dropped", "sticker_missing",
+                                              "dirt", "off_centre", "prohibited", "manipulated"]), set(), []).columns)
+    named = [d for name in families.FAMILIES for d in families.get(name).defects]
+    assert sorted(named) == sorted(set(named)) and set(named) == columns - {"clean"}   # each defect, one family

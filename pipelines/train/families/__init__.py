@@ -7,7 +7,7 @@ Every family is a module of this package with the same functions:
     bundle(root, params) -> Bundle         what export writes: graphs, files, decision settings
     gate_values(test_metrics) -> (recalls per check, auto-pass share)   what the gate judges
     summary(test_metrics) -> str           the family's line in reports and the demo's summary
-    DEFECTS                                the defects it catches, in the whole reviewer's words
+    REVIEWER_DEFECTS                       the defects it catches, in the whole reviewer's words
                                            (metrics/reviewer.json; ``prohibited`` also covers ``prohibited:<c>``)
 
 ``get(name)`` is the only lookup, and it fails loudly on an unknown name; nothing outside this
@@ -51,7 +51,7 @@ class Family:
 
     @property
     def defects(self) -> tuple[str, ...]:
-        return tuple(self.module.DEFECTS)
+        return tuple(self.module.REVIEWER_DEFECTS)
 
 
 REGISTRY = {name: Family(name) for name in FAMILIES}

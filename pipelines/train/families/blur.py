@@ -160,7 +160,7 @@ def bundle(root: Path, params: Params):
     return scalar.score_bundle(FAMILY, root)
 
 
-DEFECTS = ("blur",)          # what the whole reviewer measures it on (pipelines/release/reviewer.py)
+REVIEWER_DEFECTS = ("blur",)          # what the whole reviewer measures it on (pipelines/release/reviewer.py)
 
 
 def gate_values(test: dict) -> tuple[dict[str, float], float]:

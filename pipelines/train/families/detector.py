@@ -479,7 +479,7 @@ def yolo_parity(root: Path, params: Params, onnx_path: Path, photos: np.ndarray)
     return float((np.abs(got - expected) / scale).max())
 
 
-DEFECTS = ("sticker_missing", "dirt", "off_centre")          # what the whole reviewer measures it on (pipelines/release/reviewer.py)
+REVIEWER_DEFECTS = ("sticker_missing", "dirt", "off_centre")          # what the whole reviewer measures it on (pipelines/release/reviewer.py)
 
 
 def gate_values(test: dict) -> tuple[dict[str, float], float]:

@@ -61,7 +61,7 @@ def bundle(root: Path, params: Params):
     return scalar.score_bundle(FAMILY, root)
 
 
-DEFECTS = ("manipulation",)          # what the whole reviewer measures it on (pipelines/release/reviewer.py)
+REVIEWER_DEFECTS = ("manipulation",)          # what the whole reviewer measures it on (pipelines/release/reviewer.py)
 
 
 def gate_values(test: dict) -> tuple[dict[str, float], float]:

@@ -200,7 +200,7 @@ def bundle(root: Path, params: Params) -> Bundle:
     return Bundle([Graph(FAMILY, model, params.train.input_size(FAMILY), "scores", labels=list(model.categories))])
 
 
-DEFECTS = ("prohibited",)          # what the whole reviewer measures it on (pipelines/release/reviewer.py)
+REVIEWER_DEFECTS = ("prohibited",)          # what the whole reviewer measures it on (pipelines/release/reviewer.py)
 
 
 def gate_values(test: dict) -> tuple[dict[str, float], float]:

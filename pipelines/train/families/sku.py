@@ -323,7 +323,7 @@ def bundle(root: Path, params: Params) -> Bundle:
                   files={GALLERY_FILE: lambda path: np.save(path, embeddings)})
 
 
-DEFECTS = ("wrong_claim", "outside_catalogue")          # what the whole reviewer measures it on (pipelines/release/reviewer.py)
+REVIEWER_DEFECTS = ("wrong_claim", "outside_catalogue")          # what the whole reviewer measures it on (pipelines/release/reviewer.py)
 
 
 def gate_values(test: dict) -> tuple[dict[str, float], float]:
