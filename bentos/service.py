@@ -33,6 +33,8 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from pipelines.serve.contract import TOKEN_ENV
+
 HERE = Path(__file__).resolve().parent
 PRODUCTION: dict[str, str] = json.loads(Path(os.environ.get("REVIEWOPS_PRODUCTION", HERE / "production.json")).read_text())
 PARAMS_PATH = Path(os.environ.get("REVIEWOPS_PARAMS", HERE / "params.yaml"))
@@ -47,7 +49,6 @@ PARAMS = _params()
 SERVING = PARAMS.serving
 INPUT_SIZE = PARAMS.data.image_size           # photos reach the models at the data's side
 THREADS = int(os.environ.get("REVIEWOPS_THREADS", "2"))
-TOKEN_ENV = "REVIEWOPS_API_TOKEN"
 TOKEN = os.environ.get(TOKEN_ENV) or None
 OPEN_PATHS = frozenset({"/readyz", "/healthz", "/livez", "/metrics", "/openapi.json", "/docs"})
 
@@ -174,9 +175,6 @@ class Reviewer:
                                       ["route", "decision"],
                                       buckets=(.025, .05, .075, .1, .15, .2, .3, .5, .75, 1, 2, 5, 10))
         _READINESS["probe"] = self.readiness
-
-    def __is_ready__(self) -> bool:
-        return self.log.ping()
 
     async def readiness(self) -> tuple[bool, str]:
         """(ready, reason) within ``serving.ready_probe_s`` (plus the log's ping): the model worker's own /readyz."""

@@ -272,7 +272,7 @@ def _live(demo: Demo, n: int) -> int:
     for name, shift, offset in (("live-normal", None, 1000), ("live-shifted", SHIFT, 2000)):
         what = f"shifted ({shift})" if shift else "normal (the live mix)"
         with stage(f"live traffic: {n} {what} photos to POST {url}/review", demo.timings):
-            batch_dir = traffic_batch(demo.work, name, n, seed + offset, ",".join(f"{k}={v}" for k, v in mixes[name].items()))
+            batch_dir = traffic_batch(demo.work, name, n, seed + offset, mixes[name])
             sent = time.perf_counter()
             stats = send_traffic(url, batch_dir)
             elapsed = time.perf_counter() - sent

@@ -24,14 +24,14 @@ if TYPE_CHECKING:
 
 # ---------------------------------------------------------------- live traffic and simulated reviews
 
-def traffic_batch(work: Path, name: str, n: int, seed: int, shift: str | None) -> Path:
+def traffic_batch(work: Path, name: str, n: int, seed: int, shift: dict[str, str] | None) -> Path:
     """A generated stream of listing photos under ``.reviewops/traffic/`` (never data/incoming: not training data)."""
-    from pipelines.data.generate import generate_batch, parse_shift
+    from pipelines.data.generate import generate_batch
 
     out = work / ".reviewops" / "traffic"
     if (out / name).is_dir():
         return out / name
-    return generate_batch(out, name, n, seed, load_params(work / "params.yaml"), parse_shift(shift), progress=True)
+    return generate_batch(out, name, n, seed, load_params(work / "params.yaml"), shift, progress=True)
 
 
 def _field(value) -> str | None:
@@ -162,10 +162,10 @@ def metric_lines(repo: Path) -> list[str]:
             lines.append(f"    {family:<13}{get(family).summary(m['test'])}  (trained in {m['train_seconds']:.0f} s)")
         except (FileNotFoundError, KeyError, TypeError):
             continue
-    path = repo / "metrics" / "reviewer.json"
-    if path.is_file():                      # the whole reviewer: what the marketplace gets (pipelines/release/reviewer.py)
-        from pipelines.release.reviewer import summary
+    from pipelines.release.reviewer import METRICS_FILE, summary
 
+    path = repo / METRICS_FILE
+    if path.is_file():                      # the whole reviewer: what the marketplace gets
         lines += [f"    reviewer     {line}" for line in summary(json.loads(path.read_text())).splitlines()]
     return lines
 

@@ -61,11 +61,11 @@ def live_mix_shift(params: Params) -> dict[str, str]:
 
 
 def live_mix_batch(out_dir: str | Path, params: Params, *, n: int | None = None, seed: int | None = None,
-                   extra: dict[str, str] | None = None, progress: bool = False) -> Path:
+                   progress: bool = False) -> Path:
     """A sample of the live mix in ``out_dir`` (rendered once: same params, size and seed give the same batch)."""
     n = n or params.live_mix.n.get(params.train.profile, max(params.live_mix.n.values()))
     seed = params.live_mix.seed if seed is None else seed
-    shift = {**live_mix_shift(params), **(extra or {})}
+    shift = live_mix_shift(params)
     key = hashlib.sha256(json.dumps([n, seed, shift, params.generator.model_dump(), params.labels.model_dump(),
                                      list(params.prohibited.categories), params.data.image_size],
                                     sort_keys=True).encode()).hexdigest()[:10]

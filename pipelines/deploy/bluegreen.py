@@ -27,6 +27,7 @@ import httpx
 
 from pipelines.deploy.router import (ACTIVE, free_port, now_iso, pid_alive, read_active, router_status, ensure_router,
                      stop_group, stop_router, write_active, write_json_atomic)
+from pipelines.serve.contract import TOKEN_ENV
 
 DRAIN_S = 2.0                 # the old instance keeps running this long after the switch
 STOP_GRACE_S = 15.0           # SIGTERM -> SIGKILL
@@ -119,9 +120,6 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float, log_path: Path)
 
 
 SMOKE_HEADER = "X-ReviewOps-Smoke"  # the service logs these answers with a "smoke-" request id: not live traffic
-
-
-TOKEN_ENV = "REVIEWOPS_API_TOKEN"  # the service's optional bearer token (bentos/service.py)
 
 
 def smoke(url: str, photos: list[GoldenPhoto], env: dict | None = None) -> list[str]:

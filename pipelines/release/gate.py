@@ -104,7 +104,7 @@ def reviewer_criteria(reviewer: dict | None, production: dict | None, params: Pa
         if not key.startswith("photo_recall."):
             continue
         defect = key.removeprefix("photo_recall.")
-        floor = params.gate.recall_floors.get(FLOOR_OF_DEFECT.get(defect, defect.split(":")[0]))
+        floor = _floor(params, FLOOR_OF_DEFECT.get(defect, defect))
         if floor is not None:
             out.append(_at_floor(f"reviewer photo recall {defect}", value, floor, params,
                                  f"the whole reviewer sends {value or 0:.3f} of these photos to a person "

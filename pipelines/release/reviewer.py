@@ -115,34 +115,29 @@ def split_metrics(frame: pd.DataFrame, defects: list[str]) -> dict:
     return out
 
 
-def _flat(raw: dict) -> dict:
-    """The raw outputs of one photo as flat columns (the operating-point report reads them)."""
-    row = {}
-    if "sku" in raw:
-        row.update({"sku_predicted": raw["sku"]["predicted"], "sku_similarity": raw["sku"]["similarity"]})
-    if "blur" in raw:
-        row["blur_score"] = raw["blur"]
-    if "defects" in raw:
-        row.update({"sticker_missing_score": raw["defects"]["sticker_missing"], "dirt_score": raw["defects"]["dirt"]})
-        product = raw["boxes"]["product"][0] if raw["boxes"]["product"] else None
-        row["product_box"] = None if product is None else [float(v) for v in product[:5]]
-    for c, p in (raw.get("prohibited") or {}).items():
-        row[f"prohibited_score.{c}"] = p
-    if "manipulation" in raw:
-        row["manipulation_score"] = raw["manipulation"]
-    return row
+SCORE_COLUMNS = ("sku_predicted", "sku_similarity", "blur_score", "sticker_missing_score", "dirt_score",
+                 "manipulation_score")                     # the prediction log's flat score columns kept per photo
 
 
-def score(root: Path, params: Params, bundles: dict[str, Path], *, progress: bool = False) -> pd.DataFrame:
-    """Every validation and test photo reviewed by the candidate bundles: claims, truth, raw scores, answer."""
-    from pipelines.serve.bundle import read_meta
-    from pipelines.serve.models import ReviewerModels
+def _flat(answer: dict, raw: dict) -> dict:
+    """One photo's scores as flat columns (the operating-point report reads them): the prediction log's own
+    columns (:func:`pipelines.serve.decision.log_record`), each category's score and the product box."""
+    from pipelines.serve.decision import log_record
 
-    models = ReviewerModels({f: str(p) for f, p in bundles.items()}, threads=params.train.threads)
-    gallery = set(read_meta(bundles["sku"]).get("gallery_skus", [])) if "sku" in bundles else set()
+    record = log_record({"request_id": "", **answer}, raw, listing_id=None, models={})
+    product = ((raw.get("boxes") or {}).get("product") or [None])[0]
+    return {**{k: record[k] for k in SCORE_COLUMNS},
+            **{f"prohibited_score.{c}": p for c, p in (record["prohibited"] or {}).items()},
+            "product_box": None if product is None else [float(v) for v in product[:5]]}
+
+
+def score(root: Path, params: Params, models, *, progress: bool = False) -> pd.DataFrame:
+    """Every validation, test and live-mix photo reviewed by ``models`` (the candidates' ReviewerModels):
+    claims, truth, raw scores, answer."""
     from pipelines.data.generate import LIVE_MIX_DIR, live_mix_batch
     from pipelines.data.manifest import read_manifest
 
+    gallery = set(models.metas["sku"].get("gallery_skus", [])) if "sku" in models.metas else set()
     manifest = versioned_manifest(root)
     live_dir = live_mix_batch(root / LIVE_MIX_DIR, params, progress=progress)
     live = read_manifest(live_dir)
@@ -153,7 +148,7 @@ def score(root: Path, params: Params, bundles: dict[str, Path], *, progress: boo
             continue
         answers = review(models, photos, params, progress=progress)
         t = truth(photos, gallery, list(params.prohibited.categories)).add_prefix("truth.")
-        rows = pd.DataFrame([{"decision": a["decision"], "reasons": list(a["reasons"]), **_flat(raw)}
+        rows = pd.DataFrame([{"decision": a["decision"], "reasons": list(a["reasons"]), **_flat(a, raw)}
                              for a, raw in answers])
         keep = photos[["listing_id", "path", "sku_id", "claimed_sku", "category"]]
         frames.append(pd.concat([keep.assign(split=split), t.reset_index(drop=True), rows], axis=1))
@@ -164,8 +159,11 @@ def evaluate_reviewer(root: str | Path, params: Params, *, progress: bool = Fals
     """Export the candidates, review both splits, write the scores and ``metrics/reviewer.json``; returns the metrics."""
     root = Path(root).resolve()
     out = root / OUT_DIR
+    from pipelines.serve.models import ReviewerModels
+
     bundles = export_candidates(root, params, out / "bundles")
-    frame = score(root, params, bundles, progress=progress)
+    models = ReviewerModels({f: str(p) for f, p in bundles.items()}, threads=params.train.threads)
+    frame = score(root, params, models, progress=progress)
     frame.to_parquet(out / "scores.parquet", index=False)
     defects = [c.removeprefix("truth.") for c in frame.columns if c.startswith("truth.") and c != "truth.clean"]
     metrics = {split: split_metrics(frame[frame["split"] == split], defects)
@@ -177,9 +175,8 @@ def evaluate_reviewer(root: str | Path, params: Params, *, progress: bool = Fals
                                  "photos with contradictory blur votes excluded"}
     metrics["floors"] = dict(params.gate.recall_floors)
     from pipelines.release.operating_point import write_report     # (it imports this module's split_metrics)
-    from pipelines.serve.bundle import read_meta
 
-    write_report(root, frame, {f: read_meta(p) for f, p in bundles.items()}, metrics["floors"], root / REPORT)
+    write_report(root, frame, models.metas, metrics["floors"], root / REPORT)
     path = root / METRICS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
@@ -213,7 +210,7 @@ def summary(metrics: dict) -> str:
 def reviewer_figures(family: str, root: Path) -> dict | None:
     """From metrics/reviewer.json (the ``reviewer`` stage): per split, clean auto-pass and the photo and reason
     recall of the family's defects; None before that stage has run."""
-    path = root / "metrics" / "reviewer.json"
+    path = Path(root) / METRICS_FILE
     if not path.is_file():
         return None
     doc = json.loads(path.read_text())

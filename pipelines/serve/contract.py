@@ -45,6 +45,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "overloaded": (503, "the models cannot take the photo now: retry after Retry-After seconds"),
 }
 
+TOKEN_ENV = "REVIEWOPS_API_TOKEN"   # the optional bearer token of the service (bentos/service.py), also sent by deploy
 FAMILIES_NOTE = "present when the family is served (a deployment serves every promoted family)"
 
 
