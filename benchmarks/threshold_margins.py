@@ -8,10 +8,10 @@ Usage, after one or more default-size demos (each workspace holds trained sku an
 For every workspace it re-derives, from the trained models and the frozen splits, the alarm
 thresholds the families would choose at several validation recall targets, and measures on test:
 
-* sku: one threshold over wrong claims and unknown SKUs together (the calibration before commit
-  e9d4605) against one reaching the target on each kind of positive separately
-  (``pipelines.train.families.sku.mismatch_threshold``); unknown-SKU alarm recall (gate floor
-  ``gate.recall_floors.unknown_sku``) and the auto-pass share of the sku check.
+* sku: the alarm's two thresholds (``pipelines.train.families.sku.calibrate_alarm``: the margin
+  for wrong claims at ``recall_targets.sku_mismatch``, the similarity for products outside the
+  catalogue at each target); outside-catalogue recall (gate floor ``gate.recall_floors.unknown_sku``),
+  wrong-claim recall and the false alarms on genuine claims.
 * blur: recall of blurred photos (floor ``gate.recall_floors.blur``), flagged share, false-positive
   rate on sharp photos.
 
@@ -27,7 +27,6 @@ import json
 import platform
 from pathlib import Path
 
-import numpy as np
 
 from pipelines.data.dataset import split_frame
 from pipelines.train.evaluate import threshold_for_recall
@@ -40,25 +39,23 @@ TARGETS = (0.95, 0.96, 0.97, 0.98, 0.99)
 
 def sku_rows(root: Path, params) -> dict:
     df = common.load_frame(root)
-    net, arch, gallery = sku.load_model(root)
-    *_, unknown_v, wrong_v, _, score_v = sku._scored(root, params, df, net, arch, gallery, "val")
-    *_, unknown_t, wrong_t, _, score_t = sku._scored(root, params, df, net, arch, gallery, "test")
+    net, arch = sku.load_model(root)
+    gallery = sku.embed_gallery(root, params, net, arch)
+    val, test = (sku._scored(root, params, df, net, arch, gallery, split) for split in ("val", "test"))
     rows = []
     for target in TARGETS:
-        for mode in ("together", "per_kind"):
-            if mode == "together":
-                t = threshold_for_recall(score_v, unknown_v | wrong_v, target)
-            else:
-                similarity, _ = sku.mismatch_threshold(score_v, wrong_v, unknown_v, {
-                    "sku_mismatch": params.recall_targets.sku_mismatch, "unknown_sku": target})
-                t = -similarity                   # the alarm score threshold of that similarity threshold
-            rows.append({"calibration": mode, "target": target, "threshold": round(float(t), 4),
-                         "val_unknown_recall": round(float((score_v[unknown_v] >= t).mean()), 4),
-                         "test_unknown_recall": round(float((score_t[unknown_t] >= t).mean()), 4),
-                         "test_wrong_claim_recall": round(float((score_t[wrong_t] >= t).mean()), 4),
-                         "test_auto_pass_share": round(float((score_t < t).mean()), 4)})
-    return {"val_positives": {"unknown_sku": int(unknown_v.sum()), "wrong_claim": int(wrong_v.sum())},
-            "test_positives": {"unknown_sku": int(unknown_t.sum()), "wrong_claim": int(wrong_t.sum())},
+        thresholds, _ = sku.calibrate_alarm(val["margin"].to_numpy(), val["similarity"].to_numpy(),
+                                            val["wrong_claim"].to_numpy(), val["outside"].to_numpy(),
+                                            {"sku_mismatch": params.recall_targets.sku_mismatch, "unknown_sku": target})
+        figures = {split: sku.open_set_metrics(frame, sku.alarms(frame, thresholds, frozenset(gallery[1])))
+                   for split, frame in (("val", val), ("test", test))}
+        rows.append({"target": target, "thresholds": thresholds,
+                     "val_outside_recall": figures["val"]["outside_catalogue_recall"],
+                     "test_outside_recall": figures["test"]["outside_catalogue_recall"],
+                     "test_wrong_claim_recall": figures["test"]["wrong_claim_recall"],
+                     "test_genuine_false_alarm_rate": figures["test"]["genuine_false_alarm_rate"]})
+    return {"val_positives": {"outside_catalogue": int(val["outside"].sum()), "wrong_claim": int(val["wrong_claim"].sum())},
+            "test_positives": {"outside_catalogue": int(test["outside"].sum()), "wrong_claim": int(test["wrong_claim"].sum())},
             "floor": params.gate.recall_floors["unknown_sku"], "rows": rows}
 
 

@@ -9,7 +9,8 @@ with Great Expectations, then versioned with DVC (add, git commit, push to the D
   `data/quarantine/<batch>/` with `validation_result.json` and the GE data docs, and the task
   **fails at once, without retries**: nothing of that run is versioned.
 * **version** (one at a time: DVC holds one lock per work tree): `data/batches/<batch>` + its
-  `.dvc` pointer committed. Versioning a batch that is already versioned changes nothing.
+  `.dvc` pointer committed. Versioning a batch that is already versioned changes nothing. Then the SKU
+  gallery (`gallery/`) enrols the catalogue SKUs of the train split it lacks (`reviewops gallery seed`).
 * **announce**: emits the `reviewops://data` asset event (extra: the new batch ids), which
   schedules `retrain`. It is skipped when nothing new was versioned.
 

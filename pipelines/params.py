@@ -133,7 +133,7 @@ class SkuTrain(TimmFamily):
     triplet_margin: float = Field(gt=0.0)
     gallery_per_sku: int = Field(gt=0)
     gallery_blur_cutoff: float = Fraction   # gallery photos with an annotator blur score at or above this come last
-    knn: int = Field(gt=0)
+    candidates: int = Field(gt=0)
     holdout_skus: int = Field(ge=1)         # catalogue SKUs kept out of training: the "new SKUs" of the open set
 
 

@@ -20,6 +20,7 @@ def make_project(base: Path, profile: str = "tiny", n: int | None = None) -> Pat
     """A git repo with the project's params.yaml (train.profile = tiny) and one versioned batch."""
     from pipelines.data.generate import generate_batch
     from pipelines.params import load_params
+    from pipelines.data.gallery import seed as seed_gallery
     from pipelines.data.version import version_batch
 
     repo = base / "repo"
@@ -37,6 +38,7 @@ def make_project(base: Path, profile: str = "tiny", n: int | None = None) -> Pat
     prof = params.data.profiles["tiny"]
     src = generate_batch(repo / "data" / "incoming", "tiny-b1", n or prof.n, prof.seed, params=params, workers=2)
     version_batch(src, repo=repo, params=params, remote=str(base / "remote"))
+    seed_gallery(repo, params)
     return repo
 
 

@@ -62,7 +62,8 @@ def validate(batch_dir: Path = typer.Argument(..., help="the batch directory, e.
 
 @app.command()
 def version(batch_dir: Path = typer.Argument(..., help="a validated batch directory, e.g. data/incoming/b1")) -> None:
-    """Version a validated batch: move it to data/batches/, dvc add, git commit, dvc push."""
+    """Version a validated batch: move it to data/batches/, dvc add, git commit, dvc push; then enrol the
+    catalogue SKUs the gallery lacks (as the ingest DAG's version task does)."""
     from pipelines.data.version import VersionError, format_outcome, version_batch
 
     if not batch_dir.is_dir():
@@ -72,6 +73,7 @@ def version(batch_dir: Path = typer.Argument(..., help="a validated batch direct
     except (VersionError, ValueError, FileExistsError) as exc:
         _fail(str(exc))
     typer.echo(format_outcome(outcome))
+    gallery_seed()
 
 
 @app.command("contact-sheet")
@@ -277,6 +279,104 @@ def deploy(bento: Optional[str] = typer.Option(None, help="the Bento tag (defaul
     except DeployError as exc:
         _fail(f"deploy of {tag} failed, the previous instance keeps serving: {exc}", 1)
     typer.echo(result.get("message") or f"deployed {tag}")
+
+
+# --- the SKU gallery: enrol, remove, show, seed, deploy (no retraining) --------------------------------------
+
+gallery_app = typer.Typer(no_args_is_help=True, help="The SKU gallery (gallery/, DVC): enrol SKUs, deploy without retraining.")
+app.add_typer(gallery_app, name="gallery")
+
+
+def _gallery_errors():
+    from pipelines.data.gallery import GalleryError, NoGallery
+    from pipelines.data.version import VersionError
+
+    return GalleryError, NoGallery, VersionError, FileNotFoundError
+
+
+def _gallery_outcome(result: dict) -> None:
+    where = f" (commit {result['commit'][:10]})" if result.get("commit") else ""
+    typer.echo(f"{result['message']}{where}" if result["changed"] else f"{result['message']}: nothing changed")
+    typer.echo(f"gallery {result['version']}: {result['n_skus']} SKUs, {result['n_photos']} photos"
+               + ("; pushed" if result.get("pushed") else "")
+               + ("; serve it with `reviewops gallery deploy`" if result["changed"] else ""))
+
+
+@gallery_app.command("add")
+def gallery_add(sku: str = typer.Argument(..., help="the SKU id, e.g. nova-11-red"),
+                photos: list[Path] = typer.Argument(..., help="JPEG photos of it (at least train.sku.gallery_per_sku for a new SKU)"),
+                category: Optional[str] = typer.Option(None, help="phone | tablet | laptop | headphones "
+                                                                  "(default: the catalogue's, or the enrolled one)")) -> None:
+    """Enrol a SKU (or add photos to one): photos validated like a batch's, then dvc add + git commit."""
+    from pipelines.data.gallery import add
+    from pipelines.params import load_params
+
+    try:
+        result = add(Path.cwd(), load_params(), sku, list(photos), category)
+    except _gallery_errors() as exc:
+        _fail(str(exc), 2)
+    _gallery_outcome(result)
+
+
+@gallery_app.command("remove")
+def gallery_remove(sku: str = typer.Argument(..., help="the SKU id to drop with its photos")) -> None:
+    """Remove a SKU and its photos from the gallery (seed will not enrol it again; add does)."""
+    from pipelines.data.gallery import remove
+
+    try:
+        result = remove(Path.cwd(), sku)
+    except _gallery_errors() as exc:
+        _fail(str(exc), 2)
+    _gallery_outcome(result)
+
+
+@gallery_app.command("show")
+def gallery_show() -> None:
+    """The gallery's version, last change, and every SKU with its category and photo count."""
+    from pipelines.data.gallery import format_show, show
+    from pipelines.params import load_params
+
+    try:
+        info = show(Path.cwd())
+    except _gallery_errors() as exc:
+        _fail(str(exc), 2)
+    typer.echo(format_show(info, load_params().train.sku.gallery_per_sku))
+
+
+@gallery_app.command("seed")
+def gallery_seed() -> None:
+    """Enrol every catalogue SKU of the versioned train split (train.sku.gallery_per_sku photos, sharp first)."""
+    from pipelines.data.gallery import seed
+    from pipelines.params import load_params
+
+    try:
+        result = seed(Path.cwd(), load_params())
+    except _gallery_errors() as exc:
+        _fail(str(exc), 2)
+    _gallery_outcome(result)
+
+
+@gallery_app.command("deploy")
+def gallery_deploy(port: Optional[int] = typer.Option(None, help="serving port (default: serving.port of params.yaml)"),
+                   ready_timeout: float = typer.Option(300.0, help="seconds to wait for the new instance's /readyz")) -> None:
+    """Embed the gallery with the production SKU model, register + promote it, build, deploy blue/green."""
+    _store()
+    from pipelines.data.gallery import GalleryError, NoGallery
+    from pipelines.deploy.bluegreen import DeployError
+    from pipelines.params import load_params
+    from pipelines.release.build import BuildError
+    from pipelines.release.gallery import GalleryDeployError, deploy_gallery
+    from pipelines.release.registry import RegistryError
+
+    try:
+        result = deploy_gallery(Path.cwd(), load_params(), port, ready_timeout=ready_timeout)
+    except (GalleryError, NoGallery, GalleryDeployError, RegistryError, BuildError) as exc:
+        _fail(str(exc), 2)
+    except DeployError as exc:
+        _fail(f"gallery deploy failed, the previous instance keeps serving: {exc}", 1)
+    typer.echo(f"gallery {result['version']} ({result['skus']} SKUs, {result['photos']} photos) served by "
+               f"{result['tag']} in {result['bento']}: {result['deploy'].get('message', '')}")
+    typer.echo(f"took {result['seconds']:.1f} s")
 
 
 @app.command()

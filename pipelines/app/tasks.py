@@ -28,6 +28,7 @@ BATCHES_DIR = Path("data") / "batches"           # this module, and pandas need 
 QUARANTINE_DIR = Path("data") / "quarantine"
 DEPLOY_STATE = Path(".reviewops") / "deploy"
 BUILD_RECORD = Path("reports") / "build.json"
+GALLERY_DEPLOY_RECORD = Path("reports") / "gallery_deploy.json"   # as pipelines.release.gallery.RECORD
 GATE_REPORTS = Path("reports") / "gate"
 TRAIN_LOCK_TIMEOUT_S = 6 * 3600.0     # a task waiting for another's training (the demo's longest family: ~18 min)
 
@@ -114,8 +115,20 @@ def version(root: str | Path | None = None, batch: str = "") -> dict:
     root = project_root(root)
     outcome = version_batch(root / INCOMING_DIR / batch, repo=root, params=read_params(root))
     print(format_outcome(outcome), flush=True)
+    seeded = gallery_seed(root)       # also on a retried task: the seed finds what a failed one left to do
     return {"batch": batch, "new": not outcome.already_versioned, "photos": outcome.n_rows,
-            "splits": outcome.splits, "commit": outcome.commit, "pushed": outcome.pushed}
+            "splits": outcome.splits, "commit": outcome.commit, "pushed": outcome.pushed,
+            "gallery": {k: seeded[k] for k in ("changed", "version", "n_skus", "n_photos", "commit")}}
+
+
+def gallery_seed(root: str | Path | None = None) -> dict:
+    """Enrol the catalogue SKUs of the versioned train split that the SKU gallery lacks (dvc add, git commit)."""
+    from pipelines.data.gallery import seed
+
+    root = project_root(root)
+    result = seed(root, read_params(root))
+    print(result["message"] + ("" if result["changed"] else ": nothing changed"), flush=True)
+    return result
 
 
 def new_batches(results: Iterable[dict]) -> list[str]:
@@ -307,6 +320,22 @@ def deploy(root: str | Path | None = None, bento: str | None = None, port: int |
     result = blue_green(tag, state_dir=root / DEPLOY_STATE, port=serving_port(root, port), env=env)
     print(result.get("message", f"deployed {tag}"), flush=True)
     return {k: v for k, v in result.items() if isinstance(v, (str, int, float, bool, type(None)))}
+
+
+def gallery_deploy(root: str | Path | None = None, port: int | None = None) -> dict:
+    """``reviewops gallery deploy``: the current gallery embedded by the production SKU model, registered,
+    promoted, built and deployed blue/green (smoke set, switch); no retraining. Returns its record."""
+    root = project_root(root)
+    cmd = [str(BIN / "reviewops"), "gallery", "deploy"] + (["--port", str(port)] if port else [])
+    code, out = run(cmd, root, what="reviewops gallery deploy", ok=range(256))
+    if code == 2:
+        raise PermanentError(f"reviewops gallery deploy refused:\n{out[-2000:]}")
+    if code != 0:
+        raise RuntimeError(f"reviewops gallery deploy exited {code} (the previous instance keeps serving):\n{out[-3000:]}")
+    record = read_json(root / GALLERY_DEPLOY_RECORD)
+    if record is None:
+        raise RuntimeError(f"reviewops gallery deploy wrote no {GALLERY_DEPLOY_RECORD}:\n{out[-2000:]}")
+    return {k: v for k, v in record.items() if k != "deploy"} | {"deploy": record["deploy"].get("message")}
 
 
 def verify(root: str | Path | None = None, port: int | None = None) -> dict:

@@ -19,8 +19,8 @@ from pathlib import Path
 import yaml
 
 from pipelines.release import registry
-from pipelines.data.dataset import split_frame
-from pipelines.train.families import FAMILIES, common
+from pipelines.data.dataset import split_frame, versioned_manifest
+from pipelines.train.families import FAMILIES
 from pipelines.params import Params
 from pipelines.locks import file_lock
 
@@ -50,7 +50,7 @@ def golden_set(root: Path, params: Params, bundles: dict[str, Path], out: Path, 
     from pipelines.serve.models import ReviewerModels
     from pipelines.train.review import claims, review
 
-    df = split_frame(common.load_frame(root), "test").sort_values("listing_id").head(candidates)
+    df = split_frame(versioned_manifest(root), "test").sort_values("listing_id").head(candidates)
     answers = [a for a, _ in review(ReviewerModels(bundles, threads=params.train.threads), df, params)]
     rows = [(row, claims(row)["sku_id"], answer) for (_, row), answer in zip(df.iterrows(), answers)]
     n = params.serving.golden_photos
@@ -61,8 +61,9 @@ def golden_set(root: Path, params: Params, bundles: dict[str, Path], out: Path, 
     for i, (row, sku, answer) in enumerate(sorted(chosen, key=lambda r: r[0]["listing_id"])):
         name = f"{i:03d}{Path(row['path']).suffix}"
         shutil.copy2(row["path"], out / name)
-        photos.append({"file": name, "sku_id": sku, "category": None, "listing_id": str(row["listing_id"]),
-                       "decision": answer["decision"], "reasons": sorted(answer["reasons"])})
+        photos.append({"file": name, "sku_id": sku, "category": claims(row)["category"],   # what the answer was given
+                       "listing_id": str(row["listing_id"]), "decision": answer["decision"],
+                       "reasons": sorted(answer["reasons"])})
     (out / "golden.json").write_text(json.dumps({"photos": photos}, indent=1))
     return photos
 

@@ -56,7 +56,8 @@ class Check:
     sku: bool = False            # the SKU alarm: similarity <= t alarms (other checks: score >= t flags)
 
     def rule(self) -> str:
-        return "similarity &le; t or another SKU predicted alarms" if self.sku else "score &ge; t flags"
+        return ("similarity of the claimed SKU &le; t, or another SKU ahead by the margin, alarms" if self.sku
+                else "score &ge; t flags")
 
 
 def _floor(floors: dict, defect: str) -> float | None:
@@ -78,8 +79,8 @@ def checks(scores: pd.DataFrame, metas: dict[str, dict], floors: dict) -> list[C
     family, name, key, col = plain[3]
     if family in metas and col in scores:
         out.append(Check(name, col, (name,), (name,), metas[family]["thresholds"].get(key), fl(name)))
-    if "sku" in metas and "sku_similarity" in scores:
-        out.append(Check("sku", "sku_similarity", SKU_REASONS, ("wrong_claim", "outside_catalogue"),
+    if "sku" in metas and "sku_match_similarity" in scores:
+        out.append(Check("sku", "sku_match_similarity", SKU_REASONS, ("wrong_claim", "outside_catalogue"),
                          metas["sku"]["thresholds"].get("similarity"), fl(*SKU_REASONS), sku=True))
     return out
 
@@ -106,10 +107,15 @@ def flags(check: Check, frame: pd.DataFrame, metas: dict, thresholds) -> np.ndar
     s = frame[check.score].to_numpy(dtype=float)[None, :]
     if not check.sku:
         return _eligible(check, frame, metas)[None, :] & (s >= t)
+    # the similarity swept; the margin held at its threshold (decision.sku_alarm). A claimed SKU beyond the
+    # candidates has no similarity: it alarms at every threshold, as decide() does.
     known = set(metas["sku"].get("gallery_skus", []))
+    margin_thr = metas["sku"]["thresholds"].get("margin")
     claimed = [given(c) for c in frame["claimed_sku"]]
-    fixed = np.array([c is not None and (c not in known or c != p) for c, p in zip(claimed, frame["sku_predicted"])])
-    return fixed[None, :] | (s <= t)
+    margin = frame["sku_margin"].to_numpy(dtype=float)
+    fixed = np.array([c is not None and (c not in known or margin_thr is None or not m > margin_thr)
+                      for c, m in zip(claimed, margin)])
+    return fixed[None, :] | (np.nan_to_num(s, nan=-np.inf) <= t)
 
 
 def recorded(check: Check, frame: pd.DataFrame) -> np.ndarray:

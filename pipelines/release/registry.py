@@ -3,6 +3,7 @@
 ``register`` exports a family's trained model to an ONNX bundle, checks ONNX against torch on
 real photos, and stores it as the BentoML model ``reviewops-<family>`` with its metadata:
 test metrics, thresholds, DVC data version, git revision, params hash and a content hash.
+``register_bundle`` stores a bundle made without torch (a gallery change: ``pipelines.release.gallery``).
 ``promote`` moves the family's production pointer (one atomic file replace, under a lock) and
 appends to the history; ``rollback`` moves it back. The store is the project's ``.bentoml/``
 unless ``BENTOML_HOME`` says otherwise (set before bentoml is imported: ``use_store``).
@@ -21,7 +22,6 @@ from pathlib import Path
 import yaml
 
 from pipelines.train.evaluate import model_dir, read_metrics
-from pipelines.release.export import export_bundle, parity, parity_photos
 from pipelines.train import families
 from pipelines.params import Params
 from pipelines.locks import file_lock
@@ -102,7 +102,7 @@ def _basic(value):
 
 def register(family: str, root: Path, params: Params) -> str:
     """Export, parity-check and store the family's current model; returns its tag ``reviewops-<family>:<v>``."""
-    import bentoml
+    from pipelines.release.export import export_bundle, parity, parity_photos   # torch: only when exporting
 
     try:
         families.get(family)
@@ -112,12 +112,27 @@ def register(family: str, root: Path, params: Params) -> str:
         bundle = Path(tmp)
         meta = export_bundle(family, root, params, bundle)
         result = parity(family, root, params, bundle, parity_photos(root))
-        metadata = _metadata(family, root, params, result, meta)
-        with bentoml.models.create(f"{MODEL_PREFIX}{family}", labels={"family": family, "project": "reviewops"},
-                                   metadata=_basic(metadata)) as model:
-            for path in bundle.iterdir():
-                (Path(model.path) / path.name).write_bytes(path.read_bytes())
-        return str(model.tag)
+        return register_bundle(family, bundle, _metadata(family, root, params, result, meta))
+
+
+def register_bundle(family: str, bundle: Path, metadata: dict) -> str:
+    """Store an exported bundle directory (its ``meta.json`` names ``family``) with ``metadata``; returns its tag."""
+    import bentoml
+
+    from pipelines.serve.bundle import read_meta
+
+    try:
+        families.get(family)
+        found = read_meta(bundle).get("family")
+    except (ValueError, FileNotFoundError) as exc:
+        raise RegistryError(str(exc)) from None
+    if found != family:
+        raise RegistryError(f"{bundle} holds a bundle of {found!r}, not {family!r}")
+    with bentoml.models.create(f"{MODEL_PREFIX}{family}", labels={"family": family, "project": "reviewops"},
+                               metadata=_basic(metadata)) as model:
+        for path in Path(bundle).iterdir():
+            (Path(model.path) / path.name).write_bytes(path.read_bytes())
+    return str(model.tag)
 
 
 def model_info(tag: str) -> dict:

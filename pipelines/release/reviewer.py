@@ -121,12 +121,16 @@ SCORE_COLUMNS = ("sku_predicted", "sku_similarity", "blur_score", "sticker_missi
 
 def _flat(answer: dict, raw: dict) -> dict:
     """One photo's scores as flat columns (the operating-point report reads them): the prediction log's own
-    columns (:func:`pipelines.serve.decision.log_record`), each category's score and the product box."""
+    columns (:func:`pipelines.serve.decision.log_record`), the similarity the SKU alarm compares (the claimed
+    SKU's; without a claim the best one's) and the claim's margin, each category's score and the product box."""
     from pipelines.serve.decision import log_record
 
     record = log_record({"request_id": "", **answer}, raw, listing_id=None, models={})
     product = ((raw.get("boxes") or {}).get("product") or [None])[0]
+    sku = answer["checks"].get("sku") or {}
+    match = sku.get("similarity") if sku.get("claimed") is None else sku.get("claimed_similarity")
     return {**{k: record[k] for k in SCORE_COLUMNS},
+            "sku_match_similarity": match, "sku_margin": sku.get("margin"),
             **{f"prohibited_score.{c}": p for c, p in (record["prohibited"] or {}).items()},
             "product_box": None if product is None else [float(v) for v in product[:5]]}
 

@@ -69,10 +69,18 @@ Box = Annotated[list[float], Field(min_length=5, max_length=5)]   # [x0, y0, x1,
 
 
 class SkuCheck(_Model):
-    predicted: str = Field(description="the gallery SKU the photo matches best (kNN vote)")
+    predicted: str = Field(description="the gallery SKU the photo matches best (its closest gallery photo)")
     similarity: float = Field(description="cosine similarity of the photo to the best gallery photo")
-    threshold: float | None = Field(description="similarity at or below which the claim is alarmed; null: uncalibrated")
+    threshold: float | None = Field(description="similarity of the claimed SKU (without a claim: the best one) at or "
+                                                "below which the photo is taken for a product outside the catalogue "
+                                                "(unknown_sku); null: uncalibrated")
     claimed: str | None
+    claimed_similarity: float | None = Field(description="similarity of the claimed SKU's closest gallery photo; null "
+                                                         "without a known claim, or when it is not among the best")
+    margin: float | None = Field(description="claimed_similarity minus the best other SKU's; negative: another SKU "
+                                             "matches better")
+    margin_threshold: float | None = Field(description="margin at or below which the claim is alarmed (sku_mismatch); "
+                                                       "null: uncalibrated")
     known_sku: bool = Field(description="the claimed SKU is in the served gallery")
     match: bool | None = Field(description="the photo confirms the claim; null without a claim")
 

@@ -3,8 +3,9 @@
 Serving (``bentos/service.py``), evaluation (:mod:`pipelines.train.review`, the families' metrics)
 and the drift reference all decide through this module, so they cannot drift apart:
 
-- :func:`rank` and :func:`knn_vote`: the SKU a photo shows, from its similarities to the gallery;
-- :func:`sku_alarm`: a claim is alarmed when the photo matches another SKU, or nothing well enough;
+- :func:`sku_candidates` and :func:`sku_scores`: the SKUs a photo may show, from its similarities to the
+  gallery, and how well the claimed one matches against its best rival;
+- :func:`sku_alarm`: a claim is alarmed when another SKU matches clearly better, or nothing well enough;
 - :func:`centring`: the product box's offset from the centre and whether the frame cuts it;
 - :func:`decide`: every check's verdict, the reasons, ``auto_pass`` or ``manual_review``;
 - :func:`log_record`: the one prediction-log row of an answer.
@@ -33,17 +34,72 @@ def rank(similarities: np.ndarray) -> np.ndarray:
     return np.argsort(-np.asarray(similarities), axis=-1, kind="stable")
 
 
-def knn_vote(similarities: np.ndarray, order: np.ndarray, gallery_skus: Sequence[str], k: int) -> tuple[str, float]:
-    """The SKU with the largest summed similarity among the top ``k`` gallery photos, and the top-1 similarity.
+def top_k(similarities: np.ndarray, k: int) -> np.ndarray:
+    """The indices of the ``k`` largest similarities per row, decreasing: always equal to ``rank(similarities)[..., :k]``.
 
-    ``similarities`` and ``order`` are one photo's row (``order = rank(similarities)``); ties between
-    SKUs go to the one whose best photo ranks higher.
+    ``np.argpartition`` finds the k-th largest value ``v`` of each row in O(N) instead of the full sort
+    (benchmarks/gallery_search.py); the k picked are sorted by (-similarity, gallery index). Where
+    exactly k entries are ``>= v`` that set is the top k. Where more are (ties at ``v`` straddle the
+    cut: argpartition picks arbitrary ones among them) or ``v`` is NaN, that row alone is re-ranked
+    over its entries ``>= v`` (over the whole row for NaN), so ties keep gallery order as in :func:`rank`
+    and NaNs come last.
     """
-    votes: dict[str, float] = {}
-    for j in order[:k]:
+    s = np.asarray(similarities)
+    n = s.shape[-1]
+    k = max(0, min(int(k), n))
+    if k == 0 or k == n or s.ndim == 0:
+        return rank(s)[..., :k]
+    rows = s.reshape(-1, n)
+    neg = -rows
+    picked = np.argpartition(neg, k - 1, axis=1)[:, :k]
+    picked.sort(axis=1)                                         # gallery order, then a stable sort by score
+    out = np.take_along_axis(picked, np.argsort(np.take_along_axis(neg, picked, axis=1), axis=1, kind="stable"),
+                             axis=1)
+    kth = np.take_along_axis(rows, out[:, -1:], axis=1)         # the k-th largest value per row
+    for i in np.flatnonzero(np.count_nonzero(rows >= kth, axis=1) != k):
+        row = rows[i]
+        if np.isnan(kth[i, 0]):
+            out[i] = rank(row)[:k]
+        else:
+            cand = np.flatnonzero(row >= kth[i, 0])
+            out[i] = cand[np.argsort(-row[cand], kind="stable")[:k]]
+    return out.reshape(*s.shape[:-1], k)
+
+
+def sku_candidates(similarities: np.ndarray, gallery_skus: Sequence[str], n: int) -> list[list]:
+    """One photo's ``n`` best SKUs as ``[[sku, similarity], ...]``, best first.
+
+    A SKU's similarity is that of its closest gallery photo (``similarities`` is the photo's row
+    against every gallery photo); ties go to the SKU whose photo comes first in the gallery.
+    """
+    out: list[list] = []
+    seen: set[str] = set()
+    # the best few photos hold the n best SKUs unless a SKU fills them: then the whole ranking is walked
+    head = top_k(similarities, max(4 * n, 32))
+    if len({str(gallery_skus[j]) for j in head}) < n and len(head) < len(similarities):
+        head = rank(similarities)
+    for j in head:
         sku = str(gallery_skus[j])
-        votes[sku] = votes.get(sku, 0.0) + float(similarities[j])
-    return max(votes, key=votes.get), float(similarities[order[0]])
+        if sku not in seen:
+            seen.add(sku)
+            out.append([sku, float(similarities[j])])
+            if len(out) == n:
+                break
+    return out
+
+
+def sku_scores(candidates: Sequence[Sequence], claimed: str | None) -> tuple[float | None, float | None]:
+    """``(claimed_similarity, margin)`` of a claim: the claimed SKU's similarity and how far it leads the best
+    other SKU (negative: another SKU matches better). A claimed SKU outside the candidates scores at most
+    the last candidate: its similarity is unknown (None) and its margin is taken as the last candidate's
+    minus the best one's, an upper bound. Without a claim or a candidate: ``(None, None)``."""
+    if claimed is None or not candidates:
+        return None, None
+    scores = {str(s): float(v) for s, v in candidates}
+    if claimed not in scores:
+        return None, float(candidates[-1][1]) - float(candidates[0][1])
+    rivals = [v for s, v in scores.items() if s != claimed]
+    return scores[claimed], scores[claimed] - (max(rivals) if rivals else -1.0)
 
 
 def flagged(score, threshold: float | None):
@@ -53,20 +109,30 @@ def flagged(score, threshold: float | None):
     return np.asarray(score) >= threshold if np.ndim(score) else bool(score >= threshold)
 
 
-def sku_alarm(predicted: str, similarity: float, claimed: str | None, threshold: float | None,
+def sku_alarm(candidates: Sequence[Sequence], claimed: str | None, thresholds: Mapping[str, float | None],
               known: frozenset[str] | set[str] | None = None) -> str | None:
-    """The SKU reason for one photo, or None.
+    """The SKU reason for one photo (``candidates`` from :func:`sku_candidates`), or None.
 
-    ``unknown_sku``: the claimed SKU is not in the gallery, or no claim was made and nothing in the
-    gallery matches (similarity at or below the threshold); ``sku_mismatch``: the photo matches
-    another SKU better, or the claimed one not well enough.
+    - ``unknown_sku``: the claimed SKU is not in the gallery; or the claimed SKU (without a claim: the
+      best one) matches at or below ``thresholds["similarity"]``: nothing enrolled looks like the photo,
+      a product outside the catalogue;
+    - ``sku_mismatch``: another SKU matches better than the claimed one by ``-thresholds["margin"]`` or
+      more (the margin is at or below the threshold).
+
+    An uncalibrated threshold (None) alarms every claim.
     """
     if claimed is not None and known is not None and claimed not in known:
         return "unknown_sku"
-    weak = threshold is None or similarity <= threshold
+    sim_thr, margin_thr = thresholds.get("similarity"), thresholds.get("margin")
     if claimed is None:
-        return "unknown_sku" if weak else None
-    return "sku_mismatch" if weak or predicted != claimed else None
+        best = float(candidates[0][1]) if candidates else None
+        return "unknown_sku" if sim_thr is None or best is None or best <= sim_thr else None
+    similarity, margin = sku_scores(candidates, claimed)
+    if margin_thr is None or margin is None or margin <= margin_thr:
+        return "sku_mismatch"
+    if sim_thr is None or similarity is None or similarity <= sim_thr:
+        return "unknown_sku"
+    return None
 
 
 def centring(product: Sequence[float] | None, tolerance: float, border: float) -> dict:
@@ -104,12 +170,15 @@ def decide(raw: Mapping, policy: Mapping[str, Mapping], *, sku_id: str | None = 
     reasons: list[str] = []
     if "sku" in raw:
         meta, s = policy["sku"], raw["sku"]
-        thr = meta["thresholds"]["similarity"]
+        thr = meta["thresholds"]
         known = frozenset(meta["gallery_skus"])
-        reason = sku_alarm(s["predicted"], s["similarity"], sku_id, thr, known)
+        reason = sku_alarm(s["candidates"], sku_id, thr, known)
         listed = sku_id is None or sku_id in known
-        checks["sku"] = {"predicted": s["predicted"], "similarity": _round(s["similarity"]), "threshold": thr,
-                         "claimed": sku_id, "known_sku": sku_id is not None and listed,
+        claimed_similarity, margin = sku_scores(s["candidates"], sku_id) if sku_id in known else (None, None)
+        checks["sku"] = {"predicted": s["predicted"], "similarity": _round(s["similarity"]),
+                         "threshold": thr.get("similarity"), "claimed": sku_id,
+                         "claimed_similarity": _round(claimed_similarity), "margin": _round(margin),
+                         "margin_threshold": thr.get("margin"), "known_sku": sku_id is not None and listed,
                          "match": None if sku_id is None else reason is None}
         if reason:
             reasons.append(reason)

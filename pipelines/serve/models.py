@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.serve.bundle import GALLERY_FILE, read_meta
-from pipelines.serve.decision import knn_vote, rank
+from pipelines.serve.decision import sku_candidates
 from pipelines.serve.images import resize, to_array
 from pipelines.serve.yolo import YoloOnnx
 
@@ -79,14 +79,12 @@ class ReviewerModels:
         elif graph["output"] == "scores":
             for o, row in zip(out, y):
                 o[name] = {label: float(p) for label, p in zip(graph["labels"], row)}
-        else:                                                   # embedding: the SKU by kNN over the gallery
+        else:                                                   # embedding: the best SKUs over the gallery
             vectors, skus = gallery
             emb = y / np.linalg.norm(y, axis=1, keepdims=True).clip(1e-12)
-            sims = emb @ vectors.T
-            for o, row, order in zip(out, sims, rank(sims)):
-                predicted, top1 = knn_vote(row, order, skus, int(meta["knn"]))
-                o[name] = {"predicted": predicted, "similarity": top1,
-                           "top5": [[str(skus[j]), float(row[j])] for j in order[:int(meta["knn"])]]}
+            for o, row in zip(out, emb @ vectors.T):
+                candidates = sku_candidates(row, skus, int(meta["candidates"]))
+                o[name] = {"predicted": candidates[0][0], "similarity": candidates[0][1], "candidates": candidates}
 
     def _boxes(self, name: str, photos: np.ndarray, out: list[dict]) -> None:
         yolo, classes = self.yolo[name]

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipelines.data.generate import generate_batch, measure_speed, parse_shift, shifted
 from pipelines.data.manifest import COLUMNS, read_manifest
 from pipelines.params import load_params
 from pipelines.data.synth import catalog
+from pipelines.data.synth.catalog import nearest_catalogue_sku, sku_index, swap_kind
 from pipelines.data.synth.prohibited_items import RENDERERS
 
 
@@ -129,7 +131,10 @@ def test_shift_knobs(tmp_path):
     drift = read_manifest(generate_batch(tmp_path, "drift", 60, seed=9, workers=1,
                                          shift=parse_shift("blur_rate=0.9,lighting=dark,new_sku_rate=1.0")))
     assert drift.blurred.mean() > base.blurred.mean() + 0.3
-    assert drift.loc[drift.sku_id != "none", "new_sku"].all() and not base.new_sku.any()
+    assert drift.loc[drift.sku_id != "none", "new_sku"].all() and base.new_sku.mean() < 0.2
+    products = drift[drift.sku_id != "none"]         # a new product is listed under the catalogue SKU most like it
+    assert (products.claimed_sku == [nearest_catalogue_sku(sku_index()[s]).sku_id for s in products.sku_id]).all()
+    assert not products.claimed_sku.map(sku_index()).map(lambda s: s.novel).any()
 
     def brightness(batch_dir, df):
         return np.mean([cv2.imread(str(batch_dir / p), cv2.IMREAD_GRAYSCALE).mean() for p in df.image])
@@ -179,3 +184,14 @@ def test_the_live_mix_is_mostly_clean_and_rendered_once(tmp_path):
     t = truth(df, set(df["sku_id"]), list(params.prohibited.categories))
     assert 0.55 <= t["clean"].mean() <= 0.75, t["clean"].mean()
     assert df["blurred"].mean() < params.generator.blur_rate and t["prohibited"].mean() < 0.06
+
+
+def test_wrong_claims_are_colour_twins_layout_twins_or_others():
+    from pipelines.data.synth.scene import _claimed
+
+    gen = load_params().generator.model_copy(update={"claimed_sku_error_rate": 1.0})
+    rng = np.random.default_rng(0)
+    shown = sku_index()["nova-12-black"]                # has a colour twin (nova-12-blue) and a layout twin
+    kinds = pd.Series([swap_kind(shown.sku_id, _claimed(rng, shown, gen)) for _ in range(300)]).value_counts(normalize=True)
+    assert set(kinds.index) == {"colour", "layout", "other"} and kinds.min() > 0.15, kinds   # "other": any SKU
+    assert swap_kind("nova-12-black", "nova-12-pro-black") == "layout" and swap_kind("nova-11-red", "nova-11-green") == "colour"

@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from pipelines.train.evaluate import binary_metrics, pr_curve, threshold_for_recall, write_json
-from pipelines.serve.decision import sku_alarm
+from pipelines.serve.decision import sku_alarm, sku_candidates, sku_scores
 from pipelines.train.evaluate import UNCALIBRATED
-from pipelines.train.families.sku import (alarm_score, alarms, batch_hard_triplet, holdout_skus, knn_predict, mismatch_threshold,
-                                   pk_batches)
+from pipelines.train.families.sku import batch_hard_triplet, calibrate_alarm, holdout_skus, match, pk_batches
 
 
 def test_threshold_reaches_the_recall_target_and_no_lower():
@@ -27,37 +26,45 @@ def test_threshold_reaches_the_recall_target_and_no_lower():
         threshold_for_recall(scores, np.zeros(10, bool), 0.9)
 
 
-def test_mismatch_threshold_meets_each_kinds_target_on_its_own_positives():
-    # 10 wrong claims all predicted as another SKU (alarm score 2), 10 unknown SKUs scored -similarity
-    unknown_sims = np.array([0.70, 0.75, 0.80, 0.82, 0.85, 0.88, 0.90, 0.92, 0.95, 0.98])
-    score = np.concatenate([np.full(10, 2.0), -unknown_sims, np.full(30, -0.99)])
+def test_alarm_thresholds_meet_each_kinds_target_on_its_own_positives():
+    # 10 wrong claims (margins), 10 outside-catalogue products (two already caught by their margin), 30 genuine
+    wrong_margins = np.array([-0.9, -0.8, -0.7, -0.6, -0.5, -0.4, -0.3, -0.2, -0.1, 0.05])
+    outside_sims = np.array([0.10, 0.20, 0.30, 0.40, 0.50, 0.55, 0.60, 0.70, 0.80, 0.90])
+    outside_margins = np.array([0.1] * 8 + [-0.95, -0.95])
+    margin = np.concatenate([wrong_margins, outside_margins, np.full(30, 0.3)])
+    similarity = np.concatenate([np.full(10, 0.5), outside_sims, np.full(30, 0.95)])
     wrong = np.r_[np.ones(10, bool), np.zeros(40, bool)]
-    unknown = np.r_[np.zeros(10, bool), np.ones(10, bool), np.zeros(30, bool)]
-    targets = {"sku_mismatch": 0.9, "unknown_sku": 0.9}
-    # one threshold over both kinds at 0.9 would stop at the 18th of 20 positives and miss two unknown SKUs
-    assert threshold_for_recall(score, wrong | unknown, 0.9) == -0.92
-    thr, source = mismatch_threshold(score, wrong, unknown, targets)
-    assert thr == 0.95 and source == "validation"        # 9 of 10 unknown SKUs at 0.9: the 9th similarity
-    assert (unknown_sims <= 0.92).mean() == 0.8 and (unknown_sims <= thr).mean() == 0.9
-    assert mismatch_threshold(score, wrong, unknown, {"sku_mismatch": 0.9, "unknown_sku": 0.5})[0] == 0.85
-    thr, source = mismatch_threshold(score, wrong, np.zeros(50, bool), targets)
-    assert thr == -1.0 and "no unknown_sku positive" in source      # prediction mismatches alone suffice
-    assert mismatch_threshold(score, np.zeros(50, bool), np.zeros(50, bool), targets) == (None, UNCALIBRATED)
+    outside = np.r_[np.zeros(10, bool), np.ones(10, bool), np.zeros(30, bool)]
+    thr, source = calibrate_alarm(margin, similarity, wrong, outside, {"sku_mismatch": 0.9, "unknown_sku": 0.9})
+    assert thr["margin"] == -0.1 and source == {"margin": "validation", "similarity": "validation"}
+    assert (wrong_margins <= thr["margin"]).mean() == 0.9
+    # 9 of 10 outside products: 2 caught by the margin (0.80, 0.90), 7 more by similarity: the 7th lowest is 0.6
+    assert thr["similarity"] == 0.6
+    caught = (outside_margins <= thr["margin"]) | (outside_sims <= thr["similarity"])
+    assert caught.mean() == 0.9
+    assert calibrate_alarm(margin, similarity, wrong, outside, {"sku_mismatch": 0.9, "unknown_sku": 0.2})[0]["similarity"] == -1.0
+    thr, source = calibrate_alarm(margin, similarity, wrong, np.zeros(50, bool), {"sku_mismatch": 0.9, "unknown_sku": 0.9})
+    assert thr["similarity"] is None and source["similarity"] == UNCALIBRATED
+    none = calibrate_alarm(margin, similarity, np.zeros(50, bool), outside, {"sku_mismatch": 0.9, "unknown_sku": 0.9})
+    assert none == ({"margin": None, "similarity": None}, {"margin": UNCALIBRATED, "similarity": UNCALIBRATED})
 
 
-def test_the_alarm_evaluation_measures_is_the_one_the_service_raises():
-    rng = np.random.default_rng(3)
-    pred = rng.choice(["a", "b"], 200)
-    claimed = rng.choice(["a", "b"], 200)
-    top1 = rng.uniform(0.3, 1.0, 200).round(2)
-    for thr in (None, -1.0, 0.6, 0.8):
-        want = np.array([sku_alarm(p, s, c, thr) is not None for p, s, c in zip(pred, top1, claimed)])
-        assert np.array_equal(alarms(pred, top1, claimed, thr), want)
-        if thr is not None:
-            assert np.array_equal(alarm_score(pred, claimed, top1) >= -thr, want)
-    assert sku_alarm("a", 0.9, "a", 0.8) is None and sku_alarm("a", 0.8, "a", 0.8) == "sku_mismatch"
-    assert sku_alarm("b", 0.99, "a", 0.8) == "sku_mismatch" and sku_alarm("a", 0.5, None, 0.8) == "unknown_sku"
-    assert sku_alarm("a", 0.99, "zz", 0.8, known={"a"}) == "unknown_sku"
+def test_the_alarm_rule():
+    thr = {"margin": -0.1, "similarity": 0.6}
+    c = [["a", 0.9], ["b", 0.85], ["c", 0.3]]
+    assert sku_scores(c, "a") == (0.9, pytest.approx(0.05)) and sku_scores(c, "b") == (0.85, pytest.approx(-0.05))
+    assert sku_alarm(c, "a", thr) is None and sku_alarm(c, "b", thr) is None       # a look-alike within the margin
+    assert sku_alarm(c, "c", thr) == "sku_mismatch"                                 # another SKU clearly better
+    assert sku_scores(c, "zz") == (None, pytest.approx(0.3 - 0.9))                  # beyond the candidates
+    assert sku_alarm(c, "zz", thr) == "sku_mismatch"
+    weak = [["a", 0.55], ["b", 0.2]]
+    assert sku_alarm(weak, "a", thr) == "unknown_sku"                                # nothing enrolled looks like it
+    assert sku_alarm(c, None, thr) is None and sku_alarm(weak, None, thr) == "unknown_sku"
+    assert sku_alarm(c, "a", thr, known={"a", "b", "c"}) is None
+    assert sku_alarm(c, "x", thr, known={"a", "b", "c"}) == "unknown_sku"           # not in the gallery at all
+    assert sku_alarm(c, "a", {"margin": None, "similarity": 0.6}) == "sku_mismatch"  # uncalibrated: alarms
+    assert sku_alarm(c, "a", {"margin": -0.1, "similarity": None}) == "unknown_sku"
+    assert sku_alarm([["a", 0.75], ["b", 0.5]], "a", {"margin": 0.25, "similarity": 0.6}) == "sku_mismatch"  # at it
 
 
 def test_pr_curve_and_json_are_readable(tmp_path):
@@ -78,14 +85,18 @@ def test_batch_hard_triplet_is_zero_when_classes_are_far_apart_and_positive_othe
     assert batch_hard_triplet(mixed, labels, margin=0.3).item() > 4.0
 
 
-def test_knn_vote_and_alarm():
+def test_candidates_are_the_best_skus_by_their_closest_photo():
     gallery = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]]), dim=1)
     skus = np.array(["a", "a", "b", "b"])
     query = torch.nn.functional.normalize(torch.tensor([[1.0, 0.05], [0.05, 1.0], [0.7, 0.7]]), dim=1)
-    pred, top1, order = knn_predict(query, gallery, skus, k=3)
-    assert list(pred[:2]) == ["a", "b"] and top1[0] > 0.99 and order.shape == (3, 4)
-    score = alarm_score(pred, np.array(["a", "a", "a"]), top1)
-    assert score[1] == 2.0 and score[0] < score[2] < 1.0   # wrong claim is certain; the ambiguous photo is less sure
+    best = match(query, gallery, skus, 5)
+    assert [c[0][0] for c in best[:2]] == ["a", "b"] and best[0][0][1] > 0.99
+    assert all(len(c) == 2 and c[0][1] >= c[1][1] for c in best)                  # one entry per SKU, best first
+    sims = (query @ gallery.T).numpy()
+    for row, cands in zip(sims, best):                  # a SKU scores its closest gallery photo
+        assert all(score == pytest.approx(row[skus == sku].max()) for sku, score in cands)
+    assert [c[0] for c in best[2]] == ["a", "b"]           # a tie goes to the SKU first in the gallery
+    assert sku_candidates(np.array([0.5, 0.5, 0.5]), ["x", "y", "x"], 1) == [["x", 0.5]]   # ties: gallery order
 
 
 def test_pk_batches_hold_p_skus_of_k_photos_and_depend_only_on_the_epoch():

@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 
 from pipelines.release.operating_point import checks, curve, flags, grid, nearest, positives, recorded, verify, write_report
+from pipelines.release.reviewer import _flat
 from pipelines.serve.decision import decide
 from tests.monitoring.test_reports_in_browser import chromium, needs_browser, not_blank, rendered
 
 CATS = ["cash", "knife"]
 METAS = {
-    "sku": {"thresholds": {"similarity": 0.5}, "gallery_skus": ["a", "b", "c"],
+    "sku": {"thresholds": {"similarity": 0.5, "margin": -0.1}, "gallery_skus": ["a", "b", "c"],
             "sku_categories": {"a": "phone", "b": "phone", "c": "headphones"}},
     "blur": {"thresholds": {"blur": 0.5}},
     "detector": {"thresholds": {"sticker_missing": 0.5, "dirt": 0.6}, "sticker_required_categories": ["phone"],
@@ -35,12 +36,12 @@ def scored(n: int = 400, seed: int = 0, metas: dict = METAS) -> pd.DataFrame:
     for i in range(n):
         shown = rng.choice(["a", "b", "c", "zz"], p=[0.4, 0.3, 0.2, 0.1])
         claimed = shown if rng.random() < 0.8 else rng.choice(["a", "b", "zz", "none"])
-        predicted = shown if shown != "zz" and rng.random() < 0.85 else rng.choice(["a", "b", "c"])
         category = rng.choice(["phone", "headphones", "none"], p=[0.5, 0.3, 0.2])
         t = {d: rng.random() < 0.15 for d in ("blur", "sticker_missing", "dirt", "manipulation", *CATS)}
         score = lambda hit: float(np.clip(rng.normal(0.7 if hit else 0.3, 0.18), 0, 1))
         centre = 0.5 + (0.3 if rng.random() < 0.05 else 0.0)
-        raw = {"sku": {"predicted": predicted, "similarity": score(shown == claimed and shown != "zz")},
+        sims = sorted(([s, score(s == shown) + 0.01 * k] for k, s in enumerate(("a", "b", "c"))), key=lambda c: -c[1])
+        raw = {"sku": {"predicted": sims[0][0], "similarity": sims[0][1], "candidates": sims},
                "blur": score(t["blur"]), "defects": {"sticker_missing": score(t["sticker_missing"]), "dirt": score(t["dirt"])},
                "boxes": {"sticker": [], "dirt": [], "product": [[centre - 0.2, 0.3, centre + 0.2, 0.7, 0.9]]},
                "prohibited": {c: score(t[c]) for c in CATS}, "manipulation": score(t["manipulation"])}
@@ -53,12 +54,7 @@ def scored(n: int = 400, seed: int = 0, metas: dict = METAS) -> pd.DataFrame:
         truth["truth.clean"] = not any(truth.values())
         rows.append({"listing_id": f"l{i:04d}", "path": f"/nowhere/{i}.jpg", "sku_id": shown, "claimed_sku": claimed,
                      "category": category, "split": "test" if i % 3 else "val", **truth,
-                     "decision": answer["decision"], "reasons": answer["reasons"],
-                     "sku_predicted": predicted, "sku_similarity": raw["sku"]["similarity"], "blur_score": raw["blur"],
-                     "sticker_missing_score": raw["defects"]["sticker_missing"], "dirt_score": raw["defects"]["dirt"],
-                     "product_box": raw["boxes"]["product"][0],
-                     **{f"prohibited_score.{c}": raw["prohibited"][c] for c in CATS},
-                     "manipulation_score": raw["manipulation"]})
+                     "decision": answer["decision"], "reasons": answer["reasons"], **_flat(answer, raw)})
     return pd.DataFrame(rows)
 
 

@@ -121,7 +121,7 @@ def test_the_recorded_project_is_up_to_date_and_dvc_lock_holds_the_trained_outpu
 
 @pytest.mark.parametrize("family, keys, value", [
     ("blur", ("train", "blur", "lr"), 0.003),
-    ("sku", ("train", "sku", "knn"), 3),
+    ("sku", ("train", "sku", "candidates"), 3),
     ("manipulation", ("train", "manipulation", "train_crop"), 0.5),
     ("detector", ("train", "detector", "conf"), 0.05),
     ("prohibited", ("train", "prohibited", "lr"), 0.002),   # one block for every category: all of them retrain

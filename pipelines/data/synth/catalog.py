@@ -107,3 +107,23 @@ def catalogue_skus() -> list[Sku]:
 
 def novel_skus() -> list[Sku]:
     return [s for s in all_skus() if s.novel]
+
+
+def swap_kind(shown: str, claimed: str) -> str:
+    """How a wrong claim relates to the SKU shown: ``colour`` (same family, another colour), ``layout`` (same
+    product type and colour, another family: a camera, logo or shape twin) or ``other``."""
+    a, b = sku_index()[shown], sku_index()[claimed]
+    if a.family.name == b.family.name:
+        return "colour"
+    if a.product_type == b.product_type and a.colour == b.colour:
+        return "layout"
+    return "other"
+
+
+def nearest_catalogue_sku(sku: Sku) -> Sku:
+    """The catalogue SKU a seller lists a new product under: the same product type, then the closest look
+    (colour, camera layout, logo, shape), deterministic."""
+    def closeness(c: Sku) -> tuple:
+        f, g = sku.family, c.family
+        return (c.colour == sku.colour, g.camera == f.camera, g.logo == f.logo, -abs(g.aspect - f.aspect), c.sku_id)
+    return max((c for c in catalogue_skus() if c.product_type == sku.product_type), key=closeness)

@@ -14,7 +14,7 @@ import numpy as np
 from pipelines.params import GeneratorParams, LabelParams
 from pipelines.data.synth import camera
 from pipelines.data.synth.backgrounds import make_background
-from pipelines.data.synth.catalog import Sku, catalogue_skus, novel_skus
+from pipelines.data.synth.catalog import Sku, catalogue_skus, nearest_catalogue_sku, novel_skus, swap_kind
 from pipelines.data.synth.manipulation import manipulate
 from pipelines.data.synth.products import render_product
 from pipelines.data.synth.prohibited_items import render_item
@@ -78,11 +78,18 @@ def _pick_sku(rng, gen: GeneratorParams) -> Sku:
 
 
 def _claimed(rng, sku: Sku, gen: GeneratorParams) -> str:
+    """The SKU the listing claims. A new product (outside the catalogue) is listed under the catalogue SKU
+    that looks most like it; a wrong pick is a colour twin, a layout twin (same type and colour, another
+    family) or any other catalogue SKU, in equal parts where the twins exist."""
+    if sku.novel:
+        return nearest_catalogue_sku(sku).sku_id
     if rng.random() >= gen.claimed_sku_error_rate:
         return sku.sku_id
-    pool = catalogue_skus()
-    twins = [s for s in pool if s.family.name == sku.family.name and s.sku_id != sku.sku_id]
-    others = twins if twins and rng.random() < 0.5 else [s for s in pool if s.sku_id != sku.sku_id]
+    pool = [s for s in catalogue_skus() if s.sku_id != sku.sku_id]
+    colour = [s for s in pool if swap_kind(sku.sku_id, s.sku_id) == "colour"]
+    layout = [s for s in pool if swap_kind(sku.sku_id, s.sku_id) == "layout"]
+    kinds = [k for k in (colour, layout) if k] + [pool]
+    others = kinds[int(rng.integers(len(kinds)))]
     return others[rng.integers(len(others))].sku_id
 
 

@@ -1,24 +1,25 @@
-"""SKU: does the photo show the SKU the seller claims? Metric learning with a gallery.
+"""SKU: does the photo show the SKU the seller claims? Metric learning against an open gallery.
 
 Network: frozen ImageNet trunk -> trainable tail -> linear embedding -> BNNeck (BatchNorm) ->
 bias-free classifier. Loss: cross-entropy with label smoothing on the classifier (after the BN)
 plus batch-hard triplet loss on the embedding (before the BN), over P x K batches (P SKUs, K
 photos each). Retrieval uses the L2-normalised post-BN embedding and cosine similarity.
 
-Gallery: ``gallery_per_sku`` clean training photos per known SKU. The predicted SKU is a
-similarity-weighted vote of the top-``knn`` gallery photos; the top-1 similarity measures how
-sure the match is. Open set: ``holdout_skus`` catalogue SKUs (chosen from the seed) are never
-trained on and have no gallery photo; they stand for new SKUs. The mismatch alarm fires when the
-predicted SKU is not the claimed one or the top-1 similarity is below a threshold, chosen on
-validation so the alarm reaches ``recall_targets.sku_mismatch`` over wrong claims and
-``recall_targets.unknown_sku`` over unknown SKUs, each on its own positives (``mismatch_threshold``).
-One threshold over both kinds together let the easy kind (a wrong claim almost always predicts
-another SKU, score 2) fill the target, and unknown-SKU recall sat under its floor in 2 of 3 runs.
+The gallery is data (:mod:`pipelines.data.gallery`): every catalogue SKU with its photos, versioned
+with DVC, grown by ``reviewops gallery add`` without retraining. ``holdout_skus`` catalogue SKUs
+(chosen from the seed) are never trained on but are enrolled like any other: they measure the case
+the method exists for, a new SKU matched from its gallery photos alone (``enrolled_untrained_top1``).
+Products outside the catalogue (the generator's new products, listed under the catalogue SKU that
+looks most like them) are in no gallery: the alarm must send them to a person.
 
-An unknown SKU claimed under its own (new) name is caught trivially: no gallery photo carries that
-name. The hard case is a new product listed under the name of the known SKU it most resembles, and
-that is how unknown-SKU photos are scored here (claimed = the nearest known SKU), so only the
-similarity threshold can catch them: the unknown-SKU alarm recall measures the open-set threshold.
+A photo's SKU similarity is that of the SKU's closest gallery photo; the answer carries the best
+``candidates`` SKUs. The alarm (:func:`pipelines.serve.decision.sku_alarm`) compares the claimed SKU
+with its best rival: ``sku_mismatch`` when another SKU leads it by more than the margin threshold,
+``unknown_sku`` when even the claimed SKU matches at or below the similarity threshold. Both are
+chosen on validation (:func:`calibrate_alarm`): the margin so that wrong claims reach
+``recall_targets.sku_mismatch``, then the similarity so that outside-catalogue products reach
+``recall_targets.unknown_sku``. An absolute similarity alone had to sit above most genuine claims to
+catch look-alikes (genuine false alarms 0.71-0.86, benchmarks/results/models_demo*.json).
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from pipelines.data.dataset import split_frame
-from pipelines.serve.decision import knn_vote, rank, sku_alarm
-from pipelines.train.evaluate import UNCALIBRATED, binary_metrics, threshold_for_recall, write_metrics, write_plot
-from pipelines.train.harness import fit
-from pipelines.params import Params
+from pipelines.data.gallery import pick, read_gallery
+from pipelines.data.synth.catalog import sku_index, swap_kind
 from pipelines.serve.bundle import GALLERY_FILE
-from pipelines.train.evaluate import metric
+from pipelines.serve.decision import sku_alarm, sku_candidates, sku_scores
+from pipelines.params import Params
+from pipelines.train.evaluate import UNCALIBRATED, metric, threshold_for_recall, write_metrics, write_plot
+from pipelines.train.harness import fit
 from pipelines.train.graphs import Bundle, Graph
 from pipelines.train.trunk import Trunk
 from pipelines.train.families import common
@@ -81,7 +83,7 @@ def batch_hard_triplet(e: torch.Tensor, labels: torch.Tensor, margin: float) -> 
 
 
 def holdout_skus(skus, params: Params) -> list[str]:
-    """The catalogue SKUs kept out of training (open set), chosen from the seed, stable as data grows."""
+    """The catalogue SKUs kept out of training (enrolled, never trained on), chosen from the seed, stable as data grows."""
     ranked = sorted(set(skus) - {"none"}, key=lambda s: hashlib.sha256(f"{params.seed}:{s}".encode()).hexdigest())
     return sorted(ranked[:params.train.sku.holdout_skus])
 
@@ -90,17 +92,10 @@ def products(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["sku_id"] != "none"].reset_index(drop=True)
 
 
-def _clean_first(df: pd.DataFrame, blur_cutoff: float) -> pd.DataFrame:
-    defects = (df["blur_score"] >= blur_cutoff) | df["manipulated"] | df["off_centre"] | df["dirt"] | \
-        df["prohibited"].map(len).gt(0)
-    key = df["listing_id"].map(lambda s: hashlib.sha256(s.encode()).hexdigest())
-    return df.assign(_defects=defects.to_numpy(), _key=key).sort_values(["_defects", "_key"])
-
-
-def pick_gallery(train: pd.DataFrame, known: list[str], per_sku: int, blur_cutoff: float) -> pd.DataFrame:
-    """``per_sku`` training photos per known SKU, defect-free ones first, in a stable order."""
-    ranked = _clean_first(train[train["sku_id"].isin(known)], blur_cutoff)
-    return ranked.groupby("sku_id", sort=True).head(per_sku).drop(columns=["_defects", "_key"]).reset_index(drop=True)
+def catalogue(df: pd.DataFrame) -> pd.DataFrame:
+    """Product photos of catalogue SKUs (the generator's new products are outside the catalogue)."""
+    d = products(df)
+    return d[~d["new_sku"].astype(bool)].reset_index(drop=True) if "new_sku" in d else d
 
 
 def pk_batches(labels: np.ndarray, p: int, k: int, seed: int):
@@ -123,24 +118,20 @@ def pk_batches(labels: np.ndarray, p: int, k: int, seed: int):
     return sampler
 
 
-def knn_predict(query: torch.Tensor, gallery: torch.Tensor, gallery_skus: np.ndarray, k: int):
-    """Predicted SKU, top-1 similarity and the ranked gallery indices, by the service's own vote."""
-    sims = (query @ gallery.T).numpy()
-    order = rank(sims)
-    votes = [knn_vote(row, o, gallery_skus, k) for row, o in zip(sims, order)]
-    predicted = np.array([v[0] for v in votes])
-    top1 = np.array([v[1] for v in votes], dtype=np.float64)
-    return predicted, top1, order
+def match(query: torch.Tensor, gallery: torch.Tensor, gallery_skus, n: int) -> list[list[list]]:
+    """Each photo's best ``n`` SKUs ``[[sku, similarity], ...]``, by the service's own rule."""
+    sims = (query.float() @ gallery.float().T).numpy()
+    return [sku_candidates(row, gallery_skus, n) for row in sims]
 
 
 def train(root: Path, params: Params) -> dict:
     started = time.perf_counter()
     settings = params.train.family(FAMILY)
     df = common.load_frame(root)
-    held = holdout_skus(df["sku_id"], params)
-    train_df = products(split_frame(df, "train"))
+    held = holdout_skus(catalogue(df)["sku_id"], params)
+    train_df = catalogue(split_frame(df, "train"))
     train_df = train_df[~train_df["sku_id"].isin(held)].reset_index(drop=True)
-    val_df = products(split_frame(df, "val"))
+    val_df = catalogue(split_frame(df, "val"))
     val_known = val_df[val_df["sku_id"].isin(set(train_df["sku_id"]))].reset_index(drop=True)
     if train_df.empty or val_known.empty:
         raise common.NoData("sku: no product photos of known SKUs in train or validation")
@@ -153,7 +144,8 @@ def train(root: Path, params: Params) -> dict:
     x_train = common.features(root, params, net.trunk, train_df, size=arch["image_size"])
     x_val = common.features(root, params, net.trunk, val_known, size=arch["image_size"])
     y_train = torch.as_tensor(train_df["sku_id"].map({c: i for i, c in enumerate(classes)}).to_numpy())
-    gallery_df = pick_gallery(train_df, classes, settings.gallery_per_sku, settings.gallery_blur_cutoff)
+    # model selection: validation top-1 against a gallery of the trained SKUs' training photos
+    gallery_df = pick(train_df, classes, settings.gallery_per_sku, settings.gallery_blur_cutoff)
     x_gallery = common.features(root, params, net.trunk, gallery_df, size=arch["image_size"])
     ce = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
 
@@ -163,10 +155,9 @@ def train(root: Path, params: Params) -> dict:
         return ce(logits, y) + batch_hard_triplet(e, y, settings.triplet_margin)
 
     def score_fn(model, _loader):
-        pred, _, _ = knn_predict(common.predict(model.embed_features, x_val),
-                                 common.predict(model.embed_features, x_gallery),
-                                 gallery_df["sku_id"].to_numpy(), settings.knn)
-        return float((pred == val_known["sku_id"].to_numpy()).mean())
+        best = match(common.predict(model.embed_features, x_val), common.predict(model.embed_features, x_gallery),
+                     gallery_df["sku_id"].to_numpy(), 1)
+        return float((np.array([c[0][0] for c in best]) == val_known["sku_id"].to_numpy()).mean())
 
     cfg = common.fit_config(settings, params, salt=1)
     trainable = [p for n, p in net.named_parameters() if not n.startswith("trunk.") and p.requires_grad]
@@ -176,57 +167,27 @@ def train(root: Path, params: Params) -> dict:
                  params=trainable, batch_sampler=pk_batches(y_train.numpy(), settings.p, settings.k, cfg.seed),
                  name=FAMILY)
     net.eval()
-    gallery = {"embeddings": common.predict(net.embed_features, x_gallery),
-               "sku_id": gallery_df["sku_id"].tolist(), "listing_id": gallery_df["listing_id"].tolist()}
     common.save(FAMILY, root, "model", net, arch)
-    torch.save(gallery, common.model_dir(FAMILY, root) / "gallery.pt")
     common.finish_run(run)
     return common.write_train_record(FAMILY, root, started, df, epochs_run=result.epochs_run,
                                      best_epoch=result.best_epoch, best_val_top1=result.best_score,
                                      fit_seconds=round(result.seconds, 1), history=result.history,
-                                     train_photos=len(train_df), classes=len(classes), holdout_skus=held,
-                                     gallery_photos=len(gallery_df))
+                                     train_photos=len(train_df), classes=len(classes), holdout_skus=held)
 
 
-def load_model(root: Path) -> tuple[SkuNet, dict, dict]:
+def load_model(root: Path) -> tuple[SkuNet, dict]:
     blob = common.load(FAMILY, root, "model")
     arch = blob["arch"]
     net = SkuNet(Trunk(arch["trunk_split"], pretrained=arch["pretrained"]), arch["embedding_dim"], len(arch["classes"]))
     net.load_state_dict(blob["state_dict"])
-    gallery = torch.load(common.model_dir(FAMILY, root) / "gallery.pt", map_location="cpu", weights_only=False)
-    return net.eval(), arch, gallery
+    return net.eval(), arch
 
 
-def alarm_score(predicted: np.ndarray, claimed: np.ndarray, top1: np.ndarray) -> np.ndarray:
-    """Higher = more suspicious: 2 when the predicted SKU is not the claimed one, else minus the top-1 similarity.
-
-    ``score >= -threshold`` is exactly the service's alarm at similarity threshold ``threshold``
-    (:func:`pipelines.serve.decision.sku_alarm`); the score only serves calibration and curves.
-    """
-    return np.where(predicted != claimed, 2.0, -top1)
-
-
-def alarms(predicted: np.ndarray, top1: np.ndarray, claimed: np.ndarray, threshold: float | None) -> np.ndarray:
-    """The service's SKU alarm for every photo (claims of catalogue SKUs)."""
-    return np.array([sku_alarm(p, s, c, threshold) is not None for p, s, c in zip(predicted, top1, claimed)],
-                    dtype=bool)
-
-
-def _mean_ap(order: np.ndarray, gallery_skus: np.ndarray, truth: np.ndarray) -> float:
-    aps = []
-    for i, t in enumerate(truth):
-        rel = gallery_skus[order[i]] == t
-        if rel.any():
-            hits = np.cumsum(rel)
-            aps.append(float((hits[rel] / (np.flatnonzero(rel) + 1)).mean()))
-    return float(np.mean(aps)) if aps else float("nan")
-
-
-def _histogram(top1: np.ndarray, positive: np.ndarray) -> pd.DataFrame:
-    edges = np.linspace(-0.2, 1.0, 49)
-    return pd.DataFrame({"similarity": (edges[:-1] + edges[1:]) / 2,
-                         "genuine_claims": np.histogram(top1[~positive], edges)[0],
-                         "wrong_or_unknown": np.histogram(top1[positive], edges)[0]})
+def embed_gallery(root: Path, params: Params, net: SkuNet, arch: dict) -> tuple[torch.Tensor, np.ndarray, pd.DataFrame]:
+    """The enrolled gallery (:func:`pipelines.data.gallery.read_gallery`): embeddings, SKU per row, the rows."""
+    gallery = read_gallery(root).reset_index(drop=True)
+    x = common.features(root, params, net.trunk, gallery, size=arch["image_size"])
+    return common.predict(net.embed_features, x), gallery["sku_id"].to_numpy(), gallery
 
 
 def _share(flag: np.ndarray, mask: np.ndarray) -> float:
@@ -234,92 +195,124 @@ def _share(flag: np.ndarray, mask: np.ndarray) -> float:
     return float(flag[mask].mean()) if mask.any() else float("nan")
 
 
-def mismatch_threshold(score: np.ndarray, wrong_claim: np.ndarray, unknown: np.ndarray,
-                       targets: dict[str, float]) -> tuple[float | None, str]:
-    """The similarity threshold on validation: each kind of positive reaches its own recall target.
+def calibrate_alarm(margin: np.ndarray, similarity: np.ndarray, wrong_claim: np.ndarray, outside: np.ndarray,
+                    targets: dict[str, float]) -> tuple[dict[str, float | None], dict[str, str]]:
+    """The alarm's two thresholds on validation, each for its own kind of positive.
 
-    ``targets`` maps "sku_mismatch" (wrong claims) and "unknown_sku" to a recall; ``score`` is
-    :func:`alarm_score`. Per kind, the alarm-score threshold ``t`` (``score >= t`` alarms) is found;
-    the lowest wins, so every kind with a positive on validation reaches its target, and the
-    similarity threshold is ``-t`` (a similarity at or below it alarms; -1 when prediction
-    mismatches alone reach the target). A kind with no positive there is left out and named in the
-    returned source; with no positive at all the threshold is None (uncalibrated: every claim alarms).
+    ``margin``: the claimed SKU's similarity minus its best rival's; ``similarity``: the claimed SKU's
+    (NaN when it is not among the candidates: the margin alone decides then). The margin threshold is
+    the highest at which wrong claims reach ``targets["sku_mismatch"]`` recall (an alarm is ``margin <=
+    threshold``); then, of the outside-catalogue photos, those the margin already alarms count as caught
+    and the similarity threshold is the lowest that brings the rest to ``targets["unknown_sku"]``
+    (-1 when the margin alone reaches it). A kind with no positive on validation leaves its threshold
+    None (uncalibrated: the service alarms every claim) and says so in the source.
     """
-    kinds = {"sku_mismatch": np.asarray(wrong_claim, bool), "unknown_sku": np.asarray(unknown, bool)}
-    found = {k: threshold_for_recall(score, m, targets[k]) for k, m in kinds.items() if m.any()}
-    if not found:
-        return None, UNCALIBRATED
-    missing = sorted(set(kinds) - set(found))
-    t = min(found.values())
-    return (-t if t < 2.0 else -1.0), "validation" + (f" (no {', '.join(missing)} positive there)" if missing else "")
+    wrong_claim, outside = np.asarray(wrong_claim, bool), np.asarray(outside, bool)
+    thresholds: dict[str, float | None] = {"margin": None, "similarity": None}
+    source = {"margin": UNCALIBRATED, "similarity": UNCALIBRATED}
+    if wrong_claim.any():
+        thresholds["margin"] = -threshold_for_recall(-margin, wrong_claim, targets["sku_mismatch"])
+        source["margin"] = "validation"
+    if outside.any() and thresholds["margin"] is not None:
+        caught = margin <= thresholds["margin"]
+        score = np.where(caught | np.isnan(similarity), np.inf, -np.nan_to_num(similarity, nan=0.0))
+        t = threshold_for_recall(score, outside, targets["unknown_sku"])
+        thresholds["similarity"] = -1.0 if np.isinf(t) else -float(t)
+        source["similarity"] = "validation"
+    return thresholds, source
 
 
-def _scored(root: Path, params: Params, df: pd.DataFrame, net: SkuNet, arch: dict, gallery: dict, split: str):
-    """Alarm scores of one split; unknown-SKU photos are claimed as their nearest known SKU (the hard case)."""
+def _scored(root: Path, params: Params, df: pd.DataFrame, net: SkuNet, arch: dict, gallery, split: str) -> pd.DataFrame:
+    """One row per product photo of ``split`` with its claim, what it shows and the alarm's inputs."""
+    vectors, g_skus, _ = gallery
     d = products(split_frame(df, split))
     x = common.features(root, params, net.trunk, d, size=arch["image_size"])
-    g_sku = np.array(gallery["sku_id"])
-    pred, top1, order = knn_predict(common.predict(net.embed_features, x), gallery["embeddings"], g_sku,
-                                    params.train.sku.knn)
-    truth, claimed = d["sku_id"].to_numpy(), d["claimed_sku"].to_numpy().copy()
-    unknown = ~np.isin(truth, list(arch["classes"]))
-    claimed[unknown] = pred[unknown]
-    wrong_claim = (claimed != truth) & ~unknown
-    return d, pred, top1, order, truth, unknown, wrong_claim, claimed, alarm_score(pred, claimed, top1)
+    cands = match(common.predict(net.embed_features, x), vectors, g_skus, params.train.sku.candidates)
+    enrolled = set(g_skus)
+    truth, claimed = d["sku_id"].to_numpy(), d["claimed_sku"].to_numpy()
+    scores = [sku_scores(c, k) for c, k in zip(cands, claimed)]
+    in_gallery = np.isin(truth, list(enrolled))
+    wrong = in_gallery & (claimed != truth) & np.isin(claimed, list(enrolled))
+    return pd.DataFrame({
+        "listing_id": d["listing_id"].to_numpy(), "sku_id": truth, "claimed": claimed, "candidates": cands,
+        "predicted": [c[0][0] for c in cands], "top1": [c[0][1] for c in cands],
+        "similarity": [np.nan if s is None else s for s, _ in scores],
+        "margin": [np.nan if m is None else m for _, m in scores],
+        "trained": np.isin(truth, list(arch["classes"])), "enrolled": in_gallery, "outside": ~in_gallery,
+        "genuine": in_gallery & (claimed == truth), "wrong_claim": wrong,
+        "swap": [swap_kind(t, c) if w and t in sku_index() and c in sku_index() else "" for t, c, w in
+                 zip(truth, claimed, wrong)]})
+
+
+def alarms(scored: pd.DataFrame, thresholds: dict, known) -> np.ndarray:
+    """The service's SKU alarm for every photo of a :func:`_scored` frame."""
+    return np.array([sku_alarm(c, k, thresholds, known) is not None
+                     for c, k in zip(scored["candidates"], scored["claimed"])], dtype=bool)
+
+
+def open_set_metrics(s: pd.DataFrame, alarm: np.ndarray) -> dict:
+    """The issue's open-set figures on one split (names as metrics/sku.json carries them)."""
+    top1 = (s["predicted"] == s["sku_id"]).to_numpy()
+    out = {
+        "seen_top1": _share(top1, (s["enrolled"] & s["trained"]).to_numpy()),
+        "enrolled_untrained_top1": _share(top1, (s["enrolled"] & ~s["trained"]).to_numpy()),
+        "wrong_claim_recall": _share(alarm, s["wrong_claim"].to_numpy()),
+        **{f"wrong_claim_recall_{k}_variant" if k != "other" else "wrong_claim_recall_other":
+           _share(alarm, (s["swap"] == k).to_numpy()) for k in ("colour", "layout", "other")},
+        "outside_catalogue_recall": _share(alarm, s["outside"].to_numpy()),
+        "genuine_false_alarm_rate": _share(alarm, s["genuine"].to_numpy()),
+        "auto_pass_share": float((~alarm).mean()) if len(alarm) else float("nan"),
+        "photos": int(len(s)), "genuine_photos": int(s["genuine"].sum()),
+        "wrong_claim_photos": int(s["wrong_claim"].sum()), "outside_catalogue_photos": int(s["outside"].sum()),
+        "enrolled_untrained_photos": int((s["enrolled"] & ~s["trained"]).sum()),
+        **{f"{k}_variant_photos" if k != "other" else "other_swap_photos": int((s["swap"] == k).sum())
+           for k in ("colour", "layout", "other")},
+    }
+    return out
+
+
+def _histogram(s: pd.DataFrame) -> pd.DataFrame:
+    edges = np.linspace(-0.2, 1.0, 49)
+    sim = s["similarity"].fillna(-1.0).to_numpy()
+    return pd.DataFrame({"similarity": (edges[:-1] + edges[1:]) / 2,
+                         "genuine_claims": np.histogram(sim[s["genuine"]], edges)[0],
+                         "wrong_claims": np.histogram(sim[s["wrong_claim"]], edges)[0],
+                         "outside_catalogue": np.histogram(sim[s["outside"]], edges)[0]})
 
 
 def evaluate(root: Path, params: Params) -> dict:
     df = common.load_frame(root)
-    net, arch, gallery = load_model(root)
-    g_sku = np.array(gallery["sku_id"])
+    net, arch = load_model(root)
+    gallery = embed_gallery(root, params, net, arch)
+    known = frozenset(gallery[1])
     targets = {"sku_mismatch": params.recall_targets.sku_mismatch, "unknown_sku": params.recall_targets.unknown_sku}
-    _, pred_v, top1_v, _, _, unknown_v, wrong_v, claimed_v, score_v = _scored(root, params, df, net, arch, gallery,
-                                                                              "val")
-    sim_threshold, source = mismatch_threshold(score_v, wrong_v, unknown_v, targets)
-
-    d, pred, top1, order, truth, unknown, wrong_claim, claimed, score = _scored(root, params, df, net, arch, gallery,
-                                                                                "test")
-    positive = wrong_claim | unknown
-    alarm, alarm_v = alarms(pred, top1, claimed, sim_threshold), alarms(pred_v, top1_v, claimed_v, sim_threshold)
-    kn = ~unknown
-    top5 = np.array([truth[i] in set(g_sku[order[i, :5]]) for i in range(len(truth))], dtype=bool)
+    val = _scored(root, params, df, net, arch, gallery, "val")
+    thresholds, source = calibrate_alarm(val["margin"].to_numpy(), val["similarity"].to_numpy(),
+                                         val["wrong_claim"].to_numpy(), val["outside"].to_numpy(), targets)
+    test = _scored(root, params, df, net, arch, gallery, "test")
     metrics = {
-        "test": {
-            "top1_accuracy": _share(pred == truth, kn),
-            "recall_at_5": _share(top5, kn),
-            "mAP": _mean_ap(order[kn], g_sku, truth[kn]),
-            "mismatch_alarm": binary_metrics(score, positive, None if sim_threshold is None else -sim_threshold),
-            "unknown_sku_alarm_recall": _share(alarm, unknown),
-            "wrong_claim_alarm_recall": _share(alarm, wrong_claim),
-            "false_alarm_rate_genuine": _share(alarm, ~positive),
-            "auto_pass_share": float((~alarm).mean()),
-            "photos": int(len(d)), "unknown_sku_photos": int(unknown.sum()), "wrong_claim_photos": int(wrong_claim.sum()),
-        },
-        "thresholds": {"similarity": sim_threshold},
-        "threshold_source": {"similarity": source},
-        "recall_target": targets,
-        "validation": {"unknown_sku_photos": int(unknown_v.sum()), "wrong_claim_photos": int(wrong_v.sum()),
-                       "unknown_sku_alarm_recall": _share(alarm_v, unknown_v),
-                       "wrong_claim_alarm_recall": _share(alarm_v, wrong_v)},
+        "test": open_set_metrics(test, alarms(test, thresholds, known)),
+        "validation": open_set_metrics(val, alarms(val, thresholds, known)),
+        "thresholds": thresholds, "threshold_source": source, "recall_target": targets,
+        "gallery": {"skus": len(known), "photos": int(len(gallery[1])), "untrained_skus": sorted(arch["holdout_skus"])},
         "holdout_skus": sorted(arch["holdout_skus"]),
         "train_seconds": common.read_train_record(FAMILY, root)["seconds"],
     }
     write_metrics(FAMILY, metrics, root)
-    write_plot(FAMILY, "similarity_histogram", _histogram(top1, positive), root)
+    write_plot(FAMILY, "similarity_histogram", _histogram(test), root)
     return metrics
 
 
 # --- what the rest asks of the family (pipelines.train.families.Family) ------------------------------
 
 def bundle(root: Path, params: Params) -> Bundle:
-    """The embedding graph, the gallery (embeddings and SKU ids) and each SKU's category."""
-    net, arch, gallery = load_model(root)
-    df = common.load_frame(root)
-    categories = df.drop_duplicates("sku_id").set_index("sku_id")["category"].to_dict()
-    embeddings = gallery["embeddings"].float().numpy()
+    """The embedding graph, the enrolled gallery (embeddings and SKU ids) and each SKU's category."""
+    net, arch = load_model(root)
+    vectors, skus, rows = embed_gallery(root, params, net, arch)
+    embeddings = vectors.float().numpy()
     return Bundle([Graph("sku", net, arch["image_size"], "embedding")],
-                  meta={"gallery_skus": list(gallery["sku_id"]), "knn": params.train.sku.knn,
-                        "sku_categories": {k: v for k, v in categories.items() if isinstance(k, str) and k}},
+                  meta={"gallery_skus": [str(s) for s in skus], "candidates": params.train.sku.candidates,
+                        "sku_categories": {str(k): str(v) for k, v in zip(rows["sku_id"], rows["category"])}},
                   files={GALLERY_FILE: lambda path: np.save(path, embeddings)})
 
 
@@ -327,15 +320,16 @@ REVIEWER_DEFECTS = ("wrong_claim", "outside_catalogue")          # what the whol
 
 
 def gate_values(test: dict) -> tuple[dict[str, float], float]:
-    return ({"sku_mismatch": metric(test, "mismatch_alarm.recall"), "unknown_sku": metric(test, "unknown_sku_alarm_recall")},
+    return ({"sku_mismatch": metric(test, "wrong_claim_recall"), "unknown_sku": metric(test, "outside_catalogue_recall")},
             metric(test, "auto_pass_share"))
 
 
 def summary(t: dict) -> str:
-    return (f"top-1 {_f(t['top1_accuracy'])}, mAP {_f(t['mAP'])}, recall@5 {_f(t['recall_at_5'])}, "
-            f"mismatch-alarm recall {_f(t['mismatch_alarm']['recall'])}, unknown-SKU alarm recall "
-            f"{_f(t['unknown_sku_alarm_recall'])}, auto-pass {_f(t['auto_pass_share'])}")
+    return (f"seen top-1 {_f(t['seen_top1'])}, enrolled-untrained top-1 {_f(t['enrolled_untrained_top1'])}, "
+            f"wrong-claim recall {_f(t['wrong_claim_recall'])} (colour {_f(t['wrong_claim_recall_colour_variant'])}, "
+            f"layout {_f(t['wrong_claim_recall_layout_variant'])}), outside-catalogue recall "
+            f"{_f(t['outside_catalogue_recall'])}, genuine false alarms {_f(t['genuine_false_alarm_rate'])}")
 
 
 def _f(value) -> str:
-    return "n/a" if value is None else format(value, ".3f")
+    return "n/a" if value is None or value != value else format(value, ".3f")

@@ -1,0 +1,171 @@
+"""``reviewops gallery deploy``: serve the current SKU gallery without retraining.
+
+The gallery's photos (``pipelines.data.gallery``) are embedded by the production SKU bundle's own ONNX graph,
+decoded and prepared exactly as the service prepares an upload; the bundle is copied with the new
+``gallery.npy`` and ``meta.json`` (``gallery_skus``, ``sku_categories``; everything else kept), registered
+as a new ``reviewops-sku`` version (the production model's metadata plus ``gallery``) and promoted; then the
+reviewer Bento is built (with its golden smoke set recomputed) and deployed blue/green, which switches only
+if the smoke set matches. A gallery already in production is not registered again; a Bento already built
+from the production models is not built again; deploying the active Bento changes nothing.
+
+No torch on this path: ONNX Runtime, the BentoML store and the blue/green deploy only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.data import gallery as gal
+from pipelines.params import Params
+from pipelines.serve.bundle import BUNDLE_META, GALLERY_FILE, read_meta
+
+FAMILY = "sku"
+DEPLOY_STATE = Path(".reviewops") / "deploy"
+BUILD_RECORD = Path("reports") / "build.json"
+RECORD = Path("reports") / "gallery_deploy.json"
+BENTOML_OWN = ("model.yaml",)          # BentoML's own file in a model directory, not part of the bundle
+
+
+class GalleryDeployError(RuntimeError):
+    """The gallery could not be embedded, registered, built or deployed; the message says why."""
+
+
+def embed(bundle: Path, paths: list[str], params: Params, batch: int = 32) -> np.ndarray:
+    """L2-normalised embeddings of the photos at ``paths`` by the bundle's embedding graph, as the service computes them."""
+    import onnxruntime as ort
+
+    from pipelines.serve.images import to_array
+    from pipelines.serve.models import prepare
+    from pipelines.serve.photo_input import PhotoError, decode_photo, photo_limits
+
+    graphs = [g for g in read_meta(bundle)["graphs"].values() if g["output"] == "embedding"]
+    if len(graphs) != 1:
+        raise GalleryDeployError(f"{bundle} has {len(graphs)} embedding graphs; expected one")
+    graph = graphs[0]
+    session = ort.InferenceSession(str(Path(bundle) / graph["file"]), providers=["CPUExecutionProvider"])
+    limits, size = photo_limits(params), params.data.image_size
+    out = []
+    for start in range(0, len(paths), batch):
+        chunk = paths[start:start + batch]
+        try:
+            photos = np.stack([prepare(decode_photo(Path(p).read_bytes(), **limits), size) for p in chunk])
+        except PhotoError as exc:
+            raise GalleryDeployError(f"a gallery photo of {chunk} is refused by the service's decoder: {exc}") from None
+        y = session.run(None, {session.get_inputs()[0].name: to_array(photos, graph["size"])})[0]
+        out.append(y.reshape(len(chunk), -1))
+    e = np.concatenate(out).astype(np.float32)
+    return e / np.linalg.norm(e, axis=1, keepdims=True).clip(1e-12)
+
+
+def gallery_bundle(base: Path, out: Path, df, embeddings: np.ndarray) -> dict:
+    """``out``: a copy of the bundle ``base`` with the gallery of ``df`` (rows in the order of ``embeddings``)."""
+    shutil.copytree(base, out, ignore=shutil.ignore_patterns(*BENTOML_OWN))
+    meta = read_meta(base)
+    meta.update(gallery_skus=[str(s) for s in df["sku_id"]],                 # as the family's own bundle() writes them
+                sku_categories={str(k): str(v) for k, v in zip(df["sku_id"], df["category"])})
+    np.save(out / GALLERY_FILE, embeddings)
+    (out / BUNDLE_META).write_text(json.dumps(meta, indent=1, sort_keys=True))
+    return read_meta(out)
+
+
+def _timed(timings: dict, name: str, started: float) -> None:
+    timings[name] = round(time.perf_counter() - started, 2)
+    print(f"  {timings[name]:6.2f} s  {name}", flush=True)
+
+
+def _built(root: Path, production: dict, env: dict) -> str | None:
+    """The Bento of the last build when it holds exactly the production models and is still in the store."""
+    from pipelines.deploy.bluegreen import DeployError, resolve_bento
+
+    try:
+        last = json.loads((root / BUILD_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    if last.get("models") != production or not last.get("bento"):
+        return None
+    try:
+        resolve_bento(last["bento"], env)
+    except DeployError:
+        return None
+    return last["bento"]
+
+
+def register_gallery(root: Path, params: Params, timings: dict) -> dict:
+    """Embed the gallery with the production SKU bundle, register and promote the result (unless in production)."""
+    from pipelines.release import registry
+
+    df = gal.read_gallery(root)
+    if df.empty:
+        raise GalleryDeployError(f"the gallery of {root} is empty: enrol SKUs first (reviewops gallery add / seed)")
+    version = gal.version(root)
+    if version is None:
+        raise GalleryDeployError(f"the gallery of {root} is not versioned (no {gal.POINTER}): run `reviewops gallery "
+                                 f"seed` or change it with `reviewops gallery add`/`remove`, which version it")
+    current = registry.production().get(FAMILY)
+    if current is None:
+        raise GalleryDeployError("no production sku model to embed the gallery with: run `reviewops gate` first")
+    info = registry.model_info(current)
+    metadata = dict(info["metadata"])
+    served = (metadata.get("gallery") or {}).get("version")
+    entry = {"skus": int(df["sku_id"].nunique()), "photos": int(len(df)), "version": version, "base": current}
+    if served == version:
+        print(f"gallery {version} is already in production ({current}): nothing to register", flush=True)
+        return {**entry, "tag": current, "registered": False}
+    started = time.perf_counter()
+    embeddings = embed(Path(info["path"]), list(df["path"]), params)
+    _timed(timings, f"embed {len(df)} gallery photos", started)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bundle-sku-gallery-") as tmp:
+        gallery_bundle(Path(info["path"]), Path(tmp) / "bundle", df, embeddings)
+        commit = (gal.show(root)["last_commit"] or {}).get("commit")
+        metadata["gallery"] = {"version": version, "skus": int(df["sku_id"].nunique()), "photos": int(len(df)),
+                               "commit": commit, "base_model": current,
+                               "trained_model": (metadata.get("gallery") or {}).get("trained_model", current)}
+        metadata["registered_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        tag = registry.register_bundle(FAMILY, Path(tmp) / "bundle", metadata)
+    registry.promote(FAMILY, tag, reason=f"gallery {version}")
+    _timed(timings, f"register and promote {tag}", started)
+    return {**entry, "tag": tag, "registered": True}
+
+
+def deploy_gallery(root: Path, params: Params, port: int | None = None, *, ready_timeout: float = 300.0) -> dict:
+    """Register the gallery (``register_gallery``), build the Bento, deploy it blue/green; per-step timings."""
+    from pipelines.data.version import repo_lock
+    from pipelines.deploy.bluegreen import deploy as blue_green
+    from pipelines.release import registry
+    from pipelines.release.build import build
+    from pipelines.serve.decision import gallery_version
+
+    root = Path(root).resolve()
+    home = registry.use_store(root)
+    env = {"BENTOML_HOME": str(home), "REVIEWOPS_ROOT": str(root)}
+    timings: dict[str, float] = {}
+    began = time.perf_counter()
+    with repo_lock(root):                       # the gate, builds and DVC/git changes wait for this one
+        registered = register_gallery(root, params, timings)
+        production = registry.production()
+        started = time.perf_counter()
+        bento = _built(root, production, env)
+        if bento is None:
+            bento = build(root, params)["bento"]
+            _timed(timings, f"build {bento}", started)
+        else:
+            print(f"{bento} already holds every production model: nothing to build", flush=True)
+    started = time.perf_counter()
+    deployed = blue_green(bento, state_dir=root / DEPLOY_STATE, port=int(port or params.serving.port),
+                          ready_timeout=ready_timeout, env=env)
+    _timed(timings, f"deploy ({deployed['outcome']})", started)
+    timings["total"] = round(time.perf_counter() - began, 2)
+    result = {**registered, "served_gallery_version": gallery_version(registry.model_info(registered["tag"])["path"]),
+              "bento": bento, "deploy": {k: v for k, v in deployed.items() if isinstance(v, (str, int, float, bool))},
+              "timings": timings, "seconds": timings["total"]}
+    (root / RECORD).parent.mkdir(parents=True, exist_ok=True)
+    (root / RECORD).write_text(json.dumps(result, indent=1, default=str))
+    return result
