@@ -379,6 +379,75 @@ def gallery_deploy(port: Optional[int] = typer.Option(None, help="serving port (
     typer.echo(f"took {result['seconds']:.1f} s")
 
 
+# --- the decision policy: show it, move one check's operating point (no retraining) ---------------------------
+
+policy_app = typer.Typer(no_args_is_help=True, help="The decision policy (every check's threshold): show it, move one check.")
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("show")
+def policy_show(as_json: bool = typer.Option(False, "--json", help="the policy as JSON")) -> None:
+    """The production policy: every check's threshold, where it came from, the policy_version, whether it is served."""
+    _store()
+    import json
+
+    from pipelines.release.policy import PolicyError, current, format_current
+    from pipelines.release.registry import RegistryError
+
+    try:
+        info = current(Path.cwd())
+    except (PolicyError, RegistryError) as exc:
+        _fail(str(exc), 2)
+    typer.echo(json.dumps(info, indent=1) if as_json else format_current(info))
+
+
+@policy_app.command("set")
+def policy_set(check: str = typer.Argument(..., help="blur | sticker_missing | dirt | manipulation | prohibited:<category> "
+                                                     "| sku (the similarity) | sku_margin"),
+               threshold: Optional[float] = typer.Option(None, "--threshold", help="the new threshold"),
+               recall: Optional[float] = typer.Option(None, "--recall", help="a photo-recall target: the threshold "
+                                                      "reaching it on validation is chosen"),
+               reason: str = typer.Option("", "--reason", help="why (kept in the registry and shown by policy show)"),
+               dry_run: bool = typer.Option(False, "--dry-run", help="print the effect and write its report only"),
+               force: bool = typer.Option(False, "--force", help="deploy even below the check's gate floor on test"),
+               port: Optional[int] = typer.Option(None, help="serving port (default: serving.port of params.yaml)"),
+               ready_timeout: float = typer.Option(300.0, help="seconds to wait for the new instance's /readyz")) -> None:
+    """Move one check's threshold: its effect on val/test/live mix (reports/policy/), then register + promote the
+    production bundle with it, build, deploy blue/green. No retraining."""
+    _store()
+    from pipelines.deploy.bluegreen import DeployError
+    from pipelines.params import load_params
+    from pipelines.release.build import BuildError
+    from pipelines.release.policy import PolicyError, context, deploy_policy, format_proposal, propose, write_effect_report
+    from pipelines.release.registry import RegistryError
+
+    start = time.perf_counter()
+    if (threshold is None) == (recall is None):
+        _fail("give one of --threshold T or --recall R", 2)
+    params = load_params()
+    try:
+        ctx = context(Path.cwd(), params, check)
+        proposal = propose(Path.cwd(), params, check, threshold=threshold, recall=recall, force=force, ctx=ctx)
+        proposal["report"] = str(write_effect_report(Path.cwd(), params, proposal, ctx=ctx))
+    except (PolicyError, RegistryError) as exc:
+        _fail(str(exc), 2)
+    typer.echo(format_proposal(proposal))
+    typer.echo(f"effect report: {proposal['report']}")
+    if dry_run:
+        typer.echo("dry run: nothing registered or deployed")
+        return
+    try:
+        result = deploy_policy(Path.cwd(), params, check, proposal["new"], reason=reason, recall=recall, port=port,
+                               ready_timeout=ready_timeout, proposal=proposal)
+    except (PolicyError, RegistryError, BuildError) as exc:
+        _fail(str(exc), 2)
+    except DeployError as exc:
+        _fail(f"policy deploy failed, the previous instance keeps serving: {exc}", 1)
+    typer.echo(f"{check} = {result['new']:.4f} (policy {result['policy_version']}) served by {result['tag']} in "
+               f"{result['bento']}: {result['deploy'].get('message', '')}")
+    typer.echo(f"took {time.perf_counter() - start:.1f} s")
+
+
 @app.command()
 def select(family: str = typer.Option(..., help="prohibited | detector (its dirt check)"),
            category: Optional[str] = typer.Option(None, help="prohibited only: the category, e.g. cash"),

@@ -29,6 +29,7 @@ QUARANTINE_DIR = Path("data") / "quarantine"
 DEPLOY_STATE = Path(".reviewops") / "deploy"
 BUILD_RECORD = Path("reports") / "build.json"
 GALLERY_DEPLOY_RECORD = Path("reports") / "gallery_deploy.json"   # as pipelines.release.gallery.RECORD
+POLICY_DEPLOY_RECORD = Path("reports") / "policy_deploy.json"     # as pipelines.release.policy.RECORD
 GATE_REPORTS = Path("reports") / "gate"
 TRAIN_LOCK_TIMEOUT_S = 6 * 3600.0     # a task waiting for another's training (the demo's longest family: ~18 min)
 
@@ -336,6 +337,30 @@ def gallery_deploy(root: str | Path | None = None, port: int | None = None) -> d
     if record is None:
         raise RuntimeError(f"reviewops gallery deploy wrote no {GALLERY_DEPLOY_RECORD}:\n{out[-2000:]}")
     return {k: v for k, v in record.items() if k != "deploy"} | {"deploy": record["deploy"].get("message")}
+
+
+def policy_deploy(root: str | Path | None = None, check: str = "", threshold: float | None = None,
+                  recall: float | None = None, reason: str = "", port: int | None = None) -> dict:
+    """``reviewops policy set CHECK``: one check's threshold (given, or chosen for a ``recall`` target on validation)
+    registered with the production bundle of its family, promoted, built and deployed blue/green; no retraining.
+    A proposal below the check's gate floor is refused (PermanentError). Returns its record."""
+    if not check or (threshold is None) == (recall is None):
+        raise PermanentError("policy_deploy needs a check and one of threshold or recall")
+    root = project_root(root)
+    how = ["--threshold", repr(float(threshold))] if threshold is not None else ["--recall", repr(float(recall))]
+    cmd = [str(BIN / "reviewops"), "policy", "set", check, *how, "--reason", reason or "policy DAG"] + (
+        ["--port", str(port)] if port else [])
+    started = time.time()
+    code, out = run(cmd, root, what="reviewops policy set", ok=range(256))
+    if code == 2:
+        raise PermanentError(f"reviewops policy set refused:\n{out[-2000:]}")
+    if code != 0:
+        raise RuntimeError(f"reviewops policy set exited {code} (the previous instance keeps serving):\n{out[-3000:]}")
+    path = root / POLICY_DEPLOY_RECORD
+    record = read_json(path) if path.is_file() and path.stat().st_mtime >= started else None
+    if record is None:
+        raise RuntimeError(f"reviewops policy set wrote no {POLICY_DEPLOY_RECORD}:\n{out[-2000:]}")
+    return {k: v for k, v in record.items() if k not in ("deploy", "effect")} | {"deploy": record["deploy"].get("message")}
 
 
 def verify(root: str | Path | None = None, port: int | None = None) -> dict:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -24,13 +23,11 @@ import numpy as np
 
 from pipelines.data import gallery as gal
 from pipelines.params import Params
+from pipelines.release.rollout import copy_bundle, timed as _timed
 from pipelines.serve.bundle import BUNDLE_META, GALLERY_FILE, read_meta
 
 FAMILY = "sku"
-DEPLOY_STATE = Path(".reviewops") / "deploy"
-BUILD_RECORD = Path("reports") / "build.json"
 RECORD = Path("reports") / "gallery_deploy.json"
-BENTOML_OWN = ("model.yaml",)          # BentoML's own file in a model directory, not part of the bundle
 
 
 class GalleryDeployError(RuntimeError):
@@ -66,35 +63,13 @@ def embed(bundle: Path, paths: list[str], params: Params, batch: int = 32) -> np
 
 def gallery_bundle(base: Path, out: Path, df, embeddings: np.ndarray) -> dict:
     """``out``: a copy of the bundle ``base`` with the gallery of ``df`` (rows in the order of ``embeddings``)."""
-    shutil.copytree(base, out, ignore=shutil.ignore_patterns(*BENTOML_OWN))
+    copy_bundle(base, out)
     meta = read_meta(base)
     meta.update(gallery_skus=[str(s) for s in df["sku_id"]],                 # as the family's own bundle() writes them
                 sku_categories={str(k): str(v) for k, v in zip(df["sku_id"], df["category"])})
     np.save(out / GALLERY_FILE, embeddings)
     (out / BUNDLE_META).write_text(json.dumps(meta, indent=1, sort_keys=True))
     return read_meta(out)
-
-
-def _timed(timings: dict, name: str, started: float) -> None:
-    timings[name] = round(time.perf_counter() - started, 2)
-    print(f"  {timings[name]:6.2f} s  {name}", flush=True)
-
-
-def _built(root: Path, production: dict, env: dict) -> str | None:
-    """The Bento of the last build when it holds exactly the production models and is still in the store."""
-    from pipelines.deploy.bluegreen import DeployError, resolve_bento
-
-    try:
-        last = json.loads((root / BUILD_RECORD).read_text())
-    except (OSError, ValueError):
-        return None
-    if last.get("models") != production or not last.get("bento"):
-        return None
-    try:
-        resolve_bento(last["bento"], env)
-    except DeployError:
-        return None
-    return last["bento"]
 
 
 def register_gallery(root: Path, params: Params, timings: dict) -> dict:
@@ -137,35 +112,16 @@ def register_gallery(root: Path, params: Params, timings: dict) -> dict:
 
 def deploy_gallery(root: Path, params: Params, port: int | None = None, *, ready_timeout: float = 300.0) -> dict:
     """Register the gallery (``register_gallery``), build the Bento, deploy it blue/green; per-step timings."""
-    from pipelines.data.version import repo_lock
-    from pipelines.deploy.bluegreen import deploy as blue_green
     from pipelines.release import registry
-    from pipelines.release.build import build
+    from pipelines.release.rollout import rollout
     from pipelines.serve.decision import gallery_version
 
     root = Path(root).resolve()
-    home = registry.use_store(root)
-    env = {"BENTOML_HOME": str(home), "REVIEWOPS_ROOT": str(root)}
-    timings: dict[str, float] = {}
-    began = time.perf_counter()
-    with repo_lock(root):                       # the gate, builds and DVC/git changes wait for this one
-        registered = register_gallery(root, params, timings)
-        production = registry.production()
-        started = time.perf_counter()
-        bento = _built(root, production, env)
-        if bento is None:
-            bento = build(root, params)["bento"]
-            _timed(timings, f"build {bento}", started)
-        else:
-            print(f"{bento} already holds every production model: nothing to build", flush=True)
-    started = time.perf_counter()
-    deployed = blue_green(bento, state_dir=root / DEPLOY_STATE, port=int(port or params.serving.port),
-                          ready_timeout=ready_timeout, env=env)
-    _timed(timings, f"deploy ({deployed['outcome']})", started)
-    timings["total"] = round(time.perf_counter() - began, 2)
+    done = rollout(root, params, FAMILY, lambda timings: register_gallery(root, params, timings), port=port,
+                   ready_timeout=ready_timeout)
+    registered = done["registered"]
     result = {**registered, "served_gallery_version": gallery_version(registry.model_info(registered["tag"])["path"]),
-              "bento": bento, "deploy": {k: v for k, v in deployed.items() if isinstance(v, (str, int, float, bool))},
-              "timings": timings, "seconds": timings["total"]}
+              **{k: done[k] for k in ("bento", "deploy", "timings", "seconds")}}
     (root / RECORD).parent.mkdir(parents=True, exist_ok=True)
     (root / RECORD).write_text(json.dumps(result, indent=1, default=str))
     return result

@@ -181,7 +181,10 @@ def _few(items: list[str], k: int = 4) -> str:
     return ", ".join(items[:k]) + (f" +{len(items) - k} more" if len(items) > k else "") if items else "none"
 
 
-def _plot(check: Check, curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> str:
+def _plot(check: Check, curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]],
+          proposed: dict[str, pd.DataFrame] | None = None, proposed_label: str = "") -> str:
+    """The check's curves per split with its current point (a star) and, per split in ``proposed``, a proposed
+    point (a diamond: ``reviewops policy set``'s effect report)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.4, 4.4), dpi=100)
@@ -193,6 +196,10 @@ def _plot(check: Check, curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) ->
                 label=f"{split} (sweep)")
         ax.plot(now["photo_recall"], now["clean_auto_pass"], "*", ms=16, color=colour, mec="black",
                 label=f"{split} current t={_fmt(check.threshold, 4).replace('&ndash;', 'none (flags all)')}")
+        if proposed is not None and split in proposed:
+            p = proposed[split]
+            ax.plot(p["photo_recall"], p["clean_auto_pass"], "D", ms=10, color=colour, mec="black",
+                    label=f"{split} proposed {proposed_label}")
     for (key, value), ls in zip(check.floors.items(), ("-", ":")):
         ax.axvline(value, color="#c62828", ls=ls, lw=1.5, label=f"floor {key} {value:.2f}")
     seen = [v for c, now in curves.values() for v in c["photo_recall"]] + list(check.floors.values())

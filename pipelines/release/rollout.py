@@ -11,6 +11,7 @@ to the model it had before, so the registry says what is served. No torch on thi
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,13 @@ from pipelines.params import Params
 
 DEPLOY_STATE = Path(".reviewops") / "deploy"
 BUILD_RECORD = Path("reports") / "build.json"
+BENTOML_OWN = ("model.yaml",)          # BentoML's own file in a model directory, not part of the bundle
+
+
+def copy_bundle(base: Path, out: Path) -> Path:
+    """``out``: a copy of the registered bundle directory ``base`` without BentoML's own files."""
+    shutil.copytree(base, out, ignore=shutil.ignore_patterns(*BENTOML_OWN))
+    return Path(out)
 
 
 def timed(timings: dict, name: str, started: float) -> None:
@@ -52,9 +60,9 @@ def rollout(root: Path, params: Params, family: str, register: Callable[[dict], 
     to its model before ``register`` (when ``register`` promoted one and the pointer still names it).
     """
     from pipelines.data.version import repo_lock
-    from pipelines.deploy.bluegreen import deploy as blue_green
+    from pipelines.deploy.bluegreen import DeployError, deploy as blue_green
     from pipelines.release import registry
-    from pipelines.release.build import build
+    from pipelines.release.build import BuildError, build
 
     root = Path(root).resolve()
     home = registry.use_store(root)
@@ -78,8 +86,9 @@ def rollout(root: Path, params: Params, family: str, register: Callable[[dict], 
         except BaseException as exc:
             if restore and registered.get("registered") and before and registry.production().get(family) == registered["tag"]:
                 registry.rollback(family, to=before)
-                print(f"production {family} moved back to {before}: {type(exc).__name__}", flush=True)
-                exc.add_note(f"production {family} is {before} again; the previous instance keeps serving")
+                print(f"production {family} moved back to {before}", flush=True)
+                if isinstance(exc, (BuildError, DeployError)):
+                    raise type(exc)(f"{exc} (production {family} moved back to {before})") from exc
             raise
     if not restore:
         deployed = _deploy(blue_green, bento, root, params, port, ready_timeout, env, timings)

@@ -10,7 +10,7 @@ import pytest
 
 from tests.dags.conftest import DAGS
 
-OURS = {"ingest", "retrain", "deploy", "drift", "fp_report", "gallery_deploy"}
+OURS = {"ingest", "retrain", "deploy", "drift", "fp_report", "gallery_deploy", "policy_deploy"}
 
 PARSE = """
 import json, sys, time

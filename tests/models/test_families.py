@@ -76,7 +76,7 @@ def test_dvc_repro_trains_every_family_and_a_second_repro_trains_nothing(copy_pr
     page = (repo / "plots_html" / "index.html").read_text()
     titles = [body["title"] for plot in yaml.safe_load((repo / "dvc.yaml").read_text())["plots"] for body in plot.values()]
     assert len(titles) == 4 and all(t in page for t in titles), plots               # every plot dvc.yaml declares
-    assert all(column in page for column in ("genuine_claims", "wrong_or_unknown", "laplacian_baseline")), plots
+    assert all(column in page for column in ("genuine_claims", "outside_catalogue", "laplacian_baseline")), plots
 
     before = {p: p.stat().st_mtime_ns for p in (repo / "models").rglob("*") if p.is_file()}
     again = _dvc(repo, "repro")
@@ -131,10 +131,15 @@ def _check_metrics(repo: Path, params, test: dict) -> None:
     products = t[t["category"] != "none"]
 
     sku = test["sku"]
-    enrolled = products[~products["new_sku"]]
-    assert sku["photos"] == len(products) and sku["outside_catalogue_photos"] == int(products["new_sku"].sum())
+    from pipelines.data.gallery import read_gallery
+
+    in_gallery = products["sku_id"].isin(set(read_gallery(repo)["sku_id"]))
+    enrolled = products[in_gallery]                      # the outside-catalogue photos: no gallery photo of their SKU
+    assert sku["photos"] == len(products) and sku["outside_catalogue_photos"] == int((~in_gallery).sum())
+    assert not products.loc[products["new_sku"], "sku_id"].isin(set(read_gallery(repo)["sku_id"])).any()
     assert sku["genuine_photos"] == int((enrolled["claimed_sku"] == enrolled["sku_id"]).sum())
-    assert sku["wrong_claim_photos"] == len(enrolled) - sku["genuine_photos"]
+    listed = enrolled["claimed_sku"].isin(set(read_gallery(repo)["sku_id"]))   # a claim outside it: trivially unknown
+    assert sku["wrong_claim_photos"] == int((listed & (enrolled["claimed_sku"] != enrolled["sku_id"])).sum())
     assert sku["wrong_claim_photos"] == sum(sku[k] for k in ("colour_variant_photos", "layout_variant_photos",
                                                                  "other_swap_photos"))
     for key, photos in (("seen_top1", len(enrolled) - sku["enrolled_untrained_photos"]),
