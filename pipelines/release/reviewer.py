@@ -123,14 +123,15 @@ def _flat(answer: dict, raw: dict) -> dict:
     """One photo's scores as flat columns (the operating-point report reads them): the prediction log's own
     columns (:func:`pipelines.serve.decision.log_record`), the similarity the SKU alarm compares (the claimed
     SKU's; without a claim the best one's) and the claim's margin, each category's score and the product box."""
-    from pipelines.serve.decision import log_record
+    from pipelines.serve.decision import log_record, sku_scores
 
     record = log_record({"request_id": "", **answer}, raw, listing_id=None, models={})
     product = ((raw.get("boxes") or {}).get("product") or [None])[0]
-    sku = answer["checks"].get("sku") or {}
-    match = sku.get("similarity") if sku.get("claimed") is None else sku.get("claimed_similarity")
+    raw_sku, claimed = raw.get("sku"), (answer["checks"].get("sku") or {}).get("claimed")
+    match, margin = (None, None) if raw_sku is None else \
+        (raw_sku["similarity"], None) if claimed is None else sku_scores(raw_sku["candidates"], claimed)
     return {**{k: record[k] for k in SCORE_COLUMNS},
-            "sku_match_similarity": match, "sku_margin": sku.get("margin"),
+            "sku_match_similarity": match, "sku_margin": margin,          # unrounded: thresholds are such values
             **{f"prohibited_score.{c}": p for c, p in (record["prohibited"] or {}).items()},
             "product_box": None if product is None else [float(v) for v in product[:5]]}
 
