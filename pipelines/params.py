@@ -204,9 +204,10 @@ CHECKS = ("sku_mismatch", "unknown_sku", "blur", "sticker_missing", "dirt", "cen
 
 
 class RecallTargets(_Strict):
-    """Recall each flag must reach on validation; its threshold is chosen there to meet it."""
-    sku_mismatch: float = Fraction          # wrong claimed SKU (a known SKU shown, another claimed)
-    unknown_sku: float = Fraction           # a SKU the model never saw, listed under its nearest known SKU
+    """Recall each flag must reach on validation, with ``confidence``; its threshold is chosen there to meet it."""
+    confidence: float = Field(ge=0.0, lt=1.0)   # one-sided confidence of the recall's lower bound (0: the point estimate)
+    sku_mismatch: float = Fraction          # wrong claimed SKU (a catalogue SKU shown, another claimed)
+    unknown_sku: float = Fraction           # a product outside the catalogue, listed under the catalogue SKU most like it
     blur: float = Fraction
     sticker_missing: float = Fraction
     dirt: float = Fraction

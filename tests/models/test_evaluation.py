@@ -26,6 +26,24 @@ def test_threshold_reaches_the_recall_target_and_no_lower():
         threshold_for_recall(scores, np.zeros(10, bool), 0.9)
 
 
+def test_a_confidence_bound_asks_for_more_caught_positives_the_fewer_there_are():
+    from pipelines.train.evaluate import recall_lower_bound
+
+    assert recall_lower_bound(9, 10, 0.0) == 0.9 and recall_lower_bound(0, 10, 0.7) == 0.0
+    assert recall_lower_bound(9, 10, 0.7) < recall_lower_bound(90, 100, 0.7) < 0.9      # more positives, tighter
+    assert recall_lower_bound(100, 100, 0.7) == pytest.approx(0.3 ** (1 / 100))         # all caught: (1 - c)^(1/n)
+    rng = np.random.default_rng(1)
+    for n in (20, 100, 400):
+        scores, labels = rng.random(2 * n), np.r_[np.ones(n, bool), np.zeros(n, bool)]
+        point = threshold_for_recall(scores, labels, 0.9)
+        bound = threshold_for_recall(scores, labels, 0.9, confidence=0.7)
+        caught = int((scores[labels] >= bound).sum())
+        assert bound <= point and recall_lower_bound(caught, n, 0.7) >= 0.9           # the bound reaches the target
+        assert caught == 1 or recall_lower_bound(caught - 1, n, 0.7) < 0.9            # ...and catches no more than needed
+    few = np.r_[np.linspace(0.5, 1.0, 10), np.zeros(5)]
+    assert threshold_for_recall(few, np.r_[np.ones(10, bool), np.zeros(5, bool)], 0.98, 0.7) == 0.5   # unreachable: all
+
+
 def test_alarm_thresholds_meet_each_kinds_target_on_its_own_positives():
     # 10 wrong claims (margins), 10 outside-catalogue products (two already caught by their margin), 30 genuine
     wrong_margins = np.array([-0.9, -0.8, -0.7, -0.6, -0.5, -0.4, -0.3, -0.2, -0.1, 0.05])

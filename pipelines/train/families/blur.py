@@ -64,8 +64,8 @@ def _calibrate(raw_val: np.ndarray, y_val: np.ndarray):
     return lambda raw: np.clip(a * raw + b, 0.0, 1.0)
 
 
-def _flag(scores_val, blurred_val, scores_test, blurred_test, target) -> tuple[dict, str]:
-    thr, source = calibrate(scores_val, blurred_val, target)
+def _flag(scores_val, blurred_val, scores_test, blurred_test, target, confidence) -> tuple[dict, str]:
+    thr, source = calibrate(scores_val, blurred_val, target, confidence)
     return binary_metrics(scores_test, blurred_test, thr), source
 
 
@@ -129,8 +129,9 @@ def evaluate(root: Path, params: Params) -> dict:
     to_score = _calibrate(raw_val, y_val)
     base_val, base_test = to_score(raw_val), to_score(raw_test)
 
-    model_flag, model_src = _flag(model_val, b_val, model_test, b_test, target)
-    base_flag, base_src = _flag(base_val, b_val, base_test, b_test, target)
+    confidence = params.recall_targets.confidence
+    model_flag, model_src = _flag(model_val, b_val, model_test, b_test, target, confidence)
+    base_flag, base_src = _flag(base_val, b_val, base_test, b_test, target, confidence)
     metrics = {
         "test": {"model": {**_regression(model_test, y_test), "blurred": model_flag},
                  "laplacian_baseline": {**_regression(base_test, y_test), "blurred": base_flag}},

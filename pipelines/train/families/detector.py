@@ -391,7 +391,7 @@ def _check_metrics(frames: dict, scores: dict, name: str, params: Params) -> tup
     sel = {s: applies(d).to_numpy() for s, d in frames.items()}
     s_val, y_val = scores["val"][column].to_numpy()[sel["val"]], frames["val"][label].to_numpy(bool)[sel["val"]]
     s_test, y_test = scores["test"][column].to_numpy()[sel["test"]], frames["test"][label].to_numpy(bool)[sel["test"]]
-    thr, source = calibrate(s_val, y_val, getattr(params.recall_targets, name))
+    thr, source = calibrate(s_val, y_val, getattr(params.recall_targets, name), params.recall_targets.confidence)
     return thr, source, binary_metrics(s_val, y_val, thr), binary_metrics(s_test, y_test, thr), (s_test, y_test)
 
 

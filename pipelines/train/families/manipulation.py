@@ -38,7 +38,7 @@ def evaluate(root: Path, params: Params) -> dict:
     val, test = split_frame(df, "val"), split_frame(df, "test")
     s_val, s_test = (scalar.scores(FAMILY, root, params, d) for d in (val, test))
     y_val, y_test = _labels(val).astype(bool), _labels(test).astype(bool)
-    thr, source = calibrate(s_val, y_val, params.recall_targets.manipulation)
+    thr, source = calibrate(s_val, y_val, params.recall_targets.manipulation, params.recall_targets.confidence)
     flags = flagged(s_test, thr)
     per_type = {}
     for kind in MANIPULATION_TYPES[1:]:

@@ -174,7 +174,7 @@ def evaluate(root: Path, params: Params) -> dict:
     per, thresholds, sources = {}, {}, {}
     for j, c in enumerate(model.categories):
         y_val, y_test = _labels(val, c).astype(bool), _labels(test, c).astype(bool)
-        thr, sources[c] = calibrate(p_val[:, j], y_val, params.recall_targets.prohibited)
+        thr, sources[c] = calibrate(p_val[:, j], y_val, params.recall_targets.prohibited, params.recall_targets.confidence)
         thresholds[c] = thr
         m = binary_metrics(p_test[:, j], y_test, thr)
         m["false_positive_rate_clean"] = float(flagged(p_test[clean_test, j], thr).mean()) if clean_test.any() else float("nan")

@@ -18,7 +18,7 @@ with its best rival: ``sku_mismatch`` when another SKU leads it by more than the
 ``unknown_sku`` when even the claimed SKU matches at or below the similarity threshold. Both are
 chosen on validation (:func:`calibrate_alarm`): the margin so that wrong claims reach
 ``recall_targets.sku_mismatch``, then the similarity so that outside-catalogue products reach
-``recall_targets.unknown_sku``. An absolute similarity alone had to sit above most genuine claims to
+``recall_targets.unknown_sku`` (each with ``recall_targets.confidence``). An absolute similarity alone had to sit above most genuine claims to
 catch look-alikes (genuine false alarms 0.71-0.86, benchmarks/results/models_demo*.json).
 """
 
@@ -196,7 +196,7 @@ def _share(flag: np.ndarray, mask: np.ndarray) -> float:
 
 
 def calibrate_alarm(margin: np.ndarray, similarity: np.ndarray, wrong_claim: np.ndarray, outside: np.ndarray,
-                    targets: dict[str, float]) -> tuple[dict[str, float | None], dict[str, str]]:
+                    targets: dict[str, float], confidence: float = 0.0) -> tuple[dict[str, float | None], dict[str, str]]:
     """The alarm's two thresholds on validation, each for its own kind of positive.
 
     ``margin``: the claimed SKU's similarity minus its best rival's; ``similarity``: the claimed SKU's
@@ -211,12 +211,12 @@ def calibrate_alarm(margin: np.ndarray, similarity: np.ndarray, wrong_claim: np.
     thresholds: dict[str, float | None] = {"margin": None, "similarity": None}
     source = {"margin": UNCALIBRATED, "similarity": UNCALIBRATED}
     if wrong_claim.any():
-        thresholds["margin"] = -threshold_for_recall(-margin, wrong_claim, targets["sku_mismatch"])
+        thresholds["margin"] = -threshold_for_recall(-margin, wrong_claim, targets["sku_mismatch"], confidence)
         source["margin"] = "validation"
     if outside.any() and thresholds["margin"] is not None:
         caught = margin <= thresholds["margin"]
         score = np.where(caught | np.isnan(similarity), np.inf, -np.nan_to_num(similarity, nan=0.0))
-        t = threshold_for_recall(score, outside, targets["unknown_sku"])
+        t = threshold_for_recall(score, outside, targets["unknown_sku"], confidence)
         thresholds["similarity"] = -1.0 if np.isinf(t) else -float(t)
         source["similarity"] = "validation"
     return thresholds, source
@@ -288,7 +288,8 @@ def evaluate(root: Path, params: Params) -> dict:
     targets = {"sku_mismatch": params.recall_targets.sku_mismatch, "unknown_sku": params.recall_targets.unknown_sku}
     val = _scored(root, params, df, net, arch, gallery, "val")
     thresholds, source = calibrate_alarm(val["margin"].to_numpy(), val["similarity"].to_numpy(),
-                                         val["wrong_claim"].to_numpy(), val["outside"].to_numpy(), targets)
+                                         val["wrong_claim"].to_numpy(), val["outside"].to_numpy(), targets,
+                                         params.recall_targets.confidence)
     test = _scored(root, params, df, net, arch, gallery, "test")
     metrics = {
         "test": open_set_metrics(test, alarms(test, thresholds, known)),
