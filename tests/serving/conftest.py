@@ -6,6 +6,7 @@ name order: the contract tests first, the reviewer tests that roll production ba
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -60,4 +61,26 @@ def photo(stack, i: int = 0) -> Path:
 def production(stack) -> dict:
     return json.loads((Path(stack["env"]["BENTOML_HOME"]) / "reviewops" / "production.json").read_text())
 
+
+@contextlib.contextmanager
+def stack_copy(stack, base: Path, what: str, **env):
+    """A copy of the deployed stack (its repo and model store) on its own port, whose ``what`` path may not import
+    torch: promotions there never reach the other serving tests. Yields repo, env, port, url, stack_url and
+    deploy_env (env with a ``torch`` that raises on import first on PYTHONPATH); stops its instances after."""
+    from pipelines.deploy.bluegreen import stop_all
+    from pipelines.deploy.router import free_port
+
+    repo, home = base / "repo", base / "bentoml"
+    shutil.copytree(stack["repo"], repo, symlinks=True, ignore=shutil.ignore_patterns(".reviewops"))
+    shutil.copytree(stack["env"]["BENTOML_HOME"], home, symlinks=True)
+    no_torch = base / "no-torch"
+    no_torch.mkdir()
+    (no_torch / "torch.py").write_text(f"raise ImportError('torch imported on the {what} path')\n")
+    env = {**stack["env"], "BENTOML_HOME": str(home), **env}
+    port = free_port()
+    try:
+        yield {"repo": repo, "env": env, "port": port, "url": f"http://127.0.0.1:{port}", "stack_url": stack["url"],
+               "deploy_env": {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(no_torch), env.get("PYTHONPATH")]))}}
+    finally:
+        stop_all(repo / ".reviewops" / "deploy")
 

@@ -8,37 +8,21 @@ promotions here never reach the other serving tests.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.serving.conftest import cli, production
+from tests.serving.conftest import cli, production, stack_copy
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
 def policy_stack(stack, tmp_path_factory):
-    from pipelines.deploy.bluegreen import stop_all
-    from pipelines.deploy.router import free_port
-
-    base = tmp_path_factory.mktemp("policy-stack")
-    repo, home = base / "repo", base / "bentoml"
-    shutil.copytree(stack["repo"], repo, symlinks=True, ignore=shutil.ignore_patterns(".reviewops"))
-    shutil.copytree(stack["env"]["BENTOML_HOME"], home, symlinks=True)
-    no_torch = base / "no-torch"                 # the policy path must never import torch
-    no_torch.mkdir()
-    (no_torch / "torch.py").write_text("raise ImportError('torch imported on the policy deploy path')\n")
-    env = {**stack["env"], "BENTOML_HOME": str(home), "REVIEWOPS_USER": "pricing-team"}
-    port = free_port()
-    state = {"repo": repo, "env": env, "port": port, "url": f"http://127.0.0.1:{port}", "stack_url": stack["url"],
-             "deploy_env": {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(no_torch), env.get("PYTHONPATH")]))}}
-    yield state
-    stop_all(repo / ".reviewops" / "deploy")
+    with stack_copy(stack, tmp_path_factory.mktemp("policy-stack"), "policy deploy", REVIEWOPS_USER="pricing-team") as state:
+        yield state
 
 
 def review(url: str, photo: Path) -> dict:
