@@ -1,0 +1,67 @@
+"""Which products outside the catalogue hold the SKU alarm's similarity threshold up, and what a lower target costs.
+
+Usage, after a default-size `make demo` (its workspace holds the trained sku model and the gallery):
+
+    .venv/bin/python benchmarks/sku_outside_catalogue.py /tmp/demo
+
+With the workspace's trained model and gallery (:func:`pipelines.train.families.sku._scored`, the family's
+own scoring), it reports per product outside the catalogue its claimed SKU and the similarity to it on
+validation and test, the genuine claims' similarity quantiles, and for several outside-catalogue recall
+targets the thresholds :func:`pipelines.train.families.sku.calibrate_alarm` chooses and the test figures
+they give. Writes benchmarks/results/sku_outside_catalogue.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+OUT = Path(__file__).parent / "results" / "sku_outside_catalogue.json"
+TARGETS = (0.90, 0.95, 0.98)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("workspace", type=Path)
+    root = ap.parse_args().workspace.resolve()
+    os.chdir(root)
+    from pipelines.params import load_params
+    from pipelines.train.families import common, sku
+
+    params = load_params(root / "params.yaml")
+    df = common.load_frame(root)
+    net, arch = sku.load_model(root)
+    gallery = sku.embed_gallery(root, params, net, arch)
+    scored = {split: sku._scored(root, params, df, net, arch, gallery, split) for split in ("val", "test")}
+    outside = {split: s[s["outside"]].groupby("sku_id").agg(
+        claimed=("claimed", "first"), photos=("similarity", "size"), similarity_max=("similarity", "max"),
+        similarity_median=("similarity", "median"), margin_median=("margin", "median")).round(4).reset_index()
+        .to_dict(orient="records") for split, s in scored.items()}
+    genuine = {split: dict(zip(("q05", "q10", "q50"), np.nanquantile(s.loc[s["genuine"], "similarity"], [0.05, 0.1, 0.5])
+                                .round(4).tolist())) for split, s in scored.items()}
+    val, test = scored["val"], scored["test"]
+    rows = []
+    for target in TARGETS:
+        thresholds, _ = sku.calibrate_alarm(val["margin"].to_numpy(), val["similarity"].to_numpy(),
+                                            val["wrong_claim"].to_numpy(), val["outside"].to_numpy(),
+                                            {"sku_mismatch": params.recall_targets.sku_mismatch, "unknown_sku": target},
+                                            params.recall_targets.confidence)
+        figures = sku.open_set_metrics(test, sku.alarms(test, thresholds, frozenset(gallery[1])))
+        rows.append({"unknown_sku_target": target, "thresholds": thresholds,
+                     **{k: figures[k] for k in ("outside_catalogue_recall", "wrong_claim_recall",
+                                                "genuine_false_alarm_rate")}})
+    OUT.write_text(json.dumps({
+        "command": f"python benchmarks/sku_outside_catalogue.py {root}", "date": datetime.date.today().isoformat(),
+        "confidence": params.recall_targets.confidence, "outside_catalogue": outside,
+        "genuine_claim_similarity": genuine, "targets": rows}, indent=1) + "\n")
+    print(json.dumps(rows, indent=1))
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
