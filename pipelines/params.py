@@ -79,11 +79,19 @@ class LiveMixParams(_Strict):
         return v
 
 
+class VisibilityParams(_Strict):
+    """What a person could see: defects the generator draws below these are drawn but not labelled."""
+    dirt_min_area_px: float = Field(ge=0.0)          # a dirt spot's area in the photo, px
+    dirt_min_contrast: float = Field(ge=0.0, le=1.0)  # its mean change in its most changed RGB channel, after lighting and blur
+    manipulation_min_trace: float = Field(ge=0.0, le=1.0)  # an edit's mean luminance change over the pixels it changed
+
+
 class LabelParams(_Strict):
     blur_threshold: float = Field(gt=0.0, le=1.0)
     centering_tolerance: float = Field(gt=0.0, lt=0.5)
     frame_border: float = Field(ge=0.0, lt=0.5)   # a product box this close to an edge is cut by the frame
     sticker_required_categories: tuple[str, ...]
+    visibility: VisibilityParams
 
 
 class ProhibitedParams(_Strict):
@@ -123,6 +131,7 @@ class TimmFamily(_Strict):
     image_size: int | None = Field(default=None, ge=32, le=1024)  # px; null: train.image_size
     tail_stages: int | None = Field(default=None, ge=0)           # null: every remaining stage + head conv
     train_crop: float = Field(default=1.0, gt=0.0, le=1.0)        # side of the random training crop of the trunk output
+    balanced: bool = False      # binary families: every training batch half positives (pipelines.train.families.common)
 
 
 class SkuTrain(TimmFamily):
@@ -165,6 +174,9 @@ class TrainParams(_Strict):
     pretrained: bool
     image_size: int = Field(ge=32, le=1024)
     threads: int = Field(gt=0)
+    # where the timm families, the feature passes and YOLO train (pipelines.train.device.resolve):
+    # auto = cuda when torch sees a GPU, else cpu; cuda without a GPU is an error, not a fallback
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     sku: SkuTrain
     blur: TimmFamily
     prohibited: ProhibitedTrain

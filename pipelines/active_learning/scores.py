@@ -13,6 +13,8 @@ inference.
 
 The embedding (the prohibited family's frozen trunk output, averaged over a 4 x 4 grid, L2-normalised)
 is what near-duplicate detection compares (``select.pick``).
+
+Scoring runs where training does (``train.device``): the families' own inference, and YOLO's.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import pandas as pd
 import torch
 
 from pipelines.params import Params
+from pipelines.train import device as devices
 from pipelines.train.evaluate import model_dir
 from pipelines.train.families import common, detector, prohibited
 from pipelines.train.trunk import Trunk
@@ -72,8 +75,8 @@ def dirt_boxes(root: Path, params: Params, paths: list[str]) -> list[list[tuple[
     found = {}
     for result in model.predict(source=list(paths), stream=True, conf=params.train.detector.conf,
                                 imgsz=detector.image_size(params), batch=params.train.detector.batch,
-                                device="cpu", verbose=False):
-        b = result.boxes
+                                device=devices.yolo(devices.of(params)), verbose=False):
+        b = result.boxes.cpu()
         dirt = b.cls.numpy().astype(int) == detector.CLASS_ID["dirt"]
         found[str(Path(result.path).absolute())] = [(*map(float, xy), float(c)) for xy, c in
                                                     zip(b.xyxyn.numpy()[dirt], b.conf.numpy()[dirt])]

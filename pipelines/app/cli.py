@@ -79,12 +79,14 @@ def version(batch_dir: Path = typer.Argument(..., help="a validated batch direct
 @app.command("contact-sheet")
 def contact_sheet(batch_dir: Path = typer.Argument(..., help="a batch directory"),
                   out: Path = typer.Option(Path("docs/contact_sheet.png"), help="PNG to write"),
-                  count: int = typer.Option(64, help="photos on the sheet")) -> None:
+                  count: int = typer.Option(64, help="photos on the sheet"),
+                  borderline: bool = typer.Option(False, help="the drawn dirt and edits nearest the visibility rule "
+                                                  "(labels.visibility), both sides, with the rule's inputs")) -> None:
     """Draw photos of a batch with their labels (boxes, SKU, blur score, defects) into one PNG."""
     from pipelines.data.contact_sheet import write_contact_sheet
 
     try:
-        typer.echo(f"wrote {write_contact_sheet(batch_dir, out, count)}")
+        typer.echo(f"wrote {write_contact_sheet(batch_dir, out, count, borderline=borderline)}")
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc), 2)
 

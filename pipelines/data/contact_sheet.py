@@ -1,4 +1,9 @@
-"""A contact sheet: generated photos with their labels drawn on, for people to see the data."""
+"""A contact sheet: generated photos with their labels drawn on, for people to see the data.
+
+``borderline=True`` shows instead the photos whose dirt or edit lies nearest the visibility rule
+(``labels.visibility`` in params.yaml), on both sides of it, each captioned with the rule's inputs: is the
+line drawn where a person would draw it?
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,18 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 
 from pipelines.data.manifest import read_manifest
+from pipelines.params import VisibilityParams, load_params
 
 COLOURS = {"product": (60, 200, 60), "sticker": (0, 200, 255), "dirt": (255, 60, 60)}  # RGB
 PROHIBITED_COLOUR = (255, 0, 255)
 TILE, STRIP = 192, 44
 
 
-def _labels(row) -> list[str]:
+def _labels(row) -> tuple[list[str], int]:
+    """Caption lines under a photo, and which line is printed in red."""
     lines = [row.sku_id if row.sku_id != "none" else "(no product)"]
     flags = [f"blur {row.blur_score:.2f}" + (" X" if row.blur_dropped else "")]
     if row.sticker_missing:
@@ -30,10 +38,43 @@ def _labels(row) -> list[str]:
     if row.claimed_sku != row.sku_id:
         extra.append("wrong-claim")
     lines.append(" ".join(extra))
-    return lines
+    return lines, 2
 
 
-def _tile(batch_dir: Path, row) -> np.ndarray:
+def _rule_labels(row) -> tuple[list[str], int]:
+    """Caption of a borderline photo: the visibility rule's inputs for its dirt and its edit, the one near the
+    rule in red. ``dirt 1/3``: spots labelled of those drawn; ``c``, ``a``: the most visible spot's contrast
+    and area; ``t``: the edit's trace; ``m``: the margin (>= 1 labelled)."""
+    lines = [f"{row.sku_id if row.sku_id != 'none' else '(no product)'} m{row.margin:.2f}"]
+    lines.append(f"dirt {row.dirt_spots_visible}/{row.dirt_spots_drawn} c{row.dirt_max_contrast:.3f} "
+                 f"a{row.dirt_max_area_px:.0f}" if row.dirt_spots_drawn else "dirt -")
+    lines.append(f"edit {row.manipulation_drawn} t{row.manipulation_trace:.4f} "
+                 f"{'labelled' if row.manipulated else 'hidden'}" if row.manipulation_drawn != "none" else "edit -")
+    return lines, 1 if row.near == "dirt" else 2
+
+
+def margins(df: pd.DataFrame, rule: VisibilityParams) -> tuple[pd.Series, pd.Series]:
+    """Per photo, where its drawn dirt (its most visible spot) and its drawn edit stand against the rule: the
+    margin, >= 1 labelled and < 1 not (the smaller of the ratios to the thresholds); NaN where none was drawn."""
+    dirt = np.minimum(df["dirt_max_area_px"] / rule.dirt_min_area_px, df["dirt_max_contrast"] / rule.dirt_min_contrast)
+    edit = df["manipulation_trace"] / rule.manipulation_min_trace
+    return dirt.where(df["dirt_spots_drawn"] > 0), edit.where(df["manipulation_drawn"] != "none")
+
+
+def borderline_cases(df: pd.DataFrame, rule: VisibilityParams, count: int) -> pd.DataFrame:
+    """The ``count`` drawn defects nearest the rule (by |log margin|), half just below it and half just above
+    where the batch has them, ordered by margin; each row with ``near`` (dirt or edit) and ``margin``."""
+    dirt, edit = margins(df, rule)
+    cand = pd.concat([df.assign(near="dirt", margin=dirt), df.assign(near="edit", margin=edit)])
+    cand = cand.dropna(subset=["margin"])
+    cand["distance"] = np.abs(np.log(cand["margin"].clip(lower=1e-6)))
+    below = cand[cand["margin"] < 1].sort_values("distance")
+    above = cand[cand["margin"] >= 1].sort_values("distance")
+    below = below.head(max(count // 2, count - len(above)))
+    return pd.concat([below, above.head(count - len(below))]).sort_values("margin")
+
+
+def _tile(batch_dir: Path, row, caption) -> np.ndarray:
     img = cv2.imread(str(batch_dir / row.image), cv2.IMREAD_COLOR)
     img = cv2.cvtColor(cv2.resize(img, (TILE, TILE), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
     for box in row.boxes:
@@ -42,18 +83,28 @@ def _tile(batch_dir: Path, row) -> np.ndarray:
         p1 = (int(box["x1"] * TILE) - 1, int(box["y1"] * TILE) - 1)
         cv2.rectangle(img, p0, p1, colour, 1)
     strip = np.full((STRIP, TILE, 3), 245, np.uint8)
-    for k, text in enumerate(_labels(row)):
+    lines, red = caption(row)
+    for k, text in enumerate(lines):
         cv2.putText(strip, text[:34], (3, 12 + 14 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.36,
-                    (200, 0, 0) if k == 2 else (20, 20, 20), 1, cv2.LINE_AA)
+                    (200, 0, 0) if k == red else (20, 20, 20), 1, cv2.LINE_AA)
     return np.vstack([img, strip])
 
 
-def write_contact_sheet(batch_dir: str | Path, out: str | Path, count: int = 64, columns: int = 8) -> Path:
+def write_contact_sheet(batch_dir: str | Path, out: str | Path, count: int = 64, columns: int = 8, *,
+                        borderline: bool = False, rule: VisibilityParams | None = None) -> Path:
+    """The first ``count`` photos of a batch with their labels; with ``borderline`` the ``count`` drawn defects
+    nearest the visibility rule (``rule``, default params.yaml's ``labels.visibility``) with the rule's inputs."""
     batch_dir, out = Path(batch_dir), Path(out)
     if count <= 0:
         raise ValueError("count must be positive")
-    df = read_manifest(batch_dir).head(count)
-    tiles = [_tile(batch_dir, row) for row in df.itertuples()]
+    if borderline:
+        df = borderline_cases(read_manifest(batch_dir), rule or load_params().labels.visibility, count)
+        if df.empty:
+            raise ValueError(f"{batch_dir}: no dirt or edit drawn, no borderline case to show")
+        tiles = [_tile(batch_dir, row, _rule_labels) for row in df.itertuples()]
+    else:
+        df = read_manifest(batch_dir).head(count)
+        tiles = [_tile(batch_dir, row, _labels) for row in df.itertuples()]
     blank = np.full_like(tiles[0], 255)
     tiles += [blank] * (-len(tiles) % columns)
     rows = [np.hstack([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in tiles[i:i + columns]])

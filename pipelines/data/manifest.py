@@ -3,6 +3,8 @@
 A batch directory holds ``images/<listing_id>.jpg`` and ``manifest.parquet`` with these columns.
 Boxes are normalised ``[x0, y0, x1, y1]`` in [0, 1] of the image, with a label: ``product``,
 ``sticker``, ``dirt`` or ``prohibited:<category>``. Versioned batches add a ``split`` column.
+The ``dirt_*`` and ``manipulation_drawn``/``_trace`` columns are the generator's measurements behind the
+visibility rule (``labels.visibility``): what was drawn, and how visible it was.
 """
 
 from __future__ import annotations
@@ -41,14 +43,22 @@ COLUMNS: dict[str, tuple[pa.DataType, str]] = {
     "stickers_expected": (pa.int8(), "anti-tamper stickers the product should carry"),
     "stickers_present": (pa.int8(), "stickers visible"),
     "sticker_missing": (pa.bool_(), "stickers_present < stickers_expected"),
-    "dirt": (pa.bool_(), "at least one dirt spot on the product"),
+    "dirt": (pa.bool_(), "at least one visible dirt spot on the product (labels.visibility)"),
+    "dirt_spots_drawn": (pa.int8(), "dirt spots drawn on the product inside the frame, visible or not"),
+    "dirt_spots_visible": (pa.int8(), "of those, the spots at or above labels.visibility (each has a dirt box)"),
+    "dirt_max_contrast": (pa.float32(), "the most visible spot's contrast: its mean change (0..1) in its most changed "
+                                        "RGB channel, after lighting gain and blur; 0 when no spot is drawn"),
+    "dirt_max_area_px": (pa.float32(), "the most visible spot's area in the photo, px; 0 when no spot is drawn"),
     "center_dx": (pa.float32(), "product-box centre minus image centre, x, fraction of width"),
     "center_dy": (pa.float32(), "product-box centre minus image centre, y, fraction of height"),
     "cut_by_frame": (pa.bool_(), "the product extends past the image border"),
     "off_centre": (pa.bool_(), "offset beyond labels.centering_tolerance or cut by the frame"),
     "prohibited": (pa.list_(pa.string()), "prohibited categories shown (empty when none)"),
-    "manipulated": (pa.bool_(), "the photo was edited after capture"),
-    "manipulation_type": (pa.string(), "none | splice | clone | watermark | synthetic"),
+    "manipulated": (pa.bool_(), "the photo was visibly edited after capture (manipulation_trace >= "
+                                "labels.visibility.manipulation_min_trace)"),
+    "manipulation_type": (pa.string(), "none | splice | clone | watermark | synthetic: the edit labelled"),
+    "manipulation_drawn": (pa.string(), "the edit drawn, visible or not: none | splice | clone | watermark | synthetic"),
+    "manipulation_trace": (pa.float32(), "mean luminance change (0..1) over the pixels the edit changed; 0 when none"),
     "boxes": (pa.list_(BOX_TYPE), "labelled boxes: product, sticker, dirt, prohibited:<category>"),
     "lighting": (pa.string(), "lighting of the scene: normal | dark | bright | warm"),
     "background": (pa.string(), "background kind"),

@@ -118,7 +118,7 @@ def deploy_gallery(root: Path, params: Params, port: int | None = None, *, ready
 
     root = Path(root).resolve()
     done = rollout(root, params, FAMILY, lambda timings: register_gallery(root, params, timings), port=port,
-                   ready_timeout=ready_timeout)
+                   ready_timeout=ready_timeout, restore=True)   # a failed build or deploy moves production back
     registered = done["registered"]
     result = {**registered, "served_gallery_version": gallery_version(registry.model_info(registered["tag"])["path"]),
               **{k: done[k] for k in ("bento", "deploy", "timings", "seconds")}}

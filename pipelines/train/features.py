@@ -10,10 +10,17 @@ Large computations run the frozen stages on ONNX Runtime (exported once per trun
 faster per photo than eager torch did at batch 32, JPEG read included (``benchmarks/trunk_features.py``),
 with the same numbers up to one float16 step of the cache. A handful of photos (the tests' tiny data) stays on eager torch,
 where exporting would cost more than it saves.
+
+On a GPU (``train.device`` resolving to cuda, :mod:`pipelines.train.device`) every pass runs the eager
+torch trunk there, on a copy of the frozen stages (the caller's trunk stays where it is); ONNX Runtime
+is the CPU path only. The cache is the same either way: float16 on the CPU, the same file and keys,
+so features computed on one device are reused on the other (they agree up to a float16 step, as
+ONNX Runtime and eager torch do).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,12 +30,14 @@ import torch
 from tqdm import tqdm
 
 from pipelines.serve.images import load_resized
+from pipelines.train.device import normalise, resolve
 from pipelines.train.onnx_export import export_dynamic_batch
 from pipelines.train.trunk import Trunk, to_input
 
 CACHE_DIR = Path(".cache/trunk")
 ONNX_MIN_ROWS = 256   # from this many rows on, the frozen stages run on ONNX Runtime
 BATCH = 8             # rows per forward: small batches keep the early stages' activations in cache
+GPU_BATCH = 64        # rows per forward on a GPU (no cache argument there; not measured yet)
 _SESSIONS: dict[str, object] = {}
 
 
@@ -69,8 +78,27 @@ def _session(module: torch.nn.Module, example: torch.Tensor, file: Path):
     return _SESSIONS[key]
 
 
-def _runner(module: torch.nn.Module, example: torch.Tensor, onnx_file: Path | None):
-    """``x -> module(x)`` in float32: ONNX Runtime when ``onnx_file`` is given, else eager torch."""
+def _on(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module`` on ``device``: itself when it is there already (the CPU path), else a copy moved there."""
+    here = next(iter(module.parameters()), None)
+    if here is None or here.device == device:
+        return module
+    return copy.deepcopy(module).to(device).eval()
+
+
+def _gpu(device: torch.device | None) -> bool:
+    return device is not None and normalise(device).type != "cpu"
+
+
+def _runner(module: torch.nn.Module, example: torch.Tensor, onnx_file: Path | None,
+            device: torch.device | None = None):
+    """``x -> module(x)`` in float32 on the CPU: ONNX Runtime when ``onnx_file`` is given, else eager torch
+    (on ``device`` when that is a GPU)."""
+    if _gpu(device):
+        device = normalise(device)
+        gpu_module = _on(module, device)
+        return lambda x: gpu_module(x.to(device).contiguous(memory_format=torch.channels_last)).float().cpu()
+    module = _on(module, torch.device("cpu"))       # itself, unless a caller left its trunk on a GPU
     if onnx_file is None:
         return lambda x: module(x.contiguous(memory_format=torch.channels_last))
     session = _session(module, example, onnx_file)
@@ -79,12 +107,14 @@ def _runner(module: torch.nn.Module, example: torch.Tensor, onnx_file: Path | No
 
 @torch.no_grad()
 def compute(trunk: Trunk, paths: Sequence[str | Path], size: int, batch_size: int = BATCH,
-            desc: str = "trunk features", onnx_file: Path | None = None) -> torch.Tensor:
-    """Trunk outputs [N, C, H, W] (float16) of the photos at ``paths``, read and resized to ``size``.
+            desc: str = "trunk features", onnx_file: Path | None = None,
+            device: torch.device | None = None) -> torch.Tensor:
+    """Trunk outputs [N, C, H, W] (float16, on the CPU) of the photos at ``paths``, read and resized to ``size``.
 
-    With ``onnx_file`` the trunk runs on ONNX Runtime (exported there on first use)."""
+    With ``onnx_file`` the trunk runs on ONNX Runtime (exported there on first use); with a GPU
+    ``device``, eager torch there (``onnx_file`` is then not used)."""
     trunk.eval()
-    run = _runner(trunk, torch.zeros(2, 3, size, size), onnx_file)
+    run = _runner(trunk, torch.zeros(2, 3, size, size), onnx_file, device)
     outs = []
     with tqdm(total=len(paths), desc=desc, unit="img", disable=len(paths) < batch_size) as bar:
         for i in range(0, len(paths), batch_size):
@@ -94,9 +124,11 @@ def compute(trunk: Trunk, paths: Sequence[str | Path], size: int, batch_size: in
     return torch.cat(outs) if outs else torch.zeros(0, dtype=torch.float16)
 
 
-def _onnx_file(trunk: Trunk, size: int, root, rows: int, lower: int | None = None) -> Path | None:
-    """Where the exported graph of this computation lives, or None when ``rows`` are too few to export."""
-    if rows < ONNX_MIN_ROWS:
+def _onnx_file(trunk: Trunk, size: int, root, rows: int, lower: int | None = None,
+               device: torch.device | None = None) -> Path | None:
+    """Where the exported graph of this computation lives, or None when ``rows`` are too few to export
+    or the computation runs on a GPU (eager torch there)."""
+    if rows < ONNX_MIN_ROWS or _gpu(device):
         return None
     base = Path(root) if root is not None else Path.cwd()
     span = f"split{trunk.split}" if lower is None else f"split{lower}to{trunk.split}"
@@ -104,7 +136,8 @@ def _onnx_file(trunk: Trunk, size: int, root, rows: int, lower: int | None = Non
 
 
 @torch.no_grad()
-def _from_lower(trunk: Trunk, shas: list[str], size: int, root) -> dict[str, torch.Tensor]:
+def _from_lower(trunk: Trunk, shas: list[str], size: int, root,
+                device: torch.device | None = None) -> dict[str, torch.Tensor]:
     """Outputs at the trunk's split for those of ``shas`` a cached lower split holds (running only the
     stages between); the rest must be computed from the photos."""
     found: dict[str, torch.Tensor] = {}
@@ -118,28 +151,35 @@ def _from_lower(trunk: Trunk, shas: list[str], size: int, root) -> dict[str, tor
             continue
         rest = trunk.blocks[lower:].eval()
         rows = torch.as_tensor([index[s] for s in todo], dtype=torch.int64)
-        run = _runner(rest, stored[rows[:2]].float(), _onnx_file(trunk, size, root, len(rows), lower=lower))
-        for i in range(0, len(rows), BATCH):
-            out = run(stored[rows[i:i + BATCH]].float())
-            for s, f in zip(todo[i:i + BATCH], out.to(torch.float16)):
+        run = _runner(rest, stored[rows[:2]].float(),
+                      _onnx_file(trunk, size, root, len(rows), lower=lower, device=device), device)
+        step = GPU_BATCH if _gpu(device) else BATCH
+        for i in range(0, len(rows), step):
+            out = run(stored[rows[i:i + step]].float())
+            for s, f in zip(todo[i:i + step], out.to(torch.float16)):
                 found[s] = f.contiguous()
     return found
 
 
 def trunk_features(trunk: Trunk, paths: Sequence[str | Path], sha256s: Sequence[str], size: int,
-                   root: str | Path | None = None) -> torch.Tensor:
-    """Trunk outputs [N, C, H, W] (float16) for the photos, in order; only unseen photos are computed."""
+                   root: str | Path | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+    """Trunk outputs [N, C, H, W] (float16, on the CPU) for the photos, in order; only unseen photos are
+    computed, on ``device`` (None: the CPU, ONNX Runtime for many rows). A string is a ``train.device``
+    setting, resolved only when a photo must be computed: reading a full cache needs no GPU."""
     if len(paths) != len(sha256s):
         raise ValueError("paths and sha256s differ in length")
     file = cache_file(trunk, size, root)
     index, stored = _load(file)
     missing = list(dict.fromkeys(s for s in sha256s if s not in index))
     if missing:
+        device = resolve(device) if isinstance(device, str) else device
         first = {s: p for p, s in zip(paths, sha256s)}
-        derived = _from_lower(trunk, missing, size, root)
+        derived = _from_lower(trunk, missing, size, root, device)
         fresh = [s for s in missing if s not in derived]
-        computed = compute(trunk, [first[s] for s in fresh], size, desc=f"trunk features {size}px split {trunk.split}",
-                           onnx_file=_onnx_file(trunk, size, root, len(fresh))) if fresh else None
+        computed = compute(trunk, [first[s] for s in fresh], size, GPU_BATCH if _gpu(device) else BATCH,
+                           desc=f"trunk features {size}px split {trunk.split}",
+                           onnx_file=_onnx_file(trunk, size, root, len(fresh), device=device),
+                           device=device) if fresh else None
         by_sha = {**derived, **({s: computed[i] for i, s in enumerate(fresh)} if fresh else {})}
         new = torch.stack([by_sha[s] for s in missing])
         stored = new if stored is None else torch.cat([stored, new])

@@ -6,6 +6,12 @@ A family supplies the model, a loss ``loss_fn(model, batch) -> tensor`` and a va
 from ``last.pt`` restores model, optimiser, scheduler, early-stopping state and every random
 generator, so an interrupted run that resumes ends with the same weights as one that was not
 interrupted (tested).
+
+``device`` (:func:`pipelines.train.device.resolve` of ``train.device``): the model and every batch,
+training and validation, are moved there for the fit, and the model goes back to the device it came
+from at the end, so what a family saves or exports afterwards is as before. Checkpoints hold the state
+dicts as they are and are loaded with ``map_location`` to the fit's device: a run interrupted on a GPU
+resumes on the CPU and the other way round.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
+
+from pipelines.train.device import normalise, to_device
 
 
 @dataclass(frozen=True)
@@ -54,19 +62,37 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+def _rng_state(device: torch.device) -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":                   # dropout on the GPU draws from the device's own generator
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
 
-def _set_rng_state(state: dict) -> None:
+def _set_rng_state(state: dict, device: torch.device) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())   # loaded with map_location: the generator states must be CPU bytes
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
 def _identity(config: dict) -> dict:
     """The settings a resumed run must share with the interrupted one (the LR schedule spans max_epochs)."""
     return {k: v for k, v in config.items() if k not in ("progress", "threads")}
+
+
+class _OnDevice:
+    """A validation loader whose batches arrive on ``device`` (what ``score_fn`` is given)."""
+
+    def __init__(self, loader: Iterable, device: torch.device):
+        self.loader, self.device = loader, device
+
+    def __iter__(self):
+        return (to_device(batch, self.device) for batch in self.loader)
+
+    def __len__(self) -> int:
+        return len(self.loader)
 
 
 def _atomic_save(obj, path: Path) -> None:
@@ -90,30 +116,39 @@ def fit(model: torch.nn.Module, train_set: Dataset, val_loader: Iterable,
         score_fn: Callable[[torch.nn.Module, Iterable], float],
         cfg: FitConfig, out_dir: str | Path, *, params: Iterable[torch.nn.Parameter] | None = None,
         batch_sampler: Callable[[int], Iterable] | None = None, collate_fn: Callable | None = None,
-        name: str = "model") -> FitResult:
+        name: str = "model", device: torch.device | str = "cpu") -> FitResult:
     """Train ``model`` until validation stops improving; ``out_dir`` receives best.pt and last.pt.
 
     ``params``: the trainable parameters (default: all that require grad), so a family can freeze
     a pretrained trunk. ``batch_sampler(epoch)`` replaces the shuffled loader (P x K batches).
+    ``device``: where the fit runs; ``loss_fn`` and ``score_fn`` get the model there, and ``loss_fn``
+    its batch there (tensors, or tuples, lists and dicts of them); the model is returned where it was.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    device = normalise(device)
+    home = next(iter(model.parameters()), torch.empty(0)).device
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
+    model.to(device)                            # in place: the parameters a family passed stay the same objects
     trainable = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+    if any(p.device != device for p in trainable):
+        raise ValueError(f"{name}: some trainable parameters are not on {device} after moving the model there: "
+                         f"pass parameters of the model itself")
+    val_loader = _OnDevice(val_loader, device)
     optimiser = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, cfg.max_epochs))
     last, best_path = out_dir / "last.pt", out_dir / "best.pt"
     state = {"epoch": 0, "best_score": -math.inf, "best_epoch": -1, "history": [], "seconds": 0.0}
     if last.exists():  # resume
-        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+        ckpt = torch.load(last, map_location=device, weights_only=False)
         if _identity(ckpt["config"]) != _identity(asdict(cfg)):
             raise ValueError(f"{last} was written with another configuration; remove {out_dir} to start afresh")
         model.load_state_dict(ckpt["model"])
         optimiser.load_state_dict(ckpt["optimiser"])
         scheduler.load_state_dict(ckpt["scheduler"])
         state = ckpt["state"]
-        _set_rng_state(ckpt["rng"])
+        _set_rng_state(ckpt["rng"], device)
     start = time.perf_counter() - state["seconds"]
     stopped = False
     while state["epoch"] < cfg.max_epochs:
@@ -129,7 +164,7 @@ def fit(model: torch.nn.Module, train_set: Dataset, val_loader: Iterable,
         total, count = 0.0, 0
         bar = tqdm(loader, desc=f"{name} epoch {epoch + 1}/{cfg.max_epochs}", leave=False, disable=not cfg.progress)
         for batch in bar:
-            loss = loss_fn(model, batch)
+            loss = loss_fn(model, to_device(batch, device))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -148,7 +183,7 @@ def fit(model: torch.nn.Module, train_set: Dataset, val_loader: Iterable,
         state["epoch"] = epoch + 1
         state["seconds"] = time.perf_counter() - start
         _atomic_save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
-                      "scheduler": scheduler.state_dict(), "state": state, "rng": _rng_state(),
+                      "scheduler": scheduler.state_dict(), "state": state, "rng": _rng_state(device),
                       "config": asdict(cfg)}, last)
         if cfg.best_possible is not None and state["best_score"] >= cfg.best_possible:
             stopped = True
@@ -158,8 +193,9 @@ def fit(model: torch.nn.Module, train_set: Dataset, val_loader: Iterable,
     if not best_path.exists():
         raise RuntimeError(f"{name}: no epoch gave a validation score better than -inf (NaN scores?); "
                            f"see {last} and the history in it")
-    best = torch.load(best_path, map_location="cpu", weights_only=True)
+    best = torch.load(best_path, map_location=device, weights_only=True)
     model.load_state_dict(best["model"])
+    model.to(home)
     return FitResult(best_score=state["best_score"], best_epoch=state["best_epoch"] + 1, epochs_run=state["epoch"],
                      stopped_early=stopped, seconds=time.perf_counter() - start, history=state["history"],
                      checkpoint=best_path)

@@ -58,6 +58,7 @@ def test_batch_layout_and_schema(batch):
 def test_labels_are_consistent(batch):
     df = read_manifest(batch)
     params = load_params()
+    rule = params.labels.visibility
     for row in df.itertuples():
         votes = list(row.blur_votes)
         assert len(votes) == 3 and set(votes) <= {0, 1, 2}
@@ -68,7 +69,10 @@ def test_labels_are_consistent(batch):
         for b in row.boxes:
             assert 0 <= b["x0"] < b["x1"] <= 1 and 0 <= b["y0"] < b["y1"] <= 1
         assert labels["product"] == (row.sku_id != "none")
-        assert row.dirt == (labels["dirt"] > 0)
+        assert row.dirt == (labels["dirt"] > 0) == (row.dirt_spots_visible > 0)
+        assert labels["dirt"] == row.dirt_spots_visible <= row.dirt_spots_drawn
+        assert row.dirt == (row.dirt_max_area_px >= rule.dirt_min_area_px and row.dirt_max_contrast >= rule.dirt_min_contrast)
+        assert (row.dirt_max_contrast > 0) == (row.dirt_spots_drawn > 0)
         assert sorted(row.prohibited) == sorted(lab.split(":", 1)[1] for lab in labels if lab.startswith("prohibited:"))
         assert row.sticker_missing == (row.stickers_present < row.stickers_expected)
         if row.category in params.labels.sticker_required_categories:
@@ -80,6 +84,9 @@ def test_labels_are_consistent(batch):
             assert row.off_centre == (row.cut_by_frame or max(abs(row.center_dx), abs(row.center_dy))
                                       > params.labels.centering_tolerance)
         assert row.manipulated == (row.manipulation_type != "none")
+        assert row.manipulated == (row.manipulation_drawn != "none" and row.manipulation_trace >= rule.manipulation_min_trace)
+        assert row.manipulation_type in ("none", row.manipulation_drawn)
+        assert (row.manipulation_drawn == "none") <= (row.manipulation_trace == 0)
 
 
 def test_every_defect_occurs_at_about_its_rate(batch):
@@ -100,8 +107,28 @@ def test_deterministic_whatever_the_worker_count(tmp_path, batch):
     first = read_manifest(batch).head(24)
     second = read_manifest(again)
     assert list(first.sha256) == list(second.sha256)
+    labels = ["dirt", "dirt_spots_drawn", "dirt_spots_visible", "dirt_max_contrast", "manipulated", "manipulation_drawn",
+              "manipulation_trace"]
+    assert first[labels].reset_index(drop=True).equals(second[labels])
+    assert [list(b) for b in first.boxes] == [list(b) for b in second.boxes]
     other = read_manifest(generate_batch(tmp_path, "t2", 24, seed=6, workers=1))
     assert not set(first.sha256) & set(other.sha256)
+
+
+def test_the_borderline_contact_sheet_shows_both_sides_of_the_visibility_rule(batch, tmp_path):
+    from pipelines.data.contact_sheet import borderline_cases, margins, write_contact_sheet
+
+    df = read_manifest(batch)
+    rule = load_params().labels.visibility
+    dirt, edit = margins(df, rule)
+    assert ((dirt >= 1) == df.dirt)[df.dirt_spots_drawn > 0].all() and ((edit >= 1) == df.manipulated)[edit.notna()].all()
+    # a stricter rule, at the median of what was drawn, puts defects on both sides of it
+    strict = rule.model_copy(update={"dirt_min_contrast": float(df.dirt_max_contrast[df.dirt_spots_drawn > 0].median()),
+                                     "manipulation_min_trace": float(edit.dropna().median() * rule.manipulation_min_trace)})
+    cases = borderline_cases(df, strict, 8)
+    assert len(cases) == 8 and (cases.margin < 1).sum() == 4 and list(cases.margin) == sorted(cases.margin)
+    out = write_contact_sheet(batch, tmp_path / "borderline.png", 8, borderline=True, rule=strict)
+    assert cv2.imread(str(out)).shape[1] == 8 * (192 + 4)
 
 
 def test_blur_votes_follow_the_blur_strength(batch):

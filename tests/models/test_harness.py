@@ -117,3 +117,21 @@ def test_resume_with_other_settings_is_refused(data, tmp_path):
     fit(_model(), train, [], _loss, lambda m, l: 0.0, FitConfig(max_epochs=1, progress=False), tmp_path)
     with pytest.raises(ValueError, match="another configuration"):
         fit(_model(), train, [], _loss, lambda m, l: 0.0, FitConfig(max_epochs=1, lr=1.0, progress=False), tmp_path)
+
+
+def test_balanced_batches_are_half_positives_seeded_per_epoch_and_refuse_one_class():
+    from pipelines.train.families.common import NoData, balanced_batches
+
+    labels = np.zeros(200, dtype=np.float32)
+    labels[[3, 50, 120, 199]] = 1.0                     # 2% positives, as edited photos are in the live mix
+    sampler = balanced_batches(labels, batch_size=16, seed=5)
+    epoch0 = sampler(0)
+    assert len(epoch0) == 200 // 16 and all(len(b) == 16 for b in epoch0)
+    for batch in epoch0:
+        assert labels[batch].sum() == 8, batch          # half of every batch is a positive
+    negatives = [i for b in epoch0 for i in b if labels[i] == 0]
+    assert len(negatives) == len(set(negatives))         # negatives without replacement within an epoch
+    assert sampler(0) == epoch0 and sampler(1) != epoch0  # a function of (seed, epoch): resumable
+    assert balanced_batches(labels, 16, seed=6)(0) != epoch0
+    with pytest.raises(NoData, match="positive and negative"):
+        balanced_batches(np.zeros(10), 4, seed=0)

@@ -100,3 +100,13 @@ def test_a_removed_sku_is_unknown_and_enrolled_again_it_matches_over_http_withou
     unchanged = tasks.gallery_deploy(repo, s["port"])    # the DAG's task, the same gallery: nothing registered or switched
     assert not unchanged["registered"] and unchanged["tag"] == added["tag"] == production({"env": env})["sku"]
     assert "already active" in unchanged["deploy"], unchanged
+
+    cli(repo, env, "gallery", "remove", sku)             # a gallery deploy that fails: production moves back
+    failed = cli(repo, s["deploy_env"], "gallery", "deploy", "--port", str(s["port"]), "--ready-timeout", "0.001",
+                 check=False)
+    assert failed.returncode == 1 and "previous instance keeps serving" in failed.stderr, failed.stderr
+    assert f"production sku moved back to {added['tag']}" in failed.stderr, failed.stderr
+    assert production({"env": env})["sku"] == added["tag"]
+    assert json.loads((Path(env["BENTOML_HOME"]) / "reviewops" / "history.jsonl").read_text()
+                      .splitlines()[-1])["action"] == "rollback"
+    assert review(s["url"], train[0], sku)["gallery_version"] == added["served_gallery_version"]   # the old one serves

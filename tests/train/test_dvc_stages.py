@@ -145,6 +145,13 @@ def test_the_detectors_defects_settings_retrain_the_detector_only(pipeline):
         assert set(stale(pipeline)) == {"train_detector", "reviewer"}
 
 
+def test_the_training_device_retrains_and_re_evaluates_nothing(pipeline):
+    """train.device says where training runs, not what it computes (dvc.yaml): no train or evaluate stage
+    depends on it; only the whole reviewer, which reads the whole train section, re-runs."""
+    with params_changed(pipeline, setting("train", "device", value="cpu")):
+        assert set(stale(pipeline)) == {"reviewer"}
+
+
 def test_one_familys_code_stales_that_family_only(pipeline):
     code = pipeline / "pipelines" / "train" / "families" / "manipulation.py"
     before = code.read_text()

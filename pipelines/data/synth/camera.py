@@ -78,6 +78,33 @@ def blur(img: np.ndarray, rng: np.random.Generator, kind: str, strength_px: floa
     return cv2.filter2D(img, -1, kernel, borderType=cv2.BORDER_REFLECT)
 
 
+def spot_contrast_kept(kind: str, strength_px: float, radius_px: float) -> float:
+    """The share of a small spot's contrast left at its centre after ``blur(img, rng, kind, strength_px)``.
+
+    A round spot of radius r and contrast c, blurred by a kernel K centred on it, keeps at its centre
+    c * (the mass of K within r of K's centre): the kernel spreads the spot's change outward and mixes in
+    the surroundings by exactly the mass that falls outside the spot. The usual rule of thumb is the same
+    thing for a Gaussian kernel of sigma s: 1 - exp(-r^2 / (2 s^2)). ``blur`` above does not use Gaussians,
+    so the mass is taken for the two kernels it does draw (no random draw needed: the mass within a circle
+    does not depend on the motion angle):
+
+    - defocus: a uniform disk of radius R = strength_px; the part within r holds min(1, r^2 / R^2). (Its
+      sigma-equivalent, the per-axis standard deviation of a uniform disk, is R / 2; a Gaussian of that sigma
+      would give 1 - exp(-2 r^2 / R^2), twice the true share for small spots: a Gaussian holds more of its
+      mass near its centre than a flat disk of the same spread.)
+    - motion: a 1-px line of length L = strength_px through the centre (``cv2.line`` from c - L/2 to c + L/2
+      at 1x); the part within r holds min(1, 2 r / L). (Sigma-equivalent along the streak L / sqrt(12),
+      none across it.)
+    """
+    if kind == "none" or strength_px <= 0:
+        return 1.0
+    if kind == "defocus":
+        return float(min(1.0, (radius_px / strength_px) ** 2))
+    if kind == "motion":
+        return float(min(1.0, 2.0 * radius_px / strength_px))
+    raise ValueError(f"unknown blur kind {kind!r}")
+
+
 def annotate(rng: np.random.Generator, kind: str, strength_px: float) -> list[int]:
     """Three votes: the perceived level plus each annotator's bias and noise; now and then a lapse
     (a vote at random), which is where contradictory 0-and-2 photos come from."""

@@ -36,13 +36,25 @@ STICKER_SPOTS: dict[str, list[tuple[float, float]]] = {
     "headphones": [],
 }
 STICKER_SIZE = {"phone": (0.26, 0.1), "tablet": (0.12, 0.06), "laptop": (0.075, 0.05), "headphones": (0, 0)}
+# dirt colours: dust, grey grime, dark grease, light residue
+DIRT_COLOURS = ((0.33, 0.25, 0.17), (0.45, 0.42, 0.38), (0.2, 0.18, 0.15), (0.78, 0.76, 0.7))
+
+
+@dataclass(frozen=True)
+class DirtSpot:
+    """One dirt spot as drawn, with what a person's eye has to go on (measured in the sprite, no random draw)."""
+    box: tuple[float, float, float, float]  # sprite px
+    centre: tuple[float, float]             # sprite px
+    area: float       # px of the sprite the spot covers (sum of its antialiased coverage, 0..1 per px)
+    contrast: float   # mean change (0..1) it made per covered px of the product, in its most changed RGB channel
 
 
 @dataclass
 class Sprite:
     rgba: np.ndarray
-    boxes: list[tuple[str, float, float, float, float]] = field(default_factory=list)  # sprite px
+    boxes: list[tuple[str, float, float, float, float]] = field(default_factory=list)  # sprite px: stickers
     sticker_spots: list[tuple[float, float, float, float]] = field(default_factory=list)  # every spot, px
+    dirt: list[DirtSpot] = field(default_factory=list)  # every dirt spot drawn, in drawing order
 
 
 def _lens(cv, cx, cy, r, rng):
@@ -165,26 +177,41 @@ def _sticker(cv, x0, y0, x1, y1, rng):
         draw.line(cv, (x0 + k, y1), (x0 + k + h, y0), (0.6, 0.62, 0.68), 1, alpha=0.35)
 
 
-def _dirt(cv, mask, area: float, rng) -> tuple[float, float, float, float] | None:
-    """One dirt spot (dust, grease or a stain) of about ``area`` px inside the body mask."""
+def _dirt(cv, mask, area: float, rng) -> DirtSpot | None:
+    """One dirt spot (dust, grease or a stain) of about ``area`` px inside the body mask, measured as drawn:
+    its covered area and the mean change it made where it lies on the product (the canvas is read before and
+    after; no random draw is added, so the photos stay as they were).
+
+    The change is taken in the RGB channel it moves most, not in luminance alone: a brown spot on a red body
+    or a grey one on a lavender body barely moves luminance, yet a person sees it at once by its colour. The
+    sprite has no sensor noise yet, so small colour changes are measured exactly here."""
     ys, xs = np.nonzero(mask > 200)
     if len(xs) == 0:
         return None
+    before = cv.copy()
+    coverage = np.zeros(mask.shape, np.uint8)
     i = rng.integers(len(xs))
     cx, cy = float(xs[i]), float(ys[i])
     r = max(0.8, np.sqrt(area / np.pi))
-    rgb = rng.choice([(0.33, 0.25, 0.17), (0.45, 0.42, 0.38), (0.2, 0.18, 0.15), (0.78, 0.76, 0.7)])
+    rgb = rng.choice(DIRT_COLOURS)
     alpha = rng.uniform(0.55, 0.9)
     x0, y0, x1, y1 = cx, cy, cx, cy
     for _ in range(rng.integers(1, 5)):
         ox, oy = rng.normal(0, r * 0.5, 2)
         ax, ay = r * rng.uniform(0.5, 1.0), r * rng.uniform(0.3, 1.0)
         ang = rng.uniform(0, 180)
-        draw.ellipse(cv, cx + ox, cy + oy, ax, ay, ang, rgb, alpha=alpha)
+        np.maximum(coverage, draw.ellipse(cv, cx + ox, cy + oy, ax, ay, ang, rgb, alpha=alpha), out=coverage)
         reach = max(ax, ay)
         x0, y0 = min(x0, cx + ox - reach), min(y0, cy + oy - reach)
         x1, y1 = max(x1, cx + ox + reach), max(y1, cy + oy + reach)
-    return x0, y0, x1, y1
+    cov = coverage.astype(np.float32) / 255.0
+    # contrast per covered px, over the product only (a spot spilling past the body's edge onto the transparent
+    # canvas has no known backdrop there): sum of the changes / sum of the coverage, so an antialiased edge px,
+    # changed half as much at half coverage, counts half
+    on_body = cov * (before[..., 3] > 0.5)
+    change = np.abs(cv[..., :3] - before[..., :3]).max(axis=2)
+    contrast = float((change * (on_body > 0)).sum() / on_body.sum()) if on_body.sum() > 0 else 0.0
+    return DirtSpot((x0, y0, x1, y1), (cx, cy), float(cov.sum()), contrast)
 
 
 def render_product(sku: Sku, long_side: int, rng: np.random.Generator, *, stickers_missing: int = 0,
@@ -228,7 +255,7 @@ def render_product(sku: Sku, long_side: int, rng: np.random.Generator, *, sticke
     body_area = float((mask > 127).sum())
     for _ in range(dirt_spots):
         area = body_area * float(np.exp(rng.uniform(np.log(4.0 / body_area), np.log(0.05))))
-        box = _dirt(cv, mask, area, rng)
-        if box:
-            sprite.boxes.append(("dirt", *box))
+        spot = _dirt(cv, mask, area, rng)
+        if spot:
+            sprite.dirt.append(spot)
     return sprite

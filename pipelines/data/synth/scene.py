@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pipelines.params import GeneratorParams, LabelParams
+from pipelines.params import GeneratorParams, LabelParams, VisibilityParams
 from pipelines.data.synth import camera
 from pipelines.data.synth.backgrounds import make_background
 from pipelines.data.synth.catalog import Sku, catalogue_skus, nearest_catalogue_sku, novel_skus, swap_kind
-from pipelines.data.synth.manipulation import manipulate
+from pipelines.data.synth.manipulation import manipulate, trace
 from pipelines.data.synth.products import render_product
 from pipelines.data.synth.prohibited_items import render_item
 
@@ -40,6 +40,13 @@ def _homography(rng, w, h, long_side, centre, rot_sd=6.0, persp=0.035) -> np.nda
 
 def _project(H, pts) -> np.ndarray:
     return cv2.perspectiveTransform(np.asarray(pts, np.float32).reshape(-1, 1, 2), H).reshape(-1, 2)
+
+
+def _area_scale(H, pt) -> float:
+    """How much ``H`` scales areas at sprite point ``pt``: |det| of its Jacobian there, det(H) / w^3 with w the
+    homogeneous coordinate of the image of ``pt``."""
+    w = H[2, 0] * pt[0] + H[2, 1] * pt[1] + H[2, 2]
+    return float(abs(np.linalg.det(H) / w ** 3))
 
 
 def _alpha_outline(rgba) -> np.ndarray:
@@ -70,6 +77,17 @@ def _composite(img, rgba, H, size, shadow_rng=None):
         sh = cv2.warpAffine(sh, np.float32([[1, 0, dx], [0, 1, dy]]), (size, size))
         img *= 1.0 - shadow_rng.uniform(0.25, 0.5) * sh[..., None]
     img[:] = img * (1 - a) + warped[..., :3] * a
+
+
+def spot_visibility(area: float, contrast: float, gain: float, blur_kind: str, blur_px: float,
+                    rule: VisibilityParams) -> tuple[float, float]:
+    """(margin, contrast seen) of one dirt spot of ``area`` photo px and ``contrast`` as drawn, in a photo of
+    lighting ``gain`` blurred by ``camera.blur(.., blur_kind, blur_px)``: the contrast seen is what the gain and
+    the blur leave at the centre of a round spot of that area; the spot is visible iff margin >= 1, i.e. iff
+    area >= rule.dirt_min_area_px and contrast seen >= rule.dirt_min_contrast."""
+    seen = contrast * gain * camera.spot_contrast_kept(blur_kind, blur_px, float(np.sqrt(area / np.pi)))
+    margin = min(area / max(rule.dirt_min_area_px, 1e-9), seen / max(rule.dirt_min_contrast, 1e-9))
+    return margin, seen
 
 
 def _pick_sku(rng, gen: GeneratorParams) -> Sku:
@@ -114,7 +132,10 @@ def render_photo(seed: int, index: int, cfg: SceneConfig) -> tuple[bytes, dict]:
     rec: dict = {"category": category, "sku_id": sku.sku_id if sku else "none",
                  "claimed_sku": _claimed(rng, sku, gen) if sku else "none", "new_sku": bool(sku and sku.novel),
                  "background": background, "lighting": gen.lighting}
-    stickers_present = dirt = 0
+    stickers_present = 0
+    # dirt spots in the frame: (index of the box in ``boxes``, area in photo px, contrast as drawn), judged
+    # visible or not once the camera's lighting and blur are known
+    dirt_in_frame: list[tuple[int, float, float]] = []
     center = (0.0, 0.0)
     cut = off = False
     product_box = None
@@ -142,7 +163,13 @@ def render_photo(seed: int, index: int, cfg: SceneConfig) -> tuple[bytes, dict]:
                 continue
             boxes.append((label, b))
             stickers_present += int(label == "sticker" and required)
-            dirt += int(label == "dirt")
+        for spot in sprite.dirt:
+            x0, y0, x1, y1 = spot.box
+            b, vis = _clip(_box(_project(H, [(x0, y0), (x1, y0), (x1, y1), (x0, y1)])), size)
+            if vis < 0.5:
+                continue
+            dirt_in_frame.append((len(boxes), spot.area * _area_scale(H, spot.centre), spot.contrast))
+            boxes.append(("dirt", b))
         bx0, by0, bx1, by1 = product_box
         center = ((bx0 + bx1) / 2 / size - 0.5, (by0 + by1) / 2 / size - 0.5)
         off = cut or max(abs(center[0]), abs(center[1])) > cfg.labels.centering_tolerance
@@ -170,20 +197,42 @@ def render_photo(seed: int, index: int, cfg: SceneConfig) -> tuple[bytes, dict]:
     img = camera.blur(img, rng, kind, strength * size / 256)
     img = camera.sensor_noise(img, rng, gain, gen.camera_noise)
     u8 = (img * 255 + 0.5).astype(np.uint8)
-    manipulation = manipulate(u8, rng) if rng.random() < gen.manipulation_rate else "none"
+    manipulation, edit_trace = "none", 0.0
+    if rng.random() < gen.manipulation_rate:
+        before = u8.copy()
+        manipulation = manipulate(u8, rng)
+        edit_trace = trace(before, u8)
     quality = int(rng.integers(gen.jpeg_quality[0], gen.jpeg_quality[1] + 1))
     jpeg = camera.to_jpeg(u8, quality)
 
     votes = camera.annotate(rng, kind, strength)
     score = sum(votes) / 6.0
+
+    # Labels people could give (params.yaml labels.visibility): a dirt spot counts when it is large enough and
+    # its contrast, after the lighting gain and the blur, is high enough (spot_visibility); an edit counts when its
+    # trace is above what swapping the sensor noise leaves. What falls below stays drawn, unlabelled, and is
+    # recorded in the dirt_* and manipulation_* columns.
+    rule = cfg.labels.visibility
+    spots = []  # (margin, box index, area, contrast after lighting and blur); visible iff margin >= 1
+    for k, area, contrast in dirt_in_frame:
+        margin, seen = spot_visibility(area, contrast, gain, kind, strength * size / 256, rule)
+        spots.append((margin, k, area, seen))
+    hidden = {k for margin, k, _, _ in spots if margin < 1.0}
+    boxes = [b for k, b in enumerate(boxes) if k not in hidden]
+    _, _, top_area, top_contrast = max(spots) if spots else (0.0, -1, 0.0, 0.0)  # the most visible spot
+    manipulated = manipulation != "none" and edit_trace >= rule.manipulation_min_trace
     rec.update({
         "width": size, "height": size,
         "blur_kind": kind, "blur_strength": float(strength), "blur_votes": votes, "blur_score": score,
         "blur_dropped": 0 in votes and 2 in votes, "blurred": score >= cfg.labels.blur_threshold,
         "stickers_expected": sticker_expected, "stickers_present": min(stickers_present, sticker_expected),
-        "sticker_missing": stickers_present < sticker_expected, "dirt": dirt > 0,
+        "sticker_missing": stickers_present < sticker_expected, "dirt": len(spots) > len(hidden),
+        "dirt_spots_drawn": len(spots), "dirt_spots_visible": len(spots) - len(hidden),
+        "dirt_max_contrast": float(top_contrast), "dirt_max_area_px": float(top_area),
         "center_dx": float(center[0]), "center_dy": float(center[1]), "cut_by_frame": bool(cut), "off_centre": bool(off),
-        "prohibited": prohibited, "manipulated": manipulation != "none", "manipulation_type": manipulation,
+        "prohibited": prohibited, "manipulated": manipulated,
+        "manipulation_type": manipulation if manipulated else "none", "manipulation_drawn": manipulation,
+        "manipulation_trace": float(edit_trace),
         "boxes": [{"label": lab, "x0": b[0] / size, "y0": b[1] / size, "x1": b[2] / size, "y1": b[3] / size}
                   for lab, b in boxes],
     })

@@ -104,10 +104,11 @@ def real_photo_check(root: Path, params: Params) -> dict:
 
     from pipelines.train.trunk import to_input
 
+    device = common.device(params)
     net, arch = scalar.load_net(FAMILY, root)
     photos, sigmas, ids = real_photo_series(arch["image_size"])
     with torch.no_grad():
-        pred = torch.sigmoid(net(to_input(photos, arch["image_size"]))).numpy()
+        pred = torch.sigmoid(net.to(device)(to_input(photos, arch["image_size"]).to(device))).cpu().numpy()
     lap = np.array([-np.log(cv2.Laplacian(cv2.cvtColor(p, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var() + 1e-6)
                     for p in photos])
     per = lambda s: float(np.mean([spearmanr(sigmas[ids == k], s[ids == k]).statistic for k in np.unique(ids)]))
@@ -132,6 +133,7 @@ def evaluate(root: Path, params: Params) -> dict:
     confidence = params.recall_targets.confidence
     model_flag, model_src = _flag(model_val, b_val, model_test, b_test, target, confidence)
     base_flag, base_src = _flag(base_val, b_val, base_test, b_test, target, confidence)
+    record = common.read_train_record(FAMILY, root)
     metrics = {
         "test": {"model": {**_regression(model_test, y_test), "blurred": model_flag},
                  "laplacian_baseline": {**_regression(base_test, y_test), "blurred": base_flag}},
@@ -145,7 +147,8 @@ def evaluate(root: Path, params: Params) -> dict:
                                       "laplacian_baseline": _spearman(base_test, test["blur_strength"].to_numpy())},
         "real_photos": real_photo_check(root, params),
         "recall_target": target,
-        "train_seconds": common.read_train_record(FAMILY, root)["seconds"],
+        "train_seconds": record["seconds"],
+        "train_device": common.train_device(record),
         "test_photos": len(test),
     }
     write_metrics(FAMILY, metrics, root)

@@ -30,6 +30,10 @@ import, analytics are switched off, the dataset check's font fetch is replaced b
 training runs with ``amp=False, plots=False``. ultralytics also pins torch to ``cpu_count - 1``
 threads on CPU; callbacks set ``train.threads`` back.
 
+Device. Training, validation and prediction run on ``train.device`` (:mod:`pipelines.train.device`:
+``"cpu"``, or the CUDA index for ultralytics); the ONNX export of ``export_yolo`` and its parity check
+stay on the CPU, as the service runs it.
+
 Box rules (pure functions, shared with the service):
 
 * sticker missing, on photos that should show stickers (``stickers_expected > 0``; at serving time
@@ -64,6 +68,7 @@ from pipelines.train.evaluate import (binary_metrics, model_dir, pr_curve, calib
 from pipelines.params import Params
 from pipelines.serve.images import resize
 from pipelines.train.evaluate import metric
+from pipelines.train import device as devices
 from pipelines.train.graphs import Bundle, Graph, Probability
 from pipelines.serve.decision import centring, flagged
 from pipelines.train.families import common, scalar
@@ -119,7 +124,8 @@ def model_path(root: Path) -> Path:
 
 
 def load_detector(root: Path, threads: int | None = None):
-    """The trained YOLO of ``models/detector/best.pt`` (for evaluation and the service)."""
+    """The trained YOLO of ``models/detector/best.pt`` (for evaluation and the service), on the CPU until a
+    call with ``device=`` moves it."""
     path = model_path(Path(root))
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run `reviewops train detector` (or `dvc repro`) first")
@@ -215,6 +221,7 @@ def train(root: Path, params: Params) -> dict:
     started = time.perf_counter()
     df = common.load_frame(root)
     settings = params.train.family(FAMILY)
+    device = common.device(params)
     imgsz = image_size(params)
     for split in ("train", "val"):
         export_split(root, df, split)
@@ -225,7 +232,7 @@ def train(root: Path, params: Params) -> dict:
     _use_threads(model, params.train.threads)
     timer = _EpochTimer(model)
     model.train(data=str(data), epochs=settings.epochs, imgsz=imgsz, batch=settings.batch, patience=settings.patience,
-                optimizer=OPTIMIZER, lr0=settings.lr0, device="cpu", workers=0, plots=False, amp=False,
+                optimizer=OPTIMIZER, lr0=settings.lr0, device=devices.yolo(device), workers=0, plots=False, amp=False,
                 seed=params.seed, deterministic=True, exist_ok=True, project=str(_runs(root)), name="train",
                 verbose=True)
     trainer = model.trainer
@@ -242,7 +249,7 @@ def train(root: Path, params: Params) -> dict:
     n_train = int((df["split"] == "train").sum())
     pass_seconds = float(np.mean(timer.seconds)) if timer.seconds else math.nan
     return common.write_train_record(
-        FAMILY, root, started, df, yolo_seconds=yolo_seconds, defects=defects, model=settings.model, epochs=settings.epochs, epochs_run=len(timer.seconds),
+        FAMILY, root, started, df, device, yolo_seconds=yolo_seconds, defects=defects, model=settings.model, epochs=settings.epochs, epochs_run=len(timer.seconds),
         imgsz=imgsz, batch=settings.batch, optimizer=OPTIMIZER, lr0=settings.lr0, patience=settings.patience,
         threads=params.train.threads, epoch_train_seconds=round(pass_seconds, 2),
         train_images_per_second=round(n_train / pass_seconds, 2),
@@ -328,8 +335,8 @@ def detect(model, paths: list[str], params: Params) -> list[dict]:
         return []
     found = {}
     for result in model.predict(source=list(paths), stream=True, conf=settings.conf, imgsz=image_size(params),
-                                batch=settings.batch, device="cpu", verbose=False):
-        boxes = result.boxes
+                                batch=settings.batch, device=devices.yolo(common.device(params)), verbose=False):
+        boxes = result.boxes.cpu()
         cls, conf, xyxyn = (boxes.cls.numpy().astype(int), boxes.conf.numpy().astype(float),
                             boxes.xyxyn.numpy().astype(float))
         product = np.flatnonzero(cls == CLASS_ID["product"])
@@ -378,7 +385,8 @@ def map50(model, root: Path, df: pd.DataFrame, params: Params) -> dict:
     """mAP50 per class and over all classes on the test split, from ultralytics' validator."""
     export_split(root, df, "test")
     metrics = model.val(data=str(data_yaml(root)), split="test", imgsz=image_size(params),
-                        batch=params.train.detector.batch, device="cpu", workers=0, plots=False, verbose=False,
+                        batch=params.train.detector.batch, device=devices.yolo(common.device(params)), workers=0,
+                        plots=False, verbose=False,
                         project=str(_runs(root)), name="test", exist_ok=True)
     ap50 = dict(zip((int(i) for i in metrics.box.ap_class_index), (float(v) for v in metrics.box.ap50)))
     return {**{name: ap50.get(i, math.nan) for i, name in enumerate(CLASSES)}, "all": float(metrics.box.map50)}
@@ -410,6 +418,7 @@ def evaluate(root: Path, params: Params) -> dict:
         *_, box_test, _ = _check_metrics(frames, boxes, name, params)
         box_rule[name] = box_test
 
+    record = common.read_train_record(FAMILY, root)
     metrics = {
         "test": {"map50": map50(model, root, df, params), **test_flags,
                  "centring": centring_metrics(frames["test"], boxes["test"]), "box_rule": box_rule,
@@ -420,7 +429,8 @@ def evaluate(root: Path, params: Params) -> dict:
         "check_scores": {name: "defects net (models/detector/defects.pt)" for name in CHECKS},
         "recall_targets": {name: getattr(params.recall_targets, name) for name in CHECKS},
         "imgsz": image_size(params),
-        "train_seconds": common.read_train_record(FAMILY, root)["seconds"],
+        "train_seconds": record["seconds"],
+        "train_device": common.train_device(record),
         "data": {k: v for k, v in common.data_fingerprint(df).items() if k != "batches"},  # numbers only
     }
     write_metrics(FAMILY, metrics, root)
@@ -446,7 +456,8 @@ def bundle(root: Path, params: Params) -> Bundle:
 
 
 def export_yolo(root: Path, params: Params, out: Path) -> None:
-    """ultralytics' own ONNX export of the trained detector (dynamic batch), moved to ``out``."""
+    """ultralytics' own ONNX export of the trained detector (dynamic batch, on the CPU whatever
+    ``train.device`` is), moved to ``out``."""
     model = load_detector(root, params.train.threads)
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "yolo.pt"

@@ -45,11 +45,13 @@ def evaluate(root: Path, params: Params) -> dict:
         mask = (test["manipulation_type"] == kind).to_numpy()
         per_type[kind] = {"recall": float(flags[mask].mean()) if mask.any() else float("nan"),
                           "n": int(mask.sum())}
+    record = common.read_train_record(FAMILY, root)
     metrics = {"test": {"manipulated": binary_metrics(s_test, y_test, thr), "recall_by_type": per_type},
                "val": {"manipulated": binary_metrics(s_val, y_val, thr)},
                "thresholds": {"manipulation": thr}, "threshold_source": {"manipulation": source},
                "recall_target": params.recall_targets.manipulation,
-               "train_seconds": common.read_train_record(FAMILY, root)["seconds"]}
+               "train_seconds": record["seconds"],
+               "train_device": common.train_device(record)}
     write_metrics(FAMILY, metrics, root)
     write_plot(FAMILY, "pr_manipulated", pr_curve(s_test, y_test), root)
     return metrics

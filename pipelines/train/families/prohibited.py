@@ -28,6 +28,7 @@ from torch import nn
 from pipelines.data.dataset import split_frame
 from pipelines.train.evaluate import (binary_metrics, model_dir, pr_curve, calibrate, write_json, write_metrics,
                           write_plot)
+from pipelines.train import device as devices
 from pipelines.train.harness import fit
 from pipelines.params import Params
 from pipelines.train.evaluate import metric
@@ -90,6 +91,7 @@ def train_category(root: Path, params: Params, category: str) -> dict:
     _check_category(params, category)
     started = time.perf_counter()
     settings = params.train.family(FAMILY)
+    device = common.device(params)
     df = common.load_frame(root)
     train_df, val_df = split_frame(df, "train"), split_frame(df, "val")
     arch = _arch(params)
@@ -114,7 +116,7 @@ def train_category(root: Path, params: Params, category: str) -> dict:
         return nn.functional.binary_cross_entropy_with_logits(m(x.contiguous(memory_format=torch.channels_last)), y)
 
     def score_fn(m, _loader):
-        s = common.predict(m, x_val).numpy()
+        s = common.predict(m, x_val, device=device).numpy()
         return float(average_precision_score(y_val, s)) if 0 < y_val.sum() < len(y_val) else -float(np.mean(s))
 
     cfg = common.fit_config(settings, params, progress=True)
@@ -123,12 +125,12 @@ def train_category(root: Path, params: Params, category: str) -> dict:
     run = common.run_dir(root, f"{FAMILY}-{category}", arch, cfg.__dict__, settings.model_dump(),
                          list(train_df["sha256"]), list(val_df["sha256"]))
     result = fit(model, common.Tensors(x_train, torch.as_tensor(y_train)), [], loss_fn, score_fn, cfg, run,
-                 batch_sampler=batches, name=f"prohibited:{category}")
+                 batch_sampler=batches, name=f"prohibited:{category}", device=device)
     out = model_dir(FAMILY, root) / category
     common.save(FAMILY, root, f"{category}/model", model, {**arch, "category": category, "seed": seed})
     common.finish_run(run)
     record = {"category": category, "seconds": round(time.perf_counter() - started, 1),
-              "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+              "device": devices.describe(device), "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
               "best_val_average_precision": result.best_score, "train_positives": int(len(positives)),
               "val_positives": int(y_val.sum()), "history": result.history}
     write_json(record, out / "train.json")
@@ -138,11 +140,12 @@ def train_category(root: Path, params: Params, category: str) -> dict:
 def train(root: Path, params: Params, categories: list[str] | None = None) -> dict:
     """Train every category (or the given ones); each is independent of the others."""
     records = {c: train_category(root, params, c) for c in (categories or params.prohibited.categories)}
-    return {"family": FAMILY, "seconds": round(sum(r["seconds"] for r in records.values()), 1), "categories": records}
+    return {"family": FAMILY, "seconds": round(sum(r["seconds"] for r in records.values()), 1),
+            "device": common.train_device(*records.values()), "categories": records}
 
 
 def load_combined(root: Path, params: Params, categories: list[str] | None = None) -> CombinedProhibited:
-    """The serving module from the per-category files; every file must have been cut from the same trunk."""
+    """The serving module from the per-category files, on the CPU; every file must have been cut from the same trunk."""
     categories = list(categories or params.prohibited.categories)
     arch = _arch(params)
     trunk = Trunk(arch["trunk_split"], pretrained=arch["pretrained"])
@@ -159,10 +162,13 @@ def load_combined(root: Path, params: Params, categories: list[str] | None = Non
 
 
 def probabilities(root: Path, params: Params, df: pd.DataFrame, model: CombinedProhibited) -> np.ndarray:
-    """[N, categories] probabilities via the cached trunk features (the same numbers as ``model(x)``)."""
+    """[N, categories] probabilities via the cached trunk features (the same numbers as ``model(x)``), run on
+    the training device (``model`` is moved there)."""
+    device = common.device(params)
+    model.to(device)
     x = common.features(root, params, model.trunk, df, size=params.train.input_size(FAMILY))
     return common.predict(lambda f: torch.stack([torch.sigmoid(model.classifiers[c](f)) for c in model.categories],
-                                                1), x).numpy()
+                                                1), x, device=device).numpy()
 
 
 def evaluate(root: Path, params: Params) -> dict:
@@ -187,6 +193,7 @@ def evaluate(root: Path, params: Params) -> dict:
                "thresholds": thresholds, "threshold_source": sources,
                "recall_target": params.recall_targets.prohibited,
                "train_seconds": round(sum(r["seconds"] for r in records.values()), 1),
+               "train_device": common.train_device(*records.values()),
                "train_seconds_by_category": {c: r["seconds"] for c, r in records.items()}}
     write_metrics(FAMILY, metrics, root)
     return metrics

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from pipelines.data.dataset import split_frame
+from pipelines.train import device as devices
 from pipelines.train.harness import fit
 from pipelines.params import Params
 from pipelines.train.trunk import Trunk, TrunkNet
@@ -68,6 +69,7 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
     started = time.perf_counter()
     key = settings_key or family
     settings = params.train.family(key)
+    device = common.device(params)
     df = common.load_frame(root)
     train_df, val_df = rows(split_frame(df, "train")), rows(split_frame(df, "val"))
     if train_df.empty or val_df.empty:
@@ -92,25 +94,31 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
         return nn.functional.binary_cross_entropy_with_logits(logit, y)
 
     def score_fn(model, _loader):
-        return val_score(torch.sigmoid(common.predict(model.from_features, x_val)).numpy(), y_val)
+        return val_score(torch.sigmoid(common.predict(model.from_features, x_val, device=device)).numpy(), y_val)
 
     cfg = common.fit_config(settings, params, salt=salt)
     run = common.run_dir(root, family if name == "model" else f"{family}-{name}", arch, cfg.__dict__,
                          settings.model_dump(), list(train_df["sha256"]), list(val_df["sha256"]))
+    sampler = None
+    if settings.balanced:
+        if loss != "bce" or y_train_np.ndim != 1:
+            raise ValueError(f"train.{key}.balanced needs one binary target (bce); {family} {name} has {loss}")
+        sampler = common.balanced_batches(y_train_np, settings.batch_size, cfg.seed)
     result = fit(net, common.Tensors(x_train, y_train), DataLoader([]), loss_fn, score_fn, cfg, run,
-                 params=list(net.tail.parameters()) + list(net.head.parameters()), name=f"{family} {name}"
-                 if name != "model" else family)
+                 params=list(net.tail.parameters()) + list(net.head.parameters()), batch_sampler=sampler,
+                 name=f"{family} {name}" if name != "model" else family, device=device)
     common.save(family, root, name, net, arch)
     common.finish_run(run)
     record = dict(epochs_run=result.epochs_run, best_epoch=result.best_epoch, best_val_score=result.best_score,
                   fit_seconds=round(result.seconds, 1), history=result.history, train_photos=len(train_df),
                   val_photos=len(val_df))
     if name != "model":
-        return {"seconds": round(time.perf_counter() - started, 1), **record}
-    return common.write_train_record(family, root, started, df, **record)
+        return {"seconds": round(time.perf_counter() - started, 1), "device": devices.describe(device), **record}
+    return common.write_train_record(family, root, started, df, device, **record)
 
 
 def load_net(family: str, root: Path, name: str = "model") -> tuple[TrunkNet, dict]:
+    """The saved net, on the CPU (what export and serving take)."""
     blob = common.load(family, root, name)
     net = build(blob["arch"])
     net.load_state_dict(blob["state_dict"])
@@ -118,10 +126,13 @@ def load_net(family: str, root: Path, name: str = "model") -> tuple[TrunkNet, di
 
 
 def scores(family: str, root: Path, params: Params, df: pd.DataFrame, name: str = "model") -> np.ndarray:
-    """sigmoid(logits) of the trained net for the rows of ``df`` (via the trunk-feature cache)."""
+    """sigmoid(logits) of the trained net for the rows of ``df`` (via the trunk-feature cache), run on the
+    training device."""
+    device = common.device(params)
     net, arch = load_net(family, root, name)
+    net.to(device)
     x = common.features(root, params, net.trunk, df, size=arch["image_size"])
-    return torch.sigmoid(common.predict(net.from_features, x)).numpy()
+    return torch.sigmoid(common.predict(net.from_features, x, device=device)).numpy()
 
 
 def score_bundle(family: str, root: Path):

@@ -120,13 +120,14 @@ def pk_batches(labels: np.ndarray, p: int, k: int, seed: int):
 
 def match(query: torch.Tensor, gallery: torch.Tensor, gallery_skus, n: int) -> list[list[list]]:
     """Each photo's best ``n`` SKUs ``[[sku, similarity], ...]``, by the service's own rule."""
-    sims = (query.float() @ gallery.float().T).numpy()
+    sims = (query.float() @ gallery.float().T).cpu().numpy()
     return [sku_candidates(row, gallery_skus, n) for row in sims]
 
 
 def train(root: Path, params: Params) -> dict:
     started = time.perf_counter()
     settings = params.train.family(FAMILY)
+    device = common.device(params)
     df = common.load_frame(root)
     held = holdout_skus(catalogue(df)["sku_id"], params)
     train_df = catalogue(split_frame(df, "train"))
@@ -155,8 +156,8 @@ def train(root: Path, params: Params) -> dict:
         return ce(logits, y) + batch_hard_triplet(e, y, settings.triplet_margin)
 
     def score_fn(model, _loader):
-        best = match(common.predict(model.embed_features, x_val), common.predict(model.embed_features, x_gallery),
-                     gallery_df["sku_id"].to_numpy(), 1)
+        best = match(common.predict(model.embed_features, x_val, device=device),
+                     common.predict(model.embed_features, x_gallery, device=device), gallery_df["sku_id"].to_numpy(), 1)
         return float((np.array([c[0][0] for c in best]) == val_known["sku_id"].to_numpy()).mean())
 
     cfg = common.fit_config(settings, params, salt=1)
@@ -165,17 +166,18 @@ def train(root: Path, params: Params) -> dict:
                          list(val_known["sha256"]))
     result = fit(net, common.Tensors(x_train, y_train), [], loss_fn, score_fn, cfg, run,
                  params=trainable, batch_sampler=pk_batches(y_train.numpy(), settings.p, settings.k, cfg.seed),
-                 name=FAMILY)
+                 name=FAMILY, device=device)
     net.eval()
     common.save(FAMILY, root, "model", net, arch)
     common.finish_run(run)
-    return common.write_train_record(FAMILY, root, started, df, epochs_run=result.epochs_run,
+    return common.write_train_record(FAMILY, root, started, df, device, epochs_run=result.epochs_run,
                                      best_epoch=result.best_epoch, best_val_top1=result.best_score,
                                      fit_seconds=round(result.seconds, 1), history=result.history,
                                      train_photos=len(train_df), classes=len(classes), holdout_skus=held)
 
 
 def load_model(root: Path) -> tuple[SkuNet, dict]:
+    """The saved net, on the CPU (what export and serving take)."""
     blob = common.load(FAMILY, root, "model")
     arch = blob["arch"]
     net = SkuNet(Trunk(arch["trunk_split"], pretrained=arch["pretrained"]), arch["embedding_dim"], len(arch["classes"]))
@@ -183,11 +185,13 @@ def load_model(root: Path) -> tuple[SkuNet, dict]:
     return net.eval(), arch
 
 
-def embed_gallery(root: Path, params: Params, net: SkuNet, arch: dict) -> tuple[torch.Tensor, np.ndarray, pd.DataFrame]:
-    """The enrolled gallery (:func:`pipelines.data.gallery.read_gallery`): embeddings, SKU per row, the rows."""
+def embed_gallery(root: Path, params: Params, net: SkuNet, arch: dict,
+                  device: torch.device | None = None) -> tuple[torch.Tensor, np.ndarray, pd.DataFrame]:
+    """The enrolled gallery (:func:`pipelines.data.gallery.read_gallery`): embeddings (on the CPU), SKU per
+    row, the rows. ``device``: where ``net`` is (None: the CPU, as the bundle exports it)."""
     gallery = read_gallery(root).reset_index(drop=True)
     x = common.features(root, params, net.trunk, gallery, size=arch["image_size"])
-    return common.predict(net.embed_features, x), gallery["sku_id"].to_numpy(), gallery
+    return common.predict(net.embed_features, x, device=device), gallery["sku_id"].to_numpy(), gallery
 
 
 def _share(flag: np.ndarray, mask: np.ndarray) -> float:
@@ -222,12 +226,14 @@ def calibrate_alarm(margin: np.ndarray, similarity: np.ndarray, wrong_claim: np.
     return thresholds, source
 
 
-def _scored(root: Path, params: Params, df: pd.DataFrame, net: SkuNet, arch: dict, gallery, split: str) -> pd.DataFrame:
-    """One row per product photo of ``split`` with its claim, what it shows and the alarm's inputs."""
+def _scored(root: Path, params: Params, df: pd.DataFrame, net: SkuNet, arch: dict, gallery, split: str,
+            device: torch.device | None = None) -> pd.DataFrame:
+    """One row per product photo of ``split`` with its claim, what it shows and the alarm's inputs
+    (``net`` run on ``device``, where it is)."""
     vectors, g_skus, _ = gallery
     d = products(split_frame(df, split))
     x = common.features(root, params, net.trunk, d, size=arch["image_size"])
-    cands = match(common.predict(net.embed_features, x), vectors, g_skus, params.train.sku.candidates)
+    cands = match(common.predict(net.embed_features, x, device=device), vectors, g_skus, params.train.sku.candidates)
     enrolled = set(g_skus)
     truth, claimed = d["sku_id"].to_numpy(), d["claimed_sku"].to_numpy()
     scores = [sku_scores(c, k) for c, k in zip(cands, claimed)]
@@ -282,22 +288,26 @@ def _histogram(s: pd.DataFrame) -> pd.DataFrame:
 
 def evaluate(root: Path, params: Params) -> dict:
     df = common.load_frame(root)
+    device = common.device(params)
     net, arch = load_model(root)
-    gallery = embed_gallery(root, params, net, arch)
+    net.to(device)
+    gallery = embed_gallery(root, params, net, arch, device)
     known = frozenset(gallery[1])
     targets = {"sku_mismatch": params.recall_targets.sku_mismatch, "unknown_sku": params.recall_targets.unknown_sku}
-    val = _scored(root, params, df, net, arch, gallery, "val")
+    val = _scored(root, params, df, net, arch, gallery, "val", device)
     thresholds, source = calibrate_alarm(val["margin"].to_numpy(), val["similarity"].to_numpy(),
                                          val["wrong_claim"].to_numpy(), val["outside"].to_numpy(), targets,
                                          params.recall_targets.confidence)
-    test = _scored(root, params, df, net, arch, gallery, "test")
+    test = _scored(root, params, df, net, arch, gallery, "test", device)
+    record = common.read_train_record(FAMILY, root)
     metrics = {
         "test": open_set_metrics(test, alarms(test, thresholds, known)),
         "validation": open_set_metrics(val, alarms(val, thresholds, known)),
         "thresholds": thresholds, "threshold_source": source, "recall_target": targets,
         "gallery": {"skus": len(known), "photos": int(len(gallery[1])), "untrained_skus": sorted(arch["holdout_skus"])},
         "holdout_skus": sorted(arch["holdout_skus"]),
-        "train_seconds": common.read_train_record(FAMILY, root)["seconds"],
+        "train_seconds": record["seconds"],
+        "train_device": common.train_device(record),
     }
     write_metrics(FAMILY, metrics, root)
     write_plot(FAMILY, "similarity_histogram", _histogram(test), root)

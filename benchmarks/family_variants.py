@@ -1,0 +1,144 @@
+"""One family's candidate settings, judged as the project judges model work: by the whole reviewer.
+
+Usage, after a default-size `make demo` (its workspace holds the versioned data, the gallery, the trained
+candidates and the trunk-feature cache):
+
+    .venv/bin/python benchmarks/family_variants.py /tmp/demo manipulation \\
+        --variant crop0.75 train_crop=0.75 --variant whole train_crop=1.0 balanced=true [--seeds 7 8 9]
+
+Each variant overrides keys of ``train.<family>`` in the workspace's params.yaml (``key=value``, YAML values)
+and optionally the seed. In a scratch project that links the workspace's data, gallery, feature cache and
+the other families' trained candidates, it trains the family (``pipelines.train.families.train``), evaluates
+it (thresholds from validation, figures on the frozen test split), then runs the whole-reviewer stage
+(:func:`pipelines.release.reviewer.evaluate_reviewer`: every candidate through the one decision rule on
+validation, test and the live mix). It keeps the family's own test figures and the reviewer's: clean
+auto-pass per split, the live-mix auto-pass, every photo recall, and what stops clean photos.
+Writes benchmarks/results/<family>_variants.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import yaml
+
+RESULTS = Path(__file__).parent / "results"
+LINKED = ("data", ".cache", "gallery")      # read-only inputs every variant shares
+METRICS = Path("metrics")
+MODELS = Path("models")
+
+
+def numbers(tree: dict, prefix: str = "") -> dict[str, float]:
+    """The numeric leaves of a metrics dict, as dotted keys."""
+    out: dict[str, float] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(numbers(value, f"{name}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = value
+    return out
+
+
+def reviewer_view(metrics: dict) -> dict:
+    """What the whole reviewer says, per split: clean auto-pass, auto-pass, photo recall, clean flagged by."""
+    out = {"live_mix_auto_pass": metrics.get("live_mix_auto_pass")}
+    for split in ("val", "test", "live_mix"):
+        m = metrics.get(split)
+        if m:
+            out[split] = {k: m[k] for k in ("clean_auto_pass", "auto_pass", "clean", "n", "photo_recall",
+                                             "clean_flagged_by") if k in m}
+    return out
+
+
+def scratch_project(workspace: Path, scratch: Path, family: str, overrides: dict, seed: int | None) -> dict:
+    """A project in ``scratch`` whose params are the workspace's with the variant's; returns the raw params."""
+    from pipelines.train import families
+
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    for link in LINKED:
+        os.symlink(workspace / link, scratch / link)
+    (scratch / MODELS).mkdir()
+    (scratch / METRICS).mkdir()
+    for other in families.FAMILIES:                 # the other candidates as trained in the workspace
+        if other != family:
+            os.symlink(workspace / MODELS / other, scratch / MODELS / other)
+            shutil.copy(workspace / METRICS / f"{other}.json", scratch / METRICS / f"{other}.json")
+    raw = yaml.safe_load((workspace / "params.yaml").read_text())
+    raw["train"][family].update(overrides)
+    if seed is not None:
+        raw["seed"] = seed
+    (scratch / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return raw
+
+
+def run_variant(workspace: Path, scratch: Path, family: str, overrides: dict, seed: int | None) -> dict:
+    from pipelines.params import load_params
+    from pipelines.release.reviewer import evaluate_reviewer
+    from pipelines.train import families
+
+    raw = scratch_project(workspace, scratch, family, overrides, seed)
+    params = load_params(scratch / "params.yaml")
+    started = time.perf_counter()
+    record = families.train(family, scratch, params)
+    metrics = families.evaluate(family, scratch, params)
+    trained = time.perf_counter() - started
+    reviewer = evaluate_reviewer(scratch, params)
+    gate, auto_pass = families.get(family).gate_values(metrics["test"])
+    return {"overrides": overrides, "seed": raw["seed"], "train_seconds": record.get("seconds"),
+            "train_and_evaluate_seconds": round(trained, 1),
+            "reviewer_seconds": round(time.perf_counter() - started - trained, 1),
+            "thresholds": metrics.get("thresholds"), "gate_values": gate, "family_auto_pass": auto_pass,
+            "summary": families.get(family).summary(metrics["test"]),
+            "test": numbers(metrics["test"]), "reviewer": reviewer_view(reviewer)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("workspace", type=Path)
+    ap.add_argument("family")
+    ap.add_argument("--variant", nargs="+", action="append", required=True, metavar=("NAME", "KEY=VALUE"))
+    ap.add_argument("--seeds", nargs="*", type=int, default=[None])
+    ap.add_argument("--scratch", type=Path, default=Path("/tmp/family_variants"))
+    ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/<family>_variants.json")
+    args = ap.parse_args()
+    out = args.out or RESULTS / f"{args.family}_variants.json"
+    workspace = args.workspace.resolve()
+    os.chdir(workspace)                      # relative paths (feature cache) resolve in the workspace, as in dvc repro
+    results = []
+    for name, *pairs in args.variant:
+        overrides = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in pairs)}
+        for seed in args.seeds:
+            row = run_variant(workspace, args.scratch / f"{args.family}-{name}-{seed}", args.family, overrides, seed)
+            results.append({"variant": name, **row})
+            test = row["reviewer"].get("test", {})
+            print(json.dumps({"variant": name, "seed": row["seed"], "summary": row["summary"],
+                              "reviewer_clean_auto_pass_test": test.get("clean_auto_pass"),
+                              "live_mix_auto_pass": row["reviewer"]["live_mix_auto_pass"]}), flush=True)
+    command = (f"python benchmarks/family_variants.py <demo workspace> {args.family} "
+               + " ".join(f"--variant {' '.join(v)}" for v in args.variant)
+               + (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [None] else ""))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "command": command, "date": datetime.date.today().isoformat(),
+        "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+        "workspace_revision": _revision(workspace), "results": results}, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+def _revision(workspace: Path) -> str | None:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=workspace, capture_output=True, text=True)
+    return done.stdout.strip() or None
+
+
+if __name__ == "__main__":
+    main()

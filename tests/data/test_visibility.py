@@ -1,0 +1,127 @@
+"""Labels people could give (params.yaml labels.visibility): a defect drawn below what a person could see stays
+in the photo, unlabelled, with the rule's inputs in the manifest."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from pipelines.data.synth import camera, draw, manipulation, products
+from pipelines.data.synth.scene import SceneConfig, render_photo, spot_visibility
+from pipelines.params import load_params
+
+
+@pytest.fixture(scope="module")
+def params():
+    return load_params()
+
+
+@pytest.fixture(scope="module")
+def rule(params):
+    return params.labels.visibility
+
+
+def _body(rgb, side=64):
+    """A flat product body (no finish) filling a sprite canvas, and its mask."""
+    cv = draw.canvas(side, side)
+    return cv, draw.rounded_rect(cv, 2, 2, side - 2, side - 2, 4, rgb)
+
+
+def test_a_spot_in_the_bodys_own_colour_is_not_labelled_a_dark_one_is(monkeypatch, rule):
+    body = (0.45, 0.42, 0.38)
+    spots = {}
+    for name, colour in (("same", body), ("dark", (0.05, 0.04, 0.03))):
+        monkeypatch.setattr(products, "DIRT_COLOURS", (colour,) * 4)     # the same random draws, one colour
+        cv, mask = _body(body)
+        spots[name] = products._dirt(cv, mask, 80.0, np.random.default_rng(0))
+    same, dark = spots["same"], spots["dark"]
+    assert same.area == pytest.approx(dark.area) and same.area > 20 and same.box == dark.box   # the same spot
+    assert same.contrast < 1e-3 and dark.contrast > 0.2
+    assert spot_visibility(same.area, same.contrast, 1.0, "none", 0.0, rule)[0] < 1
+    assert spot_visibility(dark.area, dark.contrast, 1.0, "none", 0.0, rule)[0] >= 1
+
+
+def test_a_coloured_spot_counts_by_its_colour_not_only_its_luminance(monkeypatch, rule):
+    """Dust (0.33, 0.25, 0.17) on a red body moves luminance by under 0.03 but is plain to see."""
+    red = (0.6, 0.12, 0.14)
+    monkeypatch.setattr(products, "DIRT_COLOURS", ((0.33, 0.25, 0.17),) * 4)
+    cv, mask = _body(red)
+    before = cv.copy()
+    spot = products._dirt(cv, mask, 80.0, np.random.default_rng(1))
+    luma = np.float32([0.299, 0.587, 0.114])
+    changed = np.abs((cv[..., :3] - before[..., :3]) @ luma).max()
+    assert changed < rule.dirt_min_contrast < spot.contrast
+    assert spot_visibility(spot.area, spot.contrast, 1.0, "none", 0.0, rule)[0] >= 1
+
+
+def test_blur_hides_a_small_faint_spot_not_a_large_dark_one(rule):
+    small, faint = 8.0, 0.08
+    assert spot_visibility(small, faint, 1.0, "none", 0.0, rule)[0] >= 1     # sharp: seen
+    for kind, px in (("defocus", 4.0), ("motion", 10.0)):                    # strong blur (sample_blur: up to 4.7 / 11.7 px)
+        assert spot_visibility(small, faint, 1.0, kind, px, rule)[0] < 1
+        assert spot_visibility(200.0, 0.4, 1.0, kind, px, rule)[0] >= 1
+    assert spot_visibility(rule.dirt_min_area_px / 2, 0.9, 1.0, "none", 0.0, rule)[0] < 1   # a pixel: too small
+
+
+@pytest.mark.parametrize("kind,px,radius", [("defocus", 3.0, 1.5), ("defocus", 4.0, 3.0), ("motion", 8.0, 2.0),
+                                            ("motion", 3.0, 2.0)])
+def test_the_blur_model_is_what_camera_blur_does_to_a_round_spot(kind, px, radius):
+    """camera.spot_contrast_kept against the real kernel (a streak's 1-px width and antialiasing spread it a
+    little more than the ideal line: the model keeps up to ~12% more, erring towards labelling)."""
+    mask = np.zeros((81 * 16, 81 * 16), np.uint8)
+    cv2.circle(mask, (40 * 16 + 8, 40 * 16 + 8), int(radius * 16), 255, -1, cv2.LINE_AA)
+    img = np.zeros((81, 81, 3), np.float32)
+    img[..., 0] = cv2.resize(mask, (81, 81), interpolation=cv2.INTER_AREA) / 255.0
+    out = camera.blur(img, np.random.default_rng(0), kind, px)
+    assert out[40, 40, 0] / img[40, 40, 0] == pytest.approx(camera.spot_contrast_kept(kind, px, radius), rel=0.13)
+
+
+def _flat(noise: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (np.clip(0.55 + rng.normal(0, noise, (256, 256, 3)), 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def test_a_clone_of_flat_backdrop_onto_flat_backdrop_is_not_labelled_a_watermark_is(rule):
+    """On a flat, quiet backdrop a clone only swaps sensor noise. (In the noisiest photos the swapped noise
+    itself reaches the threshold and the edit stays labelled: the rule errs towards labelling.)"""
+    for seed in range(3):
+        before = _flat(0.004, seed)
+        after = before.copy()
+        manipulation.clone(after, np.random.default_rng(seed))
+        assert (after != before).any()
+        assert manipulation.trace(before, after) < rule.manipulation_min_trace
+        after = before.copy()
+        manipulation.watermark(after, np.random.default_rng(seed))
+        assert manipulation.trace(before, after) > 3 * rule.manipulation_min_trace
+    assert manipulation.trace(before, before) == 0.0
+
+
+def test_an_invisible_defect_stays_drawn_but_unlabelled(params, rule):
+    """The same photo under a rule nobody passes: the same JPEG bytes, every dirt spot and edit still counted
+    as drawn, none labelled. (Photo 1 is a synthetic region on a white sweep that moved no pixel by more than
+    2/255: unlabelled under the default rule too.)"""
+    gen = params.generator.model_copy(update={"dirt_rate": 1.0, "manipulation_rate": 1.0, "prohibited_rate": 0.0})
+
+    def cfg(r):
+        labels = params.labels.model_copy(update={"visibility": r})
+        return SceneConfig(params.data.image_size, gen, labels, params.prohibited.categories)
+
+    blind = rule.model_copy(update={"dirt_min_contrast": 1.0, "manipulation_min_trace": 1.0})
+    drawn = labelled = 0
+    for i in range(4):
+        jpeg, rec = render_photo(3, i, cfg(rule))
+        again, hidden = render_photo(3, i, cfg(blind))
+        assert again == jpeg
+        assert (hidden["dirt_spots_drawn"], hidden["manipulation_drawn"]) == (rec["dirt_spots_drawn"], rec["manipulation_drawn"])
+        assert rec["manipulation_drawn"] != "none"
+        assert (hidden["dirt"], hidden["dirt_spots_visible"], hidden["manipulated"], hidden["manipulation_type"]) == \
+            (False, 0, False, "none")
+        assert hidden["boxes"] == [b for b in rec["boxes"] if b["label"] != "dirt"]
+        assert rec["dirt"] == (rec["dirt_spots_visible"] > 0)
+        assert sum(b["label"] == "dirt" for b in rec["boxes"]) == rec["dirt_spots_visible"]
+        assert rec["manipulated"] == (rec["manipulation_trace"] >= rule.manipulation_min_trace)
+        assert rec["manipulation_type"] == (rec["manipulation_drawn"] if rec["manipulated"] else "none")
+        drawn += rec["dirt_spots_drawn"]
+        labelled += rec["dirt_spots_visible"] + rec["manipulated"]
+    assert drawn > 0 and labelled > 0
