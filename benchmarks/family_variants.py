@@ -59,7 +59,8 @@ def reviewer_view(metrics: dict) -> dict:
     return out
 
 
-def scratch_project(workspace: Path, scratch: Path, family: str, overrides: dict, seed: int | None) -> dict:
+def scratch_project(workspace: Path, scratch: Path, family: str, overrides: dict, seed: int | None,
+                    base_params: Path | None = None) -> dict:
     """A project in ``scratch`` whose params are the workspace's with the variant's; returns the raw params."""
     from pipelines.train import families
 
@@ -73,7 +74,7 @@ def scratch_project(workspace: Path, scratch: Path, family: str, overrides: dict
         if other != family:
             os.symlink(workspace / MODELS / other, scratch / MODELS / other)
             shutil.copy(workspace / METRICS / f"{other}.json", scratch / METRICS / f"{other}.json")
-    raw = yaml.safe_load((workspace / "params.yaml").read_text())
+    raw = yaml.safe_load((base_params or workspace / "params.yaml").read_text())
     raw["train"][family].update(overrides)
     if seed is not None:
         raw["seed"] = seed
@@ -81,12 +82,13 @@ def scratch_project(workspace: Path, scratch: Path, family: str, overrides: dict
     return raw
 
 
-def run_variant(workspace: Path, scratch: Path, family: str, overrides: dict, seed: int | None) -> dict:
+def run_variant(workspace: Path, scratch: Path, family: str, overrides: dict, seed: int | None,
+                base_params: Path | None = None) -> dict:
     from pipelines.params import load_params
     from pipelines.release.reviewer import evaluate_reviewer
     from pipelines.train import families
 
-    raw = scratch_project(workspace, scratch, family, overrides, seed)
+    raw = scratch_project(workspace, scratch, family, overrides, seed, base_params)
     params = load_params(scratch / "params.yaml")
     started = time.perf_counter()
     record = families.train(family, scratch, params)
@@ -109,6 +111,9 @@ def main() -> None:
     ap.add_argument("--variant", nargs="+", action="append", required=True, metavar=("NAME", "KEY=VALUE"))
     ap.add_argument("--seeds", nargs="*", type=int, default=[None])
     ap.add_argument("--scratch", type=Path, default=Path("/tmp/family_variants"))
+    ap.add_argument("--params", type=Path, default=None,
+                    help="the params.yaml the variants override (default: the workspace's; give this checkout's when "
+                         "the workspace was made by an older revision whose params the code no longer accepts)")
     ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/<family>_variants.json")
     args = ap.parse_args()
     out = args.out or RESULTS / f"{args.family}_variants.json"
@@ -118,13 +123,15 @@ def main() -> None:
     for name, *pairs in args.variant:
         overrides = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in pairs)}
         for seed in args.seeds:
-            row = run_variant(workspace, args.scratch / f"{args.family}-{name}-{seed}", args.family, overrides, seed)
+            row = run_variant(workspace, args.scratch / f"{args.family}-{name}-{seed}", args.family, overrides, seed,
+                              args.params.resolve() if args.params else None)
             results.append({"variant": name, **row})
             test = row["reviewer"].get("test", {})
             print(json.dumps({"variant": name, "seed": row["seed"], "summary": row["summary"],
                               "reviewer_clean_auto_pass_test": test.get("clean_auto_pass"),
                               "live_mix_auto_pass": row["reviewer"]["live_mix_auto_pass"]}), flush=True)
     command = (f"python benchmarks/family_variants.py <demo workspace> {args.family} "
+               + (f"--params {args.params} " if args.params else "")
                + " ".join(f"--variant {' '.join(v)}" for v in args.variant)
                + (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [None] else ""))
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -89,6 +89,12 @@ def manipulation_figures(df: pd.DataFrame) -> dict:
                      "invisible_share": _share(len(drawn) - labelled, len(drawn)),
                      "invisible_share_upper95": _upper95(len(drawn) - labelled, len(drawn)),
                      "trace": _q(drawn["manipulation_trace"])}
+        if kind == "clone":                   # backdrop onto backdrop: hidden by the clone rule
+            rule = load_params().labels.visibility
+            out[kind]["hidden_as_backdrop_onto_backdrop"] = int(((drawn["clone_object_share"] < rule.clone_min_object_share)
+                                                                 & (drawn["clone_coarse_trace"] < rule.clone_min_coarse_trace)).sum())
+            out[kind]["object_share"] = _q(drawn["clone_object_share"])
+            out[kind]["coarse_trace"] = _q(drawn["clone_coarse_trace"])
     return out
 
 

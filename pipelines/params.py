@@ -84,6 +84,8 @@ class VisibilityParams(_Strict):
     dirt_min_area_px: float = Field(ge=0.0)          # a dirt spot's area in the photo, px
     dirt_min_contrast: float = Field(ge=0.0, le=1.0)  # its mean change in its most changed RGB channel, after lighting and blur
     manipulation_min_trace: float = Field(ge=0.0, le=1.0)  # an edit's mean luminance change over the pixels it changed
+    clone_min_object_share: float = Field(ge=0.0, le=1.0)  # a clone's source or destination square: share of object pixels
+    clone_min_coarse_trace: float = Field(ge=0.0, le=1.0)  # ...or its trace at a coarse scale (backdrop onto backdrop)
 
 
 class LabelParams(_Strict):

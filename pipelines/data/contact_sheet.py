@@ -44,11 +44,12 @@ def _labels(row) -> tuple[list[str], int]:
 def _rule_labels(row) -> tuple[list[str], int]:
     """Caption of a borderline photo: the visibility rule's inputs for its dirt and its edit, the one near the
     rule in red. ``dirt 1/3``: spots labelled of those drawn; ``c``, ``a``: the most visible spot's contrast
-    and area; ``t``: the edit's trace; ``m``: the margin (>= 1 labelled)."""
+    and area; ``t``: the edit's trace; ``o``, ``k``: a clone's object share and coarse trace; ``m``: the margin (>= 1 labelled)."""
     lines = [f"{row.sku_id if row.sku_id != 'none' else '(no product)'} m{row.margin:.2f}"]
     lines.append(f"dirt {row.dirt_spots_visible}/{row.dirt_spots_drawn} c{row.dirt_max_contrast:.3f} "
                  f"a{row.dirt_max_area_px:.0f}" if row.dirt_spots_drawn else "dirt -")
-    lines.append(f"edit {row.manipulation_drawn} t{row.manipulation_trace:.4f} "
+    share = f" o{row.clone_object_share:.2f} k{row.clone_coarse_trace:.3f}" if row.manipulation_drawn == "clone" else ""
+    lines.append(f"edit {row.manipulation_drawn} t{row.manipulation_trace:.4f}{share} "
                  f"{'labelled' if row.manipulated else 'hidden'}" if row.manipulation_drawn != "none" else "edit -")
     return lines, 1 if row.near == "dirt" else 2
 
@@ -58,6 +59,10 @@ def margins(df: pd.DataFrame, rule: VisibilityParams) -> tuple[pd.Series, pd.Ser
     margin, >= 1 labelled and < 1 not (the smaller of the ratios to the thresholds); NaN where none was drawn."""
     dirt = np.minimum(df["dirt_max_area_px"] / rule.dirt_min_area_px, df["dirt_max_contrast"] / rule.dirt_min_contrast)
     edit = df["manipulation_trace"] / rule.manipulation_min_trace
+    clone = df["manipulation_drawn"] == "clone"              # a clone also needs product or item in its squares
+    seen = np.maximum(df["clone_object_share"] / max(rule.clone_min_object_share, 1e-9),
+                      df["clone_coarse_trace"] / max(rule.clone_min_coarse_trace, 1e-9))
+    edit = edit.where(~clone, np.minimum(edit, seen))
     return dirt.where(df["dirt_spots_drawn"] > 0), edit.where(df["manipulation_drawn"] != "none")
 
 

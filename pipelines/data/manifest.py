@@ -55,10 +55,16 @@ COLUMNS: dict[str, tuple[pa.DataType, str]] = {
     "off_centre": (pa.bool_(), "offset beyond labels.centering_tolerance or cut by the frame"),
     "prohibited": (pa.list_(pa.string()), "prohibited categories shown (empty when none)"),
     "manipulated": (pa.bool_(), "the photo was visibly edited after capture (manipulation_trace >= "
-                                "labels.visibility.manipulation_min_trace)"),
+                                "labels.visibility.manipulation_min_trace; a clone also clone_object_share >= "
+                                "labels.visibility.clone_min_object_share or clone_coarse_trace >= "
+                                "labels.visibility.clone_min_coarse_trace)"),
     "manipulation_type": (pa.string(), "none | splice | clone | watermark | synthetic: the edit labelled"),
     "manipulation_drawn": (pa.string(), "the edit drawn, visible or not: none | splice | clone | watermark | synthetic"),
     "manipulation_trace": (pa.float32(), "mean luminance change (0..1) over the pixels the edit changed; 0 when none"),
+    "clone_object_share": (pa.float32(), "a clone's larger share of product or item pixels in its source and "
+                                         "destination squares (0..1); 0 for other edits and none"),
+    "clone_coarse_trace": (pa.float32(), "a clone's trace at a coarse scale (manipulation.coarse_trace, 0..1); 0 for "
+                                         "other edits and none"),
     "boxes": (pa.list_(BOX_TYPE), "labelled boxes: product, sticker, dirt, prohibited:<category>"),
     "lighting": (pa.string(), "lighting of the scene: normal | dark | bright | warm"),
     "background": (pa.string(), "background kind"),

@@ -84,7 +84,10 @@ def test_labels_are_consistent(batch):
             assert row.off_centre == (row.cut_by_frame or max(abs(row.center_dx), abs(row.center_dy))
                                       > params.labels.centering_tolerance)
         assert row.manipulated == (row.manipulation_type != "none")
-        assert row.manipulated == (row.manipulation_drawn != "none" and row.manipulation_trace >= rule.manipulation_min_trace)
+        assert row.manipulated == (row.manipulation_drawn != "none" and row.manipulation_trace >= rule.manipulation_min_trace
+                                   and (row.manipulation_drawn != "clone"
+                                        or row.clone_object_share >= rule.clone_min_object_share
+                                        or row.clone_coarse_trace >= rule.clone_min_coarse_trace))
         assert row.manipulation_type in ("none", row.manipulation_drawn)
         assert (row.manipulation_drawn == "none") <= (row.manipulation_trace == 0)
 

@@ -97,6 +97,39 @@ def test_a_clone_of_flat_backdrop_onto_flat_backdrop_is_not_labelled_a_watermark
     assert manipulation.trace(before, before) == 0.0
 
 
+def test_a_clone_counts_only_where_it_moves_a_product_part_or_covers_the_product(params, rule):
+    """clone_object_share: the larger object share of the clone's squares (backdrop onto backdrop: 0), a square
+    over the product is not; clone_coarse_trace: a clone of gravel-like grain onto itself leaves the coarse picture
+    as it was, a clone across a real photo's shapes does not. Over generated photos with an edit on each, the
+    clones split both ways and the label follows the rule."""
+    objects = np.zeros((256, 256), np.float32)
+    objects[100:180, 90:170] = 1.0                                   # the product's alpha
+    assert manipulation.clone_object_share(objects, [(0, 0, 50), (200, 200, 50)]) == 0.0
+    share = manipulation.clone_object_share(objects, [(0, 0, 50), (80, 80, 50)])   # pasted over the product's corner
+    assert share == pytest.approx(40 * 30 / 2500) and share >= rule.clone_min_object_share
+    gen = params.generator.model_copy(update={"manipulation_rate": 1.0})
+    cfg = SceneConfig(params.data.image_size, gen, params.labels, params.prohibited.categories)
+    clones = [rec for rec in (render_photo(7, i, cfg)[1] for i in range(150)) if rec["manipulation_drawn"] == "clone"]
+    hidden = [r for r in clones if r["clone_object_share"] < rule.clone_min_object_share
+              and r["clone_coarse_trace"] < rule.clone_min_coarse_trace]
+    assert hidden and len(hidden) < len(clones), [(r["clone_object_share"], r["clone_coarse_trace"]) for r in clones]
+    assert not any(r["manipulated"] for r in hidden)
+    assert all(r["manipulated"] == (r["manipulation_trace"] >= rule.manipulation_min_trace)
+               for r in clones if r not in hidden)
+    rng = np.random.default_rng(0)                          # grain: per-pixel texture, the same at a coarse scale
+    grain = (np.clip(0.5 + rng.normal(0, 0.12, (256, 256, 3)), 0, 1) * 255).astype(np.uint8)
+    after = grain.copy()
+    manipulation.clone(after, np.random.default_rng(1))
+    assert manipulation.trace(grain, after) > 5 * rule.manipulation_min_trace      # every grain swapped...
+    assert manipulation.coarse_trace(grain, after) < rule.clone_min_coarse_trace   # ...the picture the same
+    shapes = np.zeros((256, 256, 3), np.uint8)              # large shapes: a patch moved across them shows
+    shapes[:, 128:] = 200
+    shapes[60:90] = 90
+    after = shapes.copy()
+    manipulation.clone(after, np.random.default_rng(2))
+    assert manipulation.coarse_trace(shapes, after) >= rule.clone_min_coarse_trace
+
+
 def test_an_invisible_defect_stays_drawn_but_unlabelled(params, rule):
     """The same photo under a rule nobody passes: the same JPEG bytes, every dirt spot and edit still counted
     as drawn, none labelled. (Photo 1 is a synthetic region on a white sweep that moved no pixel by more than
@@ -120,7 +153,10 @@ def test_an_invisible_defect_stays_drawn_but_unlabelled(params, rule):
         assert hidden["boxes"] == [b for b in rec["boxes"] if b["label"] != "dirt"]
         assert rec["dirt"] == (rec["dirt_spots_visible"] > 0)
         assert sum(b["label"] == "dirt" for b in rec["boxes"]) == rec["dirt_spots_visible"]
-        assert rec["manipulated"] == (rec["manipulation_trace"] >= rule.manipulation_min_trace)
+        assert rec["manipulated"] == (rec["manipulation_trace"] >= rule.manipulation_min_trace and (
+            rec["manipulation_drawn"] != "clone" or rec["clone_object_share"] >= rule.clone_min_object_share
+            or rec["clone_coarse_trace"] >= rule.clone_min_coarse_trace))
+        assert rec["clone_object_share"] == rec["clone_coarse_trace"] == 0.0 or rec["manipulation_drawn"] == "clone"
         assert rec["manipulation_type"] == (rec["manipulation_drawn"] if rec["manipulated"] else "none")
         drawn += rec["dirt_spots_drawn"]
         labelled += rec["dirt_spots_visible"] + rec["manipulated"]

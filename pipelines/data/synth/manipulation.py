@@ -44,6 +44,7 @@ def splice(img, rng):
 
 
 def clone(img, rng):
+    """Copy-move within the photo; returns the source and destination squares ``(x, y, side)``."""
     size = img.shape[0]
     sx, sy, side = _region(rng, size, 0.15, 0.3)
     dx, dy = rng.integers(0, size - side), rng.integers(0, size - side)
@@ -51,6 +52,14 @@ def clone(img, rng):
     patch = img[sy:sy + side, sx:sx + side].astype(np.float32)
     roi = img[dy:dy + side, dx:dx + side].astype(np.float32)
     img[dy:dy + side, dx:dx + side] = np.clip(roi * (1 - m) + patch * m, 0, 255).astype(np.uint8)
+    return (int(sx), int(sy), int(side)), (int(dx), int(dy), int(side))
+
+
+def clone_object_share(objects: np.ndarray, squares) -> float:
+    """The larger share of object pixels (``objects``: the product's and items' alpha in the frame, 0..1) in a
+    clone's source and destination squares. 0: backdrop copied onto backdrop, where the backdrop's texture just
+    goes on and no person sees an edit; a product part moved, or backdrop pasted over the product, shows."""
+    return float(max(objects[y:y + s, x:x + s].mean() for x, y, s in squares))
 
 
 def watermark(img, rng):
@@ -111,7 +120,21 @@ def trace(before_u8: np.ndarray, after_u8: np.ndarray) -> float:
     return float(change[changed].mean()) if changed.any() else 0.0
 
 
-def manipulate(img_u8: np.ndarray, rng: np.random.Generator) -> str:
+COARSE_SIGMA = 4.0  # px at 256 px: the scale at which a person sees a patch as out of place, not its grain
+
+
+def coarse_trace(before_u8: np.ndarray, after_u8: np.ndarray) -> float:
+    """The edit's trace at a coarse scale: the mean |luminance change| (0..1), over the pixels the edit changed,
+    of both photos blurred at ``COARSE_SIGMA``. A clone of gravel onto gravel swaps every pebble (a high
+    :func:`trace`) but leaves the coarse picture as it was (0.01-0.02); a square of planks that breaks their
+    lines, or a patch of a real photo moved across it, changes it (0.03-0.12)."""
+    weights = np.float32([0.299, 0.587, 0.114])
+    b, a = (cv2.GaussianBlur(x.astype(np.float32) @ weights / 255.0, (0, 0), COARSE_SIGMA) for x in (before_u8, after_u8))
+    changed = np.abs(after_u8.astype(np.float32) @ weights - before_u8.astype(np.float32) @ weights) / 255.0 > TRACE_EPS
+    return float(np.abs(a - b)[changed].mean()) if changed.any() else 0.0
+
+
+def manipulate(img_u8: np.ndarray, rng: np.random.Generator) -> tuple[str, object]:
+    """Apply one edit of a random kind in place: ``(kind, what the edit returned)`` (a clone's squares)."""
     kind = str(rng.choice(TYPES))
-    APPLY[kind](img_u8, rng)
-    return kind
+    return kind, APPLY[kind](img_u8, rng)

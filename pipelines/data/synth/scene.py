@@ -15,7 +15,7 @@ from pipelines.params import GeneratorParams, LabelParams, VisibilityParams
 from pipelines.data.synth import camera
 from pipelines.data.synth.backgrounds import make_background
 from pipelines.data.synth.catalog import Sku, catalogue_skus, nearest_catalogue_sku, novel_skus, swap_kind
-from pipelines.data.synth.manipulation import manipulate, trace
+from pipelines.data.synth.manipulation import clone_object_share, coarse_trace, manipulate, trace
 from pipelines.data.synth.products import render_product
 from pipelines.data.synth.prohibited_items import render_item
 
@@ -67,8 +67,8 @@ def _clip(box, size) -> tuple[tuple[float, float, float, float], float]:
     return (cx0, cy0, cx1, cy1), inside / area
 
 
-def _composite(img, rgba, H, size, shadow_rng=None):
-    """Warp an RGBA sprite into the frame and composite it, with a soft drop shadow."""
+def _composite(img, rgba, H, size, shadow_rng=None) -> np.ndarray:
+    """Warp an RGBA sprite into the frame and composite it, with a soft drop shadow; returns its alpha in the frame."""
     warped = cv2.warpPerspective(rgba, H, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     a = warped[..., 3:4]
     if shadow_rng is not None:
@@ -77,6 +77,7 @@ def _composite(img, rgba, H, size, shadow_rng=None):
         sh = cv2.warpAffine(sh, np.float32([[1, 0, dx], [0, 1, dy]]), (size, size))
         img *= 1.0 - shadow_rng.uniform(0.25, 0.5) * sh[..., None]
     img[:] = img * (1 - a) + warped[..., :3] * a
+    return a[..., 0]
 
 
 def spot_visibility(area: float, contrast: float, gain: float, blur_kind: str, blur_px: float,
@@ -128,6 +129,7 @@ def render_photo(seed: int, index: int, cfg: SceneConfig) -> tuple[bytes, dict]:
     category = sku.product_type if sku else "none"
     sticker_expected = 0
     img, background = make_background(rng, size)
+    objects = np.zeros((size, size), np.float32)   # the product's and items' alpha in the frame (clone visibility)
     boxes: list[tuple[str, tuple[float, float, float, float]]] = []
     rec: dict = {"category": category, "sku_id": sku.sku_id if sku else "none",
                  "claimed_sku": _claimed(rng, sku, gen) if sku else "none", "new_sku": bool(sku and sku.novel),
@@ -149,7 +151,7 @@ def render_photo(seed: int, index: int, cfg: SceneConfig) -> tuple[bytes, dict]:
                                 dirt_spots=dirt_spots)
         h, w = sprite.rgba.shape[:2]
         H = _homography(rng, w, h, long_side, _product_centre(rng, size, cfg.labels.centering_tolerance, off_wanted))
-        _composite(img, sprite.rgba, H, size, shadow_rng=rng)
+        objects = np.maximum(objects, _composite(img, sprite.rgba, H, size, shadow_rng=rng))
         full = _box(_project(H, _alpha_outline(sprite.rgba)))
         product_box, share = _clip(full, size)
         cut = share < 0.985
@@ -185,7 +187,7 @@ def render_photo(seed: int, index: int, cfg: SceneConfig) -> tuple[bytes, dict]:
         else:
             centre = size / 2 + rng.normal(0, 0.06, 2) * size
         Hi = _homography(rng, w, h, item_side, centre, rot_sd=25.0, persp=0.02)
-        _composite(img, item, Hi, size, shadow_rng=rng)
+        objects = np.maximum(objects, _composite(img, item, Hi, size, shadow_rng=rng))
         b, vis = _clip(_box(_project(Hi, _alpha_outline(item))), size)
         if vis >= 0.4:
             prohibited.append(cat)
@@ -197,11 +199,13 @@ def render_photo(seed: int, index: int, cfg: SceneConfig) -> tuple[bytes, dict]:
     img = camera.blur(img, rng, kind, strength * size / 256)
     img = camera.sensor_noise(img, rng, gain, gen.camera_noise)
     u8 = (img * 255 + 0.5).astype(np.uint8)
-    manipulation, edit_trace = "none", 0.0
+    manipulation, edit_trace, object_share, coarse = "none", 0.0, 0.0, 0.0
     if rng.random() < gen.manipulation_rate:
         before = u8.copy()
-        manipulation = manipulate(u8, rng)
+        manipulation, where = manipulate(u8, rng)
         edit_trace = trace(before, u8)
+        if manipulation == "clone":
+            object_share, coarse = clone_object_share(objects, where), coarse_trace(before, u8)
     quality = int(rng.integers(gen.jpeg_quality[0], gen.jpeg_quality[1] + 1))
     jpeg = camera.to_jpeg(u8, quality)
 
@@ -220,7 +224,8 @@ def render_photo(seed: int, index: int, cfg: SceneConfig) -> tuple[bytes, dict]:
     hidden = {k for margin, k, _, _ in spots if margin < 1.0}
     boxes = [b for k, b in enumerate(boxes) if k not in hidden]
     _, _, top_area, top_contrast = max(spots) if spots else (0.0, -1, 0.0, 0.0)  # the most visible spot
-    manipulated = manipulation != "none" and edit_trace >= rule.manipulation_min_trace
+    manipulated = manipulation != "none" and edit_trace >= rule.manipulation_min_trace and \
+        (manipulation != "clone" or object_share >= rule.clone_min_object_share or coarse >= rule.clone_min_coarse_trace)
     rec.update({
         "width": size, "height": size,
         "blur_kind": kind, "blur_strength": float(strength), "blur_votes": votes, "blur_score": score,
@@ -232,7 +237,8 @@ def render_photo(seed: int, index: int, cfg: SceneConfig) -> tuple[bytes, dict]:
         "center_dx": float(center[0]), "center_dy": float(center[1]), "cut_by_frame": bool(cut), "off_centre": bool(off),
         "prohibited": prohibited, "manipulated": manipulated,
         "manipulation_type": manipulation if manipulated else "none", "manipulation_drawn": manipulation,
-        "manipulation_trace": float(edit_trace),
+        "manipulation_trace": float(edit_trace), "clone_object_share": float(object_share),
+        "clone_coarse_trace": float(coarse),
         "boxes": [{"label": lab, "x0": b[0] / size, "y0": b[1] / size, "x1": b[2] / size, "y1": b[3] / size}
                   for lab, b in boxes],
     })
