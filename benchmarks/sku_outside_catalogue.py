@@ -28,12 +28,16 @@ TARGETS = (0.90, 0.95, 0.98)
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("workspace", type=Path)
-    root = ap.parse_args().workspace.resolve()
+    ap.add_argument("--params", type=Path, default=None,
+                    help="params.yaml to read (default: the workspace's; give this checkout's for an older workspace)")
+    args = ap.parse_args()
+    root = args.workspace.resolve()
+    base = args.params.resolve() if args.params else root / "params.yaml"
     os.chdir(root)
     from pipelines.params import load_params
     from pipelines.train.families import common, sku
 
-    params = load_params(root / "params.yaml")
+    params = load_params(base)
     df = common.load_frame(root)
     net, arch = sku.load_model(root)
     gallery = sku.embed_gallery(root, params, net, arch)
@@ -56,11 +60,19 @@ def main() -> None:
                      **{k: figures[k] for k in ("outside_catalogue_recall", "wrong_claim_recall",
                                                 "genuine_false_alarm_rate")}})
     OUT.write_text(json.dumps({
-        "command": f"python benchmarks/sku_outside_catalogue.py {root}", "date": datetime.date.today().isoformat(),
+        "command": "python benchmarks/sku_outside_catalogue.py <demo workspace>"
+                   + (f" --params {args.params}" if args.params else ""), "workspace_revision": _revision(root), "date": datetime.date.today().isoformat(),
         "confidence": params.recall_targets.confidence, "outside_catalogue": outside,
         "genuine_claim_similarity": genuine, "targets": rows}, indent=1) + "\n")
     print(json.dumps(rows, indent=1))
     print(f"wrote {OUT}")
+
+
+def _revision(workspace: Path) -> str | None:
+    import subprocess
+
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=workspace, capture_output=True, text=True)
+    return done.stdout.strip() or None
 
 
 if __name__ == "__main__":
