@@ -37,6 +37,8 @@ def main() -> None:
     from pipelines.params import load_params
     from pipelines.train.families import common, sku
 
+    from family_variants import _revision            # this folder's script: the workspace's git revision
+
     params = load_params(base)
     df = common.load_frame(root)
     net, arch = sku.load_model(root)
@@ -66,13 +68,6 @@ def main() -> None:
         "genuine_claim_similarity": genuine, "targets": rows}, indent=1) + "\n")
     print(json.dumps(rows, indent=1))
     print(f"wrote {OUT}")
-
-
-def _revision(workspace: Path) -> str | None:
-    import subprocess
-
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=workspace, capture_output=True, text=True)
-    return done.stdout.strip() or None
 
 
 if __name__ == "__main__":
