@@ -42,11 +42,17 @@ FAMILY = "prohibited"
 
 
 class CategoryClassifier(nn.Module):
-    """One category: tail + logit on the shared trunk's output."""
+    """One category: tail + logit on the shared trunk's output.
 
-    def __init__(self, trunk: Trunk):
+    ``tail_stages`` None: every remaining stage and the head conv (the tail costs as much as those stages, once per
+    category); a number: :class:`pipelines.train.trunk.LightTail` (that many stages, a 1x1 conv, average and max
+    pooling), whose cost at ``tail_stages: 0`` is a 1x1 conv on the trunk's last feature map.
+    """
+
+    def __init__(self, trunk: Trunk, tail_stages: int | None = None):
         super().__init__()
-        self.tail, self.head = trunk.new_tail(), ScalarHead()
+        self.tail = trunk.new_tail(tail_stages)
+        self.head = ScalarHead(self.tail.num_features)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return self.head(self.tail(f))
@@ -76,8 +82,8 @@ def _labels(df: pd.DataFrame, category: str) -> np.ndarray:
 
 
 def _arch(params: Params) -> dict:
-    return {"trunk_split": params.train.prohibited.trunk_split, "pretrained": params.train.pretrained,
-            "image_size": params.train.input_size(FAMILY)}
+    return {"trunk_split": params.train.prohibited.trunk_split, "tail_stages": params.train.prohibited.tail_stages,
+            "pretrained": params.train.pretrained, "image_size": params.train.input_size(FAMILY)}
 
 
 def _check_category(params: Params, category: str) -> None:
@@ -101,7 +107,7 @@ def train_category(root: Path, params: Params, category: str) -> dict:
     y_train, y_val = _labels(train_df, category), _labels(val_df, category)
     seed = category_seed(params, category)
     torch.manual_seed(seed)
-    model = CategoryClassifier(trunk).to(memory_format=torch.channels_last)
+    model = CategoryClassifier(trunk, arch["tail_stages"]).to(memory_format=torch.channels_last)
     positives, negatives = np.flatnonzero(y_train), np.flatnonzero(y_train == 0)
 
     def batches(epoch: int) -> list[list[int]]:
@@ -152,10 +158,10 @@ def load_combined(root: Path, params: Params, categories: list[str] | None = Non
     classifiers = {}
     for c in categories:
         blob = common.load(FAMILY, root, f"{c}/model")
-        if {k: blob["arch"][k] for k in arch} != arch:
+        if {k: blob["arch"].get(k) for k in arch} != arch:          # a file from before tail_stages: None
             raise ValueError(f"prohibited:{c} was trained with {blob['arch']}, params.yaml now gives {arch}: "
                              f"retrain it (reviewops train prohibited --category {c})")
-        clf = CategoryClassifier(trunk)
+        clf = CategoryClassifier(trunk, arch["tail_stages"])
         clf.load_state_dict(blob["state_dict"])
         classifiers[c] = clf.eval()
     return CombinedProhibited(trunk, classifiers).eval()
