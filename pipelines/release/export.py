@@ -4,6 +4,13 @@ A bundle is what the registry stores and the reviewer service serves (:mod:`pipe
 reads it). The family says what goes in (``families.get(name).bundle``: its graphs, files and
 decision settings); thresholds come from its metrics. ``parity`` checks every graph against torch
 on real photos, and the family's own extra checks (the YOLO decoding) beside them.
+
+A graph on the frozen ImageNet trunk (every timm family's) is written in two parts: each stage of
+the trunk as its own graph (``trunk/<id>.onnx``; the id names the backbone's weights, the input side
+and the stage) and the family's part after the trunk (``<name>.onnx``, the trunk's output in). The
+served reviewer runs a stage once per photo for every family whose trunk holds it
+(:class:`pipelines.serve.models.ReviewerModels`): the families share their frozen stages at serving
+as they share their cached features in training, without sharing a trained parameter.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from pipelines.serve.images import load_resized
 from pipelines.train import families
 from pipelines.train.evaluate import read_metrics
 from pipelines.train.families import common
-from pipelines.train.graphs import Bundle, Graph
+from pipelines.train.graphs import Bundle, FromFeatures, Graph, trunk_of
 from pipelines.train.onnx_export import export_dynamic_batch
 from pipelines.train.trunk import to_input
 
@@ -38,19 +45,37 @@ def _thresholds(family: str, root: Path) -> dict:
             for k, v in metrics["thresholds"].items()}
 
 
-def _export_graph(graph: Graph, path: Path) -> None:
-    export_dynamic_batch(graph.module, torch.zeros(2, 3, graph.size, graph.size), path, "photos", "out")
+TRUNK_DIR = "trunk"
+
+
+def _export_graph(graph: Graph, out: Path) -> dict:
+    """Write the graph (its trunk stage by stage, then the rest, when it has a frozen trunk); returns its meta."""
+    example = torch.zeros(2, 3, graph.size, graph.size)
+    trunk = trunk_of(graph.module)
+    if trunk is None:
+        export_dynamic_batch(graph.module, example, out / f"{graph.name}.onnx", "photos", "out")
+        return graph.describe()
+    stages, digest = [], trunk.weights_digest()
+    with torch.no_grad():
+        for k, stage in enumerate(trunk.stages()):
+            ident = f"{digest}-{graph.size}px-stage{k}"
+            file = f"{TRUNK_DIR}/{ident}.onnx"
+            if not (out / file).exists():
+                export_dynamic_batch(stage.eval(), example, out / file, "x", "y")
+            stages.append({"id": ident, "file": file})
+            example = stage(example)
+    export_dynamic_batch(FromFeatures(graph.module), example, out / f"{graph.name}.onnx", "features", "out")
+    return {**graph.describe(), "trunk": stages}
 
 
 def export_bundle(family: str, root: Path, params: Params, out: Path) -> dict:
     """Write ``out/`` (created) with the family's ONNX graphs, its other files and ``meta.json``; returns the meta."""
     out.mkdir(parents=True, exist_ok=True)
     bundle = _bundle(family, root, params)
-    for graph in bundle.graphs:
-        _export_graph(graph, out / f"{graph.name}.onnx")
+    graphs = {graph.name: _export_graph(graph, out) for graph in bundle.graphs}
     for name, write in bundle.files.items():
         write(out / name)
-    meta = {"family": family, "graphs": {g.name: g.describe() for g in bundle.graphs},
+    meta = {"family": family, "graphs": graphs,
             "thresholds": _thresholds(family, root), **bundle.meta}
     (out / BUNDLE_META).write_text(json.dumps(meta, indent=1, sort_keys=True))
     read_meta(out)                                   # what serving will read back must be valid
@@ -66,17 +91,16 @@ def parity_photos(root: Path, n: int = 8) -> np.ndarray:
 
 def parity(family: str, root: Path, params: Params, bundle: Path, photos: np.ndarray) -> dict:
     """Largest |ONNX - torch| of every graph of the bundle on ``photos``; raises above the tolerance."""
-    import onnxruntime as ort
+    from pipelines.serve.models import ReviewerModels
 
     spec = _bundle(family, root, params)
+    served = ReviewerModels({family: bundle}, threads=1).outputs(photos)       # as serving runs them
     result = {}
     for graph in spec.graphs:
         x = to_input(list(photos), graph.size)
         with torch.no_grad():
             expected = graph.module.eval()(x).numpy()
-        session = ort.InferenceSession(str(bundle / f"{graph.name}.onnx"), providers=["CPUExecutionProvider"])
-        got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-        result[graph.name] = float(np.abs(got - expected).max())
+        result[graph.name] = float(np.abs(served[graph.name] - expected.reshape(len(photos), -1)).max())
     if spec.parity is not None:
         result.update(spec.parity(bundle, photos))
     worst, tolerance = max(result.values()), params.gate.onnx_parity_tolerance

@@ -36,17 +36,13 @@ class GalleryDeployError(RuntimeError):
 
 def embed(bundle: Path, paths: list[str], params: Params, batch: int = 32) -> np.ndarray:
     """L2-normalised embeddings of the photos at ``paths`` by the bundle's embedding graph, as the service computes them."""
-    import onnxruntime as ort
-
-    from pipelines.serve.images import to_array
-    from pipelines.serve.models import prepare
+    from pipelines.serve.models import ReviewerModels, prepare
     from pipelines.serve.photo_input import PhotoError, decode_photo, photo_limits
 
-    graphs = [g for g in read_meta(bundle)["graphs"].values() if g["output"] == "embedding"]
-    if len(graphs) != 1:
-        raise GalleryDeployError(f"{bundle} has {len(graphs)} embedding graphs; expected one")
-    graph = graphs[0]
-    session = ort.InferenceSession(str(Path(bundle) / graph["file"]), providers=["CPUExecutionProvider"])
+    names = [n for n, g in read_meta(bundle)["graphs"].items() if g["output"] == "embedding"]
+    if len(names) != 1:
+        raise GalleryDeployError(f"{bundle} has {len(names)} embedding graphs; expected one")
+    models = ReviewerModels({"sku": bundle}, threads=params.train.threads)
     limits, size = photo_limits(params), params.data.image_size
     out = []
     for start in range(0, len(paths), batch):
@@ -55,8 +51,7 @@ def embed(bundle: Path, paths: list[str], params: Params, batch: int = 32) -> np
             photos = np.stack([prepare(decode_photo(Path(p).read_bytes(), **limits), size) for p in chunk])
         except PhotoError as exc:
             raise GalleryDeployError(f"a gallery photo of {chunk} is refused by the service's decoder: {exc}") from None
-        y = session.run(None, {session.get_inputs()[0].name: to_array(photos, graph["size"])})[0]
-        out.append(y.reshape(len(chunk), -1))
+        out.append(models.outputs(photos)[names[0]])
     e = np.concatenate(out).astype(np.float32)
     return e / np.linalg.norm(e, axis=1, keepdims=True).clip(1e-12)
 

@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -130,8 +131,7 @@ def register_bundle(family: str, bundle: Path, metadata: dict) -> str:
         raise RegistryError(f"{bundle} holds a bundle of {found!r}, not {family!r}")
     with bentoml.models.create(f"{MODEL_PREFIX}{family}", labels={"family": family, "project": "reviewops"},
                                metadata=_basic(metadata)) as model:
-        for path in Path(bundle).iterdir():
-            (Path(model.path) / path.name).write_bytes(path.read_bytes())
+        shutil.copytree(bundle, model.path, dirs_exist_ok=True)           # graphs, trunk/ stages, files
     return str(model.tag)
 
 

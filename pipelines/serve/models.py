@@ -27,7 +27,13 @@ def prepare(rgb: np.ndarray, size: int) -> np.ndarray:
 
 
 class ReviewerModels:
-    """The ONNX graphs (and YOLO detector) of bundle directories, family -> path."""
+    """The ONNX graphs (and YOLO detector) of bundle directories, family -> path.
+
+    A graph on the frozen trunk names its trunk's stages (``meta["graphs"][name]["trunk"]``, each with an id:
+    backbone weights, input side, stage); every stage is one ONNX Runtime session however many bundles hold
+    it, and one batch runs it once: the families share their frozen stages. A graph without a trunk reads
+    the photos itself.
+    """
 
     def __init__(self, bundles: Mapping[str, str | Path], threads: int = 2):
         import onnxruntime as ort
@@ -40,39 +46,82 @@ class ReviewerModels:
         # side by side uses the cores better than one graph after another on all of them (benchmarks/serving.py).
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
-        self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="reviewer")
-        self.graphs: dict[str, tuple] = {}          # name -> (session, graph meta, family meta, gallery or None)
+        self.threads = max(1, threads)
+        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="reviewer")
+        self.graphs: dict[str, tuple] = {}          # name -> (session, graph meta, family meta, gallery or None, stages)
+        self.stages: dict[str, object] = {}         # trunk stage id -> session
         self.yolo: dict[str, tuple[YoloOnnx, list[str]]] = {}
         for family, path in bundles.items():
             meta = self.metas[family]
             for name, graph in meta["graphs"].items():
                 session = ort.InferenceSession(str(Path(path) / graph["file"]), options,
                                                providers=["CPUExecutionProvider"])
+                for stage in graph.get("trunk", ()):
+                    if stage["id"] not in self.stages:
+                        self.stages[stage["id"]] = ort.InferenceSession(str(Path(path) / stage["file"]), options,
+                                                                        providers=["CPUExecutionProvider"])
                 gallery = None
                 if graph["output"] == "embedding":
                     g = np.load(Path(path) / GALLERY_FILE)
                     gallery = (g / np.linalg.norm(g, axis=1, keepdims=True).clip(1e-12), np.array(meta["gallery_skus"]))
-                self.graphs[name] = (session, graph, meta, gallery)
+                self.graphs[name] = (session, graph, meta, gallery, tuple(s["id"] for s in graph.get("trunk", ())))
             if "yolo" in meta:
                 y = meta["yolo"]
                 self.yolo["boxes"] = (YoloOnnx(Path(path) / y["file"], y["imgsz"], conf=y["conf"], threads=1),
                                       list(y["classes"]))
+
+    def outputs(self, photos: np.ndarray) -> dict[str, np.ndarray]:
+        """Every graph's raw output rows [N, ...] for ``photos`` (uint8 [N, S, S, 3]), graph name -> array."""
+        inputs = self._trunk_outputs(photos)
+        jobs = {name: self.pool.submit(self._run, name, inputs) for name in self.graphs}
+        return {name: job.result() for name, job in jobs.items()}
 
     def infer(self, photos: np.ndarray) -> list[dict]:
         """Raw outputs per photo of ``photos`` (uint8 [N, S, S, 3]): scores, probabilities, SKU, boxes."""
         out: list[dict] = [{} for _ in range(len(photos))]
         if len(photos) == 0:
             return out
-        jobs = [self.pool.submit(self._graph, name, photos, out) for name in self.graphs]
-        jobs += [self.pool.submit(self._boxes, name, photos, out) for name in self.yolo]
+        boxes = [self.pool.submit(self._boxes, name, photos, out) for name in self.yolo]
+        inputs = self._trunk_outputs(photos)
+        jobs = [self.pool.submit(self._graph, name, inputs, out) for name in self.graphs] + boxes
         for job in jobs:
             job.result()
         return out
 
-    def _graph(self, name: str, photos: np.ndarray, out: list[dict]) -> None:
-        session, graph, meta, gallery = self.graphs[name]
-        y = session.run(None, {session.get_inputs()[0].name: to_array(photos, graph["size"])})[0]
-        y = y.reshape(len(photos), -1)
+    def _trunk_outputs(self, photos: np.ndarray) -> dict[tuple, np.ndarray]:
+        """(input side, stage ids) -> that input's or trunk stage's output: each shared stage runs once.
+
+        A batch's trunk runs in one part per thread of the pool, side by side (one photo's on the calling thread)."""
+        if len(photos) == 1:
+            return self._trunk_chunk(photos)
+        parts = list(self.pool.map(self._trunk_chunk, np.array_split(photos, min(len(photos), self.threads))))
+        return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+    def _trunk_chunk(self, photos: np.ndarray) -> dict[tuple, np.ndarray]:
+        memo: dict[tuple, np.ndarray] = {}
+
+        def value(size: int, chain: tuple[str, ...]) -> np.ndarray:
+            key = (size, chain)
+            if key not in memo:
+                if chain:
+                    stage = self.stages[chain[-1]]
+                    memo[key] = stage.run(None, {stage.get_inputs()[0].name: value(size, chain[:-1])})[0]
+                else:
+                    memo[key] = to_array(photos, size)
+            return memo[key]
+
+        for _, graph, _, _, chain in self.graphs.values():
+            value(graph["size"], chain)
+        return memo
+
+    def _run(self, name: str, inputs: dict[tuple, np.ndarray]) -> np.ndarray:
+        session, graph, _, _, chain = self.graphs[name]
+        x = inputs[(graph["size"], chain)]
+        return session.run(None, {session.get_inputs()[0].name: x})[0].reshape(len(x), -1)
+
+    def _graph(self, name: str, inputs: dict[tuple, np.ndarray], out: list[dict]) -> None:
+        _, graph, meta, gallery, _ = self.graphs[name]
+        y = self._run(name, inputs)
         if graph["output"] == "score":
             for o, v in zip(out, y[:, 0]):
                 o[name] = float(v)

@@ -21,7 +21,6 @@ ONNX Runtime and eager torch do).
 from __future__ import annotations
 
 import copy
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,12 +41,7 @@ _SESSIONS: dict[str, object] = {}
 
 
 def _weights_digest(trunk: Trunk) -> str:
-    """Digest of the whole backbone the trunk was cut from: equal for every split of the same weights."""
-    h = hashlib.sha256()
-    for k, v in sorted(trunk._rest.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().numpy().tobytes())
-    return h.hexdigest()[:12]
+    return trunk.weights_digest()
 
 
 def cache_file(trunk: Trunk, size: int, root: str | Path | None = None, split: int | None = None) -> Path:

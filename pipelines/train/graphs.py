@@ -24,8 +24,35 @@ class Probability(nn.Module):
         super().__init__()
         self.net = net
 
+    @property
+    def trunk(self) -> nn.Module | None:
+        return getattr(self.net, "trunk", None)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.net(x))
+
+    def from_features(self, f: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net.from_features(f))
+
+
+class FromFeatures(nn.Module):
+    """A served module's part after its frozen trunk: the trunk's output -> the module's output."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.module.from_features(f)
+
+
+def trunk_of(module: nn.Module):
+    """The frozen ImageNet trunk ``module`` runs first (:class:`pipelines.train.trunk.Trunk`), when it computes
+    its output from that trunk's features (``module.from_features``); else None (the module is one graph)."""
+    from pipelines.train.trunk import Trunk
+
+    trunk = getattr(module, "trunk", None)
+    return trunk if isinstance(trunk, Trunk) and callable(getattr(module, "from_features", None)) else None
 
 
 @dataclass

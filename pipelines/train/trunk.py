@@ -13,6 +13,7 @@ time without sharing a single trainable parameter (the prohibited-item family re
 from __future__ import annotations
 
 import copy
+import hashlib
 
 import torch
 from torch import nn
@@ -48,6 +49,20 @@ class Trunk(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.stem(x))
+
+    def weights_digest(self) -> str:
+        """Digest of the whole backbone the trunk was cut from: equal for every split of the same weights."""
+        h = hashlib.sha256()
+        for k, v in sorted(self._rest.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().numpy().tobytes())
+        return h.hexdigest()[:12]
+
+    def stages(self) -> list[nn.Module]:
+        """The trunk as its stages, each a module of the previous one's output: stem + stage 0, then stages
+        1 .. split - 1. Chained, they compute ``forward``; serving runs each stage once per photo for every
+        family whose trunk holds it (:mod:`pipelines.serve.models`)."""
+        return [nn.Sequential(*self.stem, self.blocks[0])] + [self.blocks[k] for k in range(1, self.split)]
 
     def new_tail(self, stages: int | None = None) -> nn.Module:
         """A fresh trainable tail: every remaining stage (``stages=None``) or a light one (see ``LightTail``)."""

@@ -68,7 +68,9 @@ class CombinedProhibited(nn.Module):
         self.classifiers = nn.ModuleDict(classifiers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.trunk(x)
+        return self.from_features(self.trunk(x))
+
+    def from_features(self, f: torch.Tensor) -> torch.Tensor:
         return torch.stack([torch.sigmoid(self.classifiers[c](f)) for c in self.categories], dim=1)
 
 
@@ -173,8 +175,7 @@ def probabilities(root: Path, params: Params, df: pd.DataFrame, model: CombinedP
     device = common.device(params)
     model.to(device)
     x = common.features(root, params, model.trunk, df, size=params.train.input_size(FAMILY))
-    return common.predict(lambda f: torch.stack([torch.sigmoid(model.classifiers[c](f)) for c in model.categories],
-                                                1), x, device=device).numpy()
+    return common.predict(model.from_features, x, device=device).numpy()
 
 
 def evaluate(root: Path, params: Params) -> dict:

@@ -69,6 +69,9 @@ class SkuNet(nn.Module):
         """The normalised embedding of a photo batch (what serving compares with the gallery)."""
         return self.embed_features(self.trunk(x))
 
+    def from_features(self, f: torch.Tensor) -> torch.Tensor:
+        return self.embed_features(f)
+
 
 def batch_hard_triplet(e: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
     """For each anchor: its farthest positive and nearest negative in the batch (Hermans et al. 2017)."""

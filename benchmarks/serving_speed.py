@@ -1,0 +1,283 @@
+"""Serving speed, old against new in one run: two reviewer Bentos deployed one after the other behind the front.
+
+    # old: the Bento a default `make demo` deployed (its workspace's store); new: the same trained candidates
+    # registered and built with this checkout (a scratch project linking the workspace, its own store)
+    python benchmarks/serving_speed.py --root /tmp/demo \\
+        --old /tmp/demo/.bentoml:reviewops-reviewer:latest --new /tmp/speed-new/.bentoml:reviewops-reviewer:latest
+
+For each side, in turn, on the same test-split photos: ``reviewops deploy``'s blue/green deploy (router on a free
+loopback port, ``bentoml serve`` behind it, the golden smoke set) with the time from spawn to ``/readyz`` 200
+(``cold_start_s``); POST /review through the front one at a time (p50, p90) and at concurrency 16 (photos/s,
+p99, errors); the CPU seconds each process spent during the concurrent phase per photo (router, HTTP worker,
+model worker, BentoML's parent) and their resident memory; then the side is stopped. In-process, the prohibited
+check for one photo at 1, 5, 10, 20 and 40 categories, trunk included, built as each side's Bento serves it
+(its params.yaml: trunk split, tail; random weights: the cost does not depend on them).
+
+Writes benchmarks/results/serving_speed.json (``old``, ``new``, and ``ratio`` new/old: on these shared machines the
+ratios measured in one run are what count) and serving_speed.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import psutil
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+CATEGORY_COUNTS = (1, 5, 10, 20, 40)
+ROLES = {"reviewops-checks": "model_worker", "reviewops-reviewer": "http_worker"}
+
+
+def summary_ms(seconds: list[float]) -> dict:
+    ms = np.asarray(seconds) * 1000
+    return {"n": len(ms), **{f"p{q}_ms": round(float(np.percentile(ms, q)), 1) for q in (50, 90, 99)},
+            "mean_ms": round(float(ms.mean()), 1)}
+
+
+def test_photos(root: Path, n: int) -> list[dict]:
+    """``n`` photos of the frozen test split with the SKU their listing claims."""
+    from pipelines.data.dataset import split_frame, versioned_manifest
+
+    df = split_frame(versioned_manifest(root), "test").sort_values("listing_id").head(n)
+    return [{"data": Path(r["path"]).read_bytes(), "name": Path(r["path"]).name,
+             "sku_id": r["claimed_sku"] if isinstance(r["claimed_sku"], str) and r["claimed_sku"] else None,
+             "listing_id": f"bench-{r['listing_id']}"} for _, r in df.iterrows()]
+
+
+def post(client: httpx.Client, photo: dict) -> tuple[float, int]:
+    fields = {k: photo[k] for k in ("sku_id", "listing_id") if photo[k]}
+    started = time.perf_counter()
+    r = client.post("/review", files={"photo": (photo["name"], photo["data"], "image/jpeg")}, data=fields)
+    elapsed = time.perf_counter() - started
+    return elapsed, (-1 if r.status_code == 200 and "decision" not in r.json() else r.status_code)
+
+
+def http_load(url: str, photos: list[dict], sequential: int, concurrent: int, concurrency: int,
+              between=lambda: None) -> dict:
+    """``sequential`` requests one at a time, then ``between()``, then ``concurrent`` requests ``concurrency`` at a
+    time (each bounded: a request times out after 120 s)."""
+    with httpx.Client(base_url=url, timeout=120, trust_env=False) as client:
+        for photo in photos[:5]:                                  # first requests pay lazy initialisation
+            post(client, photo)
+        single = [post(client, photos[i % len(photos)]) for i in range(sequential)]
+    between()
+    local = threading.local()
+
+    def one(i: int) -> tuple[float, int]:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=url, timeout=120, trust_env=False)
+        return post(local.client, photos[i % len(photos)])
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        many = list(pool.map(one, range(concurrent)))
+    wall = time.perf_counter() - started
+    return {"single": {"concurrency": 1, **summary_ms([t for t, _ in single]),
+                       "errors": sum(c != 200 for _, c in single)},
+            "concurrent": {"concurrency": concurrency, **summary_ms([t for t, _ in many]),
+                           "errors": sum(c != 200 for _, c in many), "wall_s": round(wall, 2),
+                           "photos_per_s": round(len(many) / wall, 2)}}
+
+
+def processes(router_pid: int, bento_pid: int) -> dict[str, psutil.Process]:
+    """The front, BentoML's parent and its two workers, by role."""
+    out = {"router": psutil.Process(router_pid), "bentoml_parent": psutil.Process(bento_pid)}
+    for child in out["bentoml_parent"].children(recursive=True):
+        args = child.cmdline()
+        if "--service-name" in args:
+            out[ROLES.get(args[args.index("--service-name") + 1], args[args.index("--service-name") + 1])] = child
+    return out
+
+
+def cpu_seconds(procs: dict[str, psutil.Process]) -> dict[str, float]:
+    return {role: sum(p.cpu_times()[:2]) for role, p in procs.items()}
+
+
+def prohibited_latency(params_path: Path, shared: bool, repeats: int, threads: int = 1) -> dict[str, float]:
+    """ms for the prohibited check of one photo at each count of categories, trunk included, as served by a Bento
+    with ``params_path``: one whole graph (``shared`` False: before the shared trunk) or the trunk's stages and the
+    categories' graph (``shared``)."""
+    import onnxruntime as ort
+    import torch
+
+    from pipelines.params import load_params
+    from pipelines.release.export import _export_graph
+    from pipelines.train.families.prohibited import CategoryClassifier, CombinedProhibited
+    from pipelines.train.graphs import Graph
+    from pipelines.train.onnx_export import export_dynamic_batch
+    from pipelines.train.trunk import Trunk
+
+    params = load_params(params_path)
+    settings = yaml.safe_load(params_path.read_text())["train"]["prohibited"]
+    size = params.train.input_size("prohibited")
+    trunk = Trunk(settings["trunk_split"], pretrained=params.train.pretrained)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, size, size)).astype(np.float32)
+    out = {}
+    for n in CATEGORY_COUNTS:
+        torch.manual_seed(n)
+        module = CombinedProhibited(trunk, {f"c{i}": CategoryClassifier(trunk, settings.get("tail_stages"))
+                                            for i in range(n)}).eval()
+        with tempfile.TemporaryDirectory() as tmp:
+            if shared:
+                meta = _export_graph(Graph("prohibited", module, size, "scores", labels=module.categories), Path(tmp))
+                files = [s["file"] for s in meta["trunk"]] + [meta["file"]]
+            else:
+                files = ["whole.onnx"]
+                export_dynamic_batch(module, torch.zeros(2, 3, size, size), Path(tmp) / files[0], "photos", "out")
+            chain = [ort.InferenceSession(str(Path(tmp) / f), options, providers=["CPUExecutionProvider"])
+                     for f in files]
+
+            def run():
+                y = x
+                for session in chain:
+                    y = session.run(None, {session.get_inputs()[0].name: y})[0]
+                return y
+
+            for _ in range(3):
+                run()
+            times = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - started)
+        out[str(n)] = round(float(np.median(times)) * 1000, 2)
+        print(f"  prohibited x{n}: {out[str(n)]} ms", flush=True)
+    return out
+
+
+def serves_trunk_stages(home: Path, bento_src: Path) -> bool:
+    """Whether the Bento's prohibited model names trunk stages (this checkout's export) or is one graph."""
+    name, _, version = json.loads((bento_src / "production.json").read_text())["prohibited"].partition(":")
+    meta = json.loads((home / "models" / name / version / "meta.json").read_text())
+    return any("trunk" in g for g in meta["graphs"].values())
+
+
+def one_side(name: str, home: Path, tag: str, photos: list[dict], args, work: Path) -> dict:
+    from pipelines.deploy.bluegreen import deploy, resolve_bento, stop_all
+    from pipelines.deploy.router import free_port
+
+    env = {"BENTOML_HOME": str(home), "REVIEWOPS_ROOT": str(work / name)}
+    (work / name).mkdir(parents=True, exist_ok=True)
+    tag, bento_path = resolve_bento(tag, env)
+    state = work / name / "deploy"
+    port = free_port()
+    print(f"{name}: deploying {tag} from {home} behind 127.0.0.1:{port}", flush=True)
+    result = deploy(tag, state_dir=state, port=port, env=env, ready_timeout=300)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        procs = processes(result["router_pid"], result["pid"])
+        before: dict[str, float] = {}
+        load = http_load(url, photos, args.sequential, args.concurrent, args.concurrency,
+                         between=lambda: before.update(cpu_seconds(procs)))
+        after = cpu_seconds(procs)
+        rss = {role: round(p.memory_info().rss / 2**20) for role, p in procs.items()}
+    finally:
+        stop_all(state)
+    n = load["concurrent"]["n"]
+    c1, c16 = load["single"], load["concurrent"]
+    side = {"bento": tag, "home": str(home), "cold_start_s": result["ready_s"],
+            "p50_ms_c1": c1["p50_ms"], "p90_ms_c1": c1["p90_ms"],
+            "photos_per_s_c16": c16["photos_per_s"], "p50_ms_c16": c16["p50_ms"],
+            "p99_ms_c16": c16["p99_ms"], "errors": c1["errors"] + c16["errors"],
+            "worker_rss_mb": rss.get("model_worker"), "rss_mb": rss,
+            "cpu_ms_per_photo": {role: round((after[role] - before[role]) / n * 1000, 2) for role in after},
+            "http": load}
+    side["cpu_ms_per_photo"]["total"] = round(sum(side["cpu_ms_per_photo"].values()), 2)
+    print(f"  {name}: p50 c1 {side['p50_ms_c1']} ms, {side['photos_per_s_c16']} photos/s at c{args.concurrency}, "
+          f"p99 {side['p99_ms_c16']} ms, model worker {side['cpu_ms_per_photo'].get('model_worker')} ms CPU/photo",
+          flush=True)
+    side["serves_trunk_stages"] = serves_trunk_stages(home, bento_path / "src")
+    side["category_latency_ms"] = prohibited_latency(bento_path / "src" / "params.yaml", side["serves_trunk_stages"],
+                                                     args.repeats)
+    return side
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+    sides = ("old", "new")
+    colours = {"old": "#999999", "new": "#1f77b4"}
+    for ax, key, title in ((axes[0], "p50_ms_c1", "p50 at concurrency 1 (ms)"),
+                           (axes[1], "photos_per_s_c16", "photos/s at concurrency 16")):
+        ax.bar(sides, [result[s][key] for s in sides], color=[colours[s] for s in sides])
+        for i, s in enumerate(sides):
+            ax.annotate(f"{result[s][key]:g}", (i, result[s][key]), ha="center", va="bottom")
+        ax.set_title(title)
+    roles = [r for r in ("model_worker", "http_worker", "router", "bentoml_parent") if r in result["old"]["cpu_ms_per_photo"]]
+    width = 0.38
+    for j, s in enumerate(sides):
+        axes[2].bar(np.arange(len(roles)) + (j - 0.5) * width, [result[s]["cpu_ms_per_photo"][r] for r in roles],
+                    width, label=s, color=colours[s])
+    axes[2].set_xticks(np.arange(len(roles)), [r.replace("_", " ") for r in roles], fontsize=8)
+    axes[2].set_title("CPU ms per photo under load")
+    axes[2].legend()
+    for s in sides:
+        counts = [int(k) for k in result[s]["category_latency_ms"]]
+        axes[3].plot(counts, list(result[s]["category_latency_ms"].values()), "o-", label=s, color=colours[s])
+    axes[3].set_xlabel("prohibited categories")
+    axes[3].set_title("prohibited check, one photo (ms)")
+    axes[3].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", type=Path, required=True, help="the project whose test split gives the photos")
+    ap.add_argument("--old", required=True, help="BENTOML_HOME:TAG of the old reviewer Bento")
+    ap.add_argument("--new", required=True, help="BENTOML_HOME:TAG of the new reviewer Bento")
+    ap.add_argument("--sequential", type=int, default=200, help="requests at concurrency 1")
+    ap.add_argument("--concurrent", type=int, default=480, help="requests at concurrency 16")
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=30, help="timed runs per in-process category count")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "serving_speed.json")
+    args = ap.parse_args()
+    photos = test_photos(args.root.resolve(), 64)
+    result: dict = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+                    "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                                "load_average_at_start": os.getloadavg()},
+                    "photos": f"{len(photos)} test-split photos of {args.root.name} (JPEG, 256 px), claimed SKU sent, "
+                              "POST /review through the front (the router)"}
+    with tempfile.TemporaryDirectory(prefix="serving-speed-") as tmp:
+        for name in ("old", "new"):
+            home, _, tag = getattr(args, name).partition(":")
+            result[name] = one_side(name, Path(home).resolve(), tag, photos, args, Path(tmp))
+    result["ratio"] = {k: round(result["new"][k] / result["old"][k], 3)
+                       for k in ("p50_ms_c1", "p90_ms_c1", "photos_per_s_c16", "p99_ms_c16", "worker_rss_mb",
+                                 "cold_start_s") if result["old"].get(k)}
+    result["ratio"]["model_worker_cpu_ms_per_photo"] = round(result["new"]["cpu_ms_per_photo"]["model_worker"]
+                                                             / result["old"]["cpu_ms_per_photo"]["model_worker"], 3)
+    for side in ("old", "new"):
+        lat = result[side]["category_latency_ms"]
+        result[side]["category_latency_ratio_to_1"] = {k: round(v / lat["1"], 2) for k, v in lat.items()}
+    result["machine"]["load_average_at_end"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    plot(result, args.out.with_suffix(".png"))
+    print(json.dumps(result["ratio"]), f"wrote {args.out} and {args.out.with_suffix('.png')}", sep="\n")
+
+
+if __name__ == "__main__":
+    main()

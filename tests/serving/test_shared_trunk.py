@@ -1,0 +1,96 @@
+"""The served families share their frozen trunk: each stage runs once per photo, and the answers are the
+whole networks' (the trained tiny project's five families, exported as the registry exports them)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.params import load_params
+from pipelines.release.export import export_bundle, parity_photos
+from pipelines.serve.models import ReviewerModels
+from pipelines.train import families
+from pipelines.train.families import FAMILIES
+from pipelines.train.onnx_export import export_dynamic_batch
+from pipelines.train.trunk import to_input
+
+
+@pytest.fixture(scope="module")
+def exported(trained_project, tmp_path_factory) -> dict:
+    params = load_params(trained_project / "params.yaml")
+    out = tmp_path_factory.mktemp("bundles")
+    bundles = {f: out / f for f in FAMILIES}
+    for family, path in bundles.items():
+        export_bundle(family, trained_project, params, path)
+    return {"root": trained_project, "params": params, "bundles": bundles}
+
+
+class Counting:
+    """An ONNX Runtime session that records the rows of every batch it runs."""
+
+    def __init__(self, session):
+        self.session, self.rows = session, []
+
+    def get_inputs(self):
+        return self.session.get_inputs()
+
+    def run(self, names, feed):
+        self.rows.append(len(next(iter(feed.values()))))
+        return self.session.run(names, feed)
+
+
+def _stage_ids(bundle: Path) -> dict[str, list[str]]:
+    meta = json.loads((bundle / "meta.json").read_text())
+    return {name: [s["id"] for s in g.get("trunk", [])] for name, g in meta["graphs"].items()}
+
+
+def test_every_family_names_its_trunk_stages_and_each_stage_runs_once_per_photo(exported):
+    params, bundles = exported["params"], exported["bundles"]
+    named = {f: _stage_ids(p) for f, p in bundles.items()}
+    splits = {"blur": params.train.blur.trunk_split, "manipulation": params.train.manipulation.trunk_split,
+              "sku": params.train.sku.trunk_split, "prohibited": params.train.prohibited.trunk_split,
+              "detector": params.train.defects.trunk_split}
+    graph = {"blur": "blur", "manipulation": "manipulation", "sku": "sku", "prohibited": "prohibited",
+             "detector": "defects"}
+    for family, split in splits.items():
+        assert len(named[family][graph[family]]) == split, (family, named[family])
+    deepest = max(splits.values())
+    models = ReviewerModels(bundles, threads=2)
+    assert len(models.stages) == deepest, sorted(models.stages)       # one session per stage, not per family
+    counting = {k: Counting(s) for k, s in models.stages.items()}
+    models.stages.update(counting)
+    photos = parity_photos(exported["root"], 6)
+    answers = models.infer(photos)
+    assert all(sum(c.rows) == len(photos) for c in counting.values()), {k: c.rows for k, c in counting.items()}
+    assert all({"blur", "manipulation", "sku", "prohibited", "defects", "boxes"} <= set(a) for a in answers)
+    one = models.infer(photos[:1])                                   # one photo: the same answer as in the batch
+    assert one[0]["blur"] == pytest.approx(answers[0]["blur"], abs=1e-5)
+
+
+def test_the_served_outputs_are_the_whole_networks_and_a_bundle_without_stages_still_serves(exported, tmp_path):
+    root, params, bundles = exported["root"], exported["params"], exported["bundles"]
+    photos = parity_photos(root, 4)
+    served = ReviewerModels(bundles, threads=2).outputs(photos)
+    for family in FAMILIES:
+        for graph in families.get(family).bundle(root, params).graphs:
+            with torch.no_grad():
+                whole = graph.module.eval()(to_input(list(photos), graph.size)).numpy().reshape(len(photos), -1)
+            np.testing.assert_allclose(served[graph.name], whole, atol=1e-4, err_msg=graph.name)
+
+    # a bundle registered before the shared trunk: one whole graph reading the photos
+    old = tmp_path / "blur"
+    shutil.copytree(bundles["blur"], old)
+    shutil.rmtree(old / "trunk")
+    meta = json.loads((old / "meta.json").read_text())
+    del meta["graphs"]["blur"]["trunk"]
+    (old / "meta.json").write_text(json.dumps(meta))
+    graph = families.get("blur").bundle(root, params).graphs[0]
+    export_dynamic_batch(graph.module, torch.zeros(2, 3, graph.size, graph.size), old / "blur.onnx", "photos", "out")
+    mixed = ReviewerModels({**bundles, "blur": old}, threads=2)
+    np.testing.assert_allclose(mixed.outputs(photos)["blur"], served["blur"], atol=1e-5)
+    assert len(mixed.stages) == len(ReviewerModels(bundles, threads=1).stages)   # the others still share theirs
