@@ -13,6 +13,8 @@ it (thresholds from validation, figures on the frozen test split), then runs the
 (:func:`pipelines.release.reviewer.evaluate_reviewer`: every candidate through the one decision rule on
 validation, test and the live mix). It keeps the family's own test figures and the reviewer's: clean
 auto-pass per split, the live-mix auto-pass, every photo recall, and what stops clean photos.
+With ``--baseline`` the first row is the workspace's own candidate, read from its metrics/<family>.json and
+metrics/reviewer.json (not retrained: the figures the variants are compared with).
 Writes benchmarks/results/<family>_variants.json.
 """
 
@@ -104,6 +106,21 @@ def run_variant(workspace: Path, scratch: Path, family: str, overrides: dict, se
             "test": numbers(metrics["test"]), "reviewer": reviewer_view(reviewer)}
 
 
+def baseline_row(workspace: Path, family: str) -> dict:
+    """The workspace's own candidate as a row like :func:`run_variant`'s, from its metrics files (no training)."""
+    from pipelines.train import families
+
+    metrics = json.loads((workspace / METRICS / f"{family}.json").read_text())
+    reviewer = json.loads((workspace / METRICS / "reviewer.json").read_text())
+    gate, auto_pass = families.get(family).gate_values(metrics["test"])
+    return {"overrides": {}, "seed": yaml.safe_load((workspace / "params.yaml").read_text()).get("seed"),
+            "source": f"the workspace's metrics/{family}.json and metrics/reviewer.json",
+            "train_seconds": metrics.get("train_seconds"), "thresholds": metrics.get("thresholds"),
+            "gate_values": gate, "family_auto_pass": auto_pass,
+            "summary": families.get(family).summary(metrics["test"]),
+            "test": numbers(metrics["test"]), "reviewer": reviewer_view(reviewer)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("workspace", type=Path)
@@ -114,12 +131,14 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=None,
                     help="the params.yaml the variants override (default: the workspace's; give this checkout's when "
                          "the workspace was made by an older revision whose params the code no longer accepts)")
+    ap.add_argument("--baseline", action="store_true",
+                    help="first row: the workspace's own candidate from its metrics files (not retrained)")
     ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/<family>_variants.json")
     args = ap.parse_args()
     out = args.out or RESULTS / f"{args.family}_variants.json"
     workspace = args.workspace.resolve()
     os.chdir(workspace)                      # relative paths (feature cache) resolve in the workspace, as in dvc repro
-    results = []
+    results = [{"variant": "baseline", **baseline_row(workspace, args.family)}] if args.baseline else []
     for name, *pairs in args.variant:
         overrides = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in pairs)}
         for seed in args.seeds:
@@ -131,7 +150,7 @@ def main() -> None:
                               "reviewer_clean_auto_pass_test": test.get("clean_auto_pass"),
                               "live_mix_auto_pass": row["reviewer"]["live_mix_auto_pass"]}), flush=True)
     command = (f"python benchmarks/family_variants.py <demo workspace> {args.family} "
-               + (f"--params {args.params} " if args.params else "")
+               + (f"--params {args.params} " if args.params else "") + ("--baseline " if args.baseline else "")
                + " ".join(f"--variant {' '.join(v)}" for v in args.variant)
                + (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [None] else ""))
     out.parent.mkdir(parents=True, exist_ok=True)
