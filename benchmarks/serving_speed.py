@@ -1,9 +1,10 @@
 """Serving speed, old against new in one run: two reviewer Bentos deployed one after the other behind the front.
 
     # old: the Bento a default `make demo` deployed (its workspace's store); new: the same trained candidates
-    # registered and built with this checkout (a scratch project linking the workspace, its own store)
+    # gated, registered and built with this checkout (--build-new: a scratch project linking the workspace's data,
+    # models and metrics, with its own model store), or any other Bento given as --new HOME:TAG
     python benchmarks/serving_speed.py --root /tmp/demo \\
-        --old /tmp/demo/.bentoml:reviewops-reviewer:latest --new /tmp/speed-new/.bentoml:reviewops-reviewer:latest
+        --old /tmp/demo/.bentoml:reviewops-reviewer:latest --build-new /tmp/speed-new
 
 For each side, in turn, on the same test-split photos: ``reviewops deploy``'s blue/green deploy (router on a free
 loopback port, ``bentoml serve`` behind it, the golden smoke set) with the time from spawn to ``/readyz`` 200
@@ -38,6 +39,7 @@ import psutil
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CATEGORY_COUNTS = (1, 5, 10, 20, 40)
 ROLES = {"reviewops-checks": "model_worker", "reviewops-reviewer": "http_worker"}
@@ -117,23 +119,19 @@ def prohibited_latency(params_path: Path, shared: bool, repeats: int, threads: i
 
     from pipelines.params import load_params
     from pipelines.release.export import _export_graph
-    from pipelines.train.families.prohibited import CategoryClassifier, CombinedProhibited
     from pipelines.train.graphs import Graph
     from pipelines.train.onnx_export import export_dynamic_batch
-    from pipelines.train.trunk import Trunk
+    from prohibited_tail_latency import combined        # every category's weights its own, as trained ones are
 
     params = load_params(params_path)
     settings = yaml.safe_load(params_path.read_text())["train"]["prohibited"]
     size = params.train.input_size("prohibited")
-    trunk = Trunk(settings["trunk_split"], pretrained=params.train.pretrained)
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, size, size)).astype(np.float32)
     out = {}
     for n in CATEGORY_COUNTS:
-        torch.manual_seed(n)
-        module = CombinedProhibited(trunk, {f"c{i}": CategoryClassifier(trunk, settings.get("tail_stages"))
-                                            for i in range(n)}).eval()
+        module = combined(settings["trunk_split"], settings.get("tail_stages"), n)
         with tempfile.TemporaryDirectory() as tmp:
             if shared:
                 meta = _export_graph(Graph("prohibited", module, size, "scores", labels=module.categories), Path(tmp))
@@ -209,6 +207,30 @@ def one_side(name: str, home: Path, tag: str, photos: list[dict], args, work: Pa
     return side
 
 
+LINKED = ("data", ".cache", "gallery", "models", "metrics", "plots", "dvc.lock", "gallery.dvc")
+
+
+def build_new(workspace: Path, scratch: Path) -> str:
+    """``reviewops gate`` and ``reviewops build`` with this checkout in ``scratch`` (the workspace's trained
+    candidates linked in, reports and params copied, a model store of its own); returns ``HOME:TAG``."""
+    import shutil
+    import subprocess
+
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    for name in LINKED:
+        if (workspace / name).exists():
+            (scratch / name).symlink_to(workspace / name)
+    shutil.copytree(workspace / "reports", scratch / "reports")        # the gate writes its reports there
+    shutil.copy2(workspace / "params.yaml", scratch / "params.yaml")
+    env = {**os.environ, "BENTOML_HOME": str(scratch / ".bentoml")}
+    cli = str(Path(sys.executable).with_name("reviewops"))
+    for step in ("gate", "build"):
+        print(f"new: reviewops {step} in {scratch}", flush=True)
+        subprocess.run([cli, step], cwd=scratch, env=env, check=True, stdout=subprocess.DEVNULL)
+    return f"{scratch / '.bentoml'}:reviewops-reviewer:latest"
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -246,13 +268,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, required=True, help="the project whose test split gives the photos")
     ap.add_argument("--old", required=True, help="BENTOML_HOME:TAG of the old reviewer Bento")
-    ap.add_argument("--new", required=True, help="BENTOML_HOME:TAG of the new reviewer Bento")
+    new = ap.add_mutually_exclusive_group(required=True)
+    new.add_argument("--new", help="BENTOML_HOME:TAG of the new reviewer Bento")
+    new.add_argument("--build-new", type=Path, help="build the new Bento from --root's candidates with this checkout, "
+                                                    "in this scratch directory (replaced)")
     ap.add_argument("--sequential", type=int, default=200, help="requests at concurrency 1")
     ap.add_argument("--concurrent", type=int, default=480, help="requests at concurrency 16")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=30, help="timed runs per in-process category count")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "serving_speed.json")
     args = ap.parse_args()
+    if args.build_new:
+        args.new = build_new(args.root.resolve(), args.build_new.resolve())
     photos = test_photos(args.root.resolve(), 64)
     result: dict = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
                     "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
