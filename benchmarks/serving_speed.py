@@ -10,8 +10,7 @@ For each side, in turn, on the same test-split photos: ``reviewops deploy``'s bl
 loopback port, ``bentoml serve`` behind it, the golden smoke set) with the time from spawn to ``/readyz`` 200
 (``cold_start_s``); POST /review through the front one at a time (p50, p90) and at concurrency 16 (photos/s,
 p99, errors); the CPU seconds each process spent during the concurrent phase per photo (router, HTTP worker,
-model worker, BentoML's parent) and their resident memory; half the load again straight at the instance, past
-the front (``front_cost``: what the router adds); then the side is stopped. In-process, the prohibited
+model worker, BentoML's parent) and their resident memory; then the side is stopped. In-process, the prohibited
 check for one photo at 1, 5, 10, 20 and 40 categories, trunk included, built as each side's Bento serves it
 (its params.yaml: trunk split, tail; random weights: the cost does not depend on them).
 
@@ -187,8 +186,6 @@ def one_side(name: str, home: Path, tag: str, photos: list[dict], args, work: Pa
                          between=lambda: before.update(cpu_seconds(procs)))
         after = cpu_seconds(procs)
         rss = {role: round(p.memory_info().rss / 2**20) for role, p in procs.items()}
-        # the same load straight at the instance, past the front: what the router costs
-        direct = http_load(result["url"], photos, args.sequential // 2, args.concurrent // 2, args.concurrency)
     finally:
         stop_all(state)
     n = load["concurrent"]["n"]
@@ -199,9 +196,7 @@ def one_side(name: str, home: Path, tag: str, photos: list[dict], args, work: Pa
             "p99_ms_c16": c16["p99_ms"], "errors": c1["errors"] + c16["errors"],
             "worker_rss_mb": rss.get("model_worker"), "rss_mb": rss,
             "cpu_ms_per_photo": {role: round((after[role] - before[role]) / n * 1000, 2) for role in after},
-            "http": load, "direct_to_instance": direct,
-            "front_cost": {"p50_ms_c1": round(c1["p50_ms"] - direct["single"]["p50_ms"], 1),
-                           "photos_per_s_c16_ratio": round(c16["photos_per_s"] / direct["concurrent"]["photos_per_s"], 3)}}
+            "http": load}
     side["cpu_ms_per_photo"]["total"] = round(sum(side["cpu_ms_per_photo"].values()), 2)
     print(f"  {name}: p50 c1 {side['p50_ms_c1']} ms, {side['photos_per_s_c16']} photos/s at c{args.concurrency}, "
           f"p99 {side['p99_ms_c16']} ms, model worker {side['cpu_ms_per_photo'].get('model_worker')} ms CPU/photo",

@@ -151,8 +151,6 @@ class SkuTrain(TimmFamily):
 class ProhibitedTrain(TimmFamily):
     negatives_per_epoch: int = Field(gt=0)  # shared negatives drawn per epoch for each category
     positive_repeats: int = Field(ge=1)     # each positive is seen this often per epoch
-    selection: Literal["average_precision", "log_loss"] = "average_precision"   # the epoch kept: best validation
-                                            # AP (stops once an epoch reaches 1) or lowest validation log loss
 
 
 class DetectorTrain(_Strict):
