@@ -43,7 +43,7 @@ class ReviewerModels:
             if meta.get("family") != family:
                 raise ValueError(f"bundle {bundles[family]} holds family {meta.get('family')!r}, not {family!r}")
         # One thread per graph and ``threads`` graphs at a time: at the batch sizes served, running the checks
-        # side by side uses the cores better than one graph after another on all of them (benchmarks/serving.py).
+        # side by side uses the cores better than one graph after another on all of them.
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
         self.threads = max(1, threads)
