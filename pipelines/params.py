@@ -257,7 +257,7 @@ class ServingParams(_Strict):
     max_upload_bytes: int = Field(gt=0)     # a larger photo is refused with 413
     max_pixels: int = Field(gt=0)           # width x height beyond this is refused (decompression bombs)
     max_batch_photos: int = Field(gt=0)     # photos in one /review_batch request
-    batch_max_size: int = Field(gt=0)       # adaptive batching: largest batch the CNNs run
+    batch_max_size: int = Field(ge=2)       # adaptive batching: largest batch the CNNs run (BentoML needs > 1)
     batch_max_latency_ms: int = Field(gt=0) # adaptive batching: a photo waiting longer is shed (503)
     golden_photos: int = Field(gt=0)        # smoke set recorded at build, replayed by deploy
     prediction_log: str                     # SQLAlchemy URL; relative sqlite paths are under the project
