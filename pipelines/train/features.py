@@ -40,14 +40,10 @@ GPU_BATCH = 64        # rows per forward on a GPU (no cache argument there; not 
 _SESSIONS: dict[str, object] = {}
 
 
-def _weights_digest(trunk: Trunk) -> str:
-    return trunk.weights_digest()
-
-
 def cache_file(trunk: Trunk, size: int, root: str | Path | None = None, split: int | None = None) -> Path:
     base = Path(root) if root is not None else Path.cwd()
     split = trunk.split if split is None else split
-    return base / CACHE_DIR / f"split{split}-{size}px-{_weights_digest(trunk)}.pt"
+    return base / CACHE_DIR / f"split{split}-{size}px-{trunk.weights_digest()}.pt"
 
 
 def _load(file: Path) -> tuple[dict[str, int], torch.Tensor | None]:
@@ -126,7 +122,7 @@ def _onnx_file(trunk: Trunk, size: int, root, rows: int, lower: int | None = Non
         return None
     base = Path(root) if root is not None else Path.cwd()
     span = f"split{trunk.split}" if lower is None else f"split{lower}to{trunk.split}"
-    return base / CACHE_DIR / f"{span}-{size}px-{_weights_digest(trunk)}.onnx"
+    return base / CACHE_DIR / f"{span}-{size}px-{trunk.weights_digest()}.onnx"
 
 
 @torch.no_grad()
