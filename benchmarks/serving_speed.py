@@ -11,10 +11,10 @@ loopback port, ``bentoml serve`` behind it, the golden smoke set) with the time 
 (``cold_start_s``); POST /review through the front one at a time (p50, p90) and at concurrency 16 (photos/s,
 p99, errors); the CPU seconds each process spent during the concurrent phase per photo (router, HTTP worker,
 model worker, BentoML's parent) and their resident memory; one photo at a time again right after the burst
-(``p50_ms_c1_after_burst``: BentoML's adaptive batching keeps waiting as long as its recent batches waited); then
+(``p50_ms_c1_after_burst``: BentoML's adaptive batching kept waiting as long as its recent batches waited); then
 the side is stopped. In-process, the prohibited
 check for one photo at 1, 5, 10, 20 and 40 categories, trunk included, built as each side's Bento serves it
-(its params.yaml: trunk split, tail; random weights: the cost does not depend on them).
+(its params.yaml: trunk split, tail; random weights: the cost does not depend on them; FP32 on both sides).
 
 Writes benchmarks/results/serving_speed.json (``old``, ``new``, and ``ratio`` new/old: on these shared machines the
 ratios measured in one run are what count) and serving_speed.png.
@@ -172,6 +172,18 @@ def serves_trunk_stages(home: Path, bento_src: Path) -> bool:
     return any("trunk" in g for g in meta["graphs"].values())
 
 
+def int8_units(home: Path, bento_src: Path) -> list[str]:
+    """The graphs and trunk stages the Bento's models serve as INT8 (``precision`` in their bundles' meta)."""
+    units = set()
+    for tag in json.loads((bento_src / "production.json").read_text()).values():
+        name, _, version = tag.partition(":")
+        meta = json.loads((home / "models" / name / version / "meta.json").read_text())
+        for graph_name, graph in meta["graphs"].items():
+            units |= {entry.get("id", graph_name) for entry in [*graph.get("trunk", ()), graph]
+                      if entry.get("precision") == "int8"}
+    return sorted(units)
+
+
 def one_side(name: str, home: Path, tag: str, photos: list[dict], args, work: Path) -> dict:
     from pipelines.deploy.bluegreen import deploy, resolve_bento, stop_all
     from pipelines.deploy.router import free_port
@@ -210,17 +222,20 @@ def one_side(name: str, home: Path, tag: str, photos: list[dict], args, work: Pa
           f"p99 {side['p99_ms_c16']} ms, model worker {side['cpu_ms_per_photo'].get('model_worker')} ms CPU/photo",
           flush=True)
     side["serves_trunk_stages"] = serves_trunk_stages(home, bento_path / "src")
+    side["int8_units"] = int8_units(home, bento_path / "src")
     side["category_latency_ms"] = prohibited_latency(bento_path / "src" / "params.yaml", side["serves_trunk_stages"],
                                                      args.repeats)
     return side
 
 
-LINKED = ("data", ".cache", "gallery", "models", "metrics", "plots", "dvc.lock", "gallery.dvc")
+LINKED = ("data", ".cache", "gallery", "plots", "dvc.lock", "gallery.dvc")
+OWN = {"models": "reviewer", "metrics": "reviewer.json"}     # the scratch project's own reviewer stage outputs
 
 
 def build_new(workspace: Path, scratch: Path) -> str:
-    """``reviewops gate`` and ``reviewops build`` with this checkout in ``scratch`` (the workspace's trained
-    candidates linked in, reports and params copied, a model store of its own); returns ``HOME:TAG``."""
+    """``reviewops reviewer``, ``gate`` and ``build`` with this checkout in ``scratch`` (the workspace's trained
+    candidates linked in, the reviewer stage's outputs its own, reports and params copied, a model store of its
+    own); returns ``HOME:TAG``. The reviewer stage chooses the INT8 graphs the gate then registers."""
     import shutil
     import subprocess
 
@@ -229,11 +244,16 @@ def build_new(workspace: Path, scratch: Path) -> str:
     for name in LINKED:
         if (workspace / name).exists():
             (scratch / name).symlink_to(workspace / name)
+    for name, own in OWN.items():
+        (scratch / name).mkdir()
+        for entry in (workspace / name).iterdir():
+            if entry.name != own:
+                (scratch / name / entry.name).symlink_to(entry)
     shutil.copytree(workspace / "reports", scratch / "reports")        # the gate writes its reports there
     shutil.copy2(workspace / "params.yaml", scratch / "params.yaml")
     env = {**os.environ, "BENTOML_HOME": str(scratch / ".bentoml")}
     cli = str(Path(sys.executable).with_name("reviewops"))
-    for step in ("gate", "build"):
+    for step in ("reviewer", "gate", "build"):
         print(f"new: reviewops {step} in {scratch}", flush=True)
         subprocess.run([cli, step], cwd=scratch, env=env, check=True, stdout=subprocess.DEVNULL)
     return f"{scratch / '.bentoml'}:reviewops-reviewer:latest"

@@ -1,8 +1,8 @@
 """The combined reviewer as a BentoML service (the serving contract of shared/DESIGN.md).
 
 Two services in one Bento:
-- ``Checks`` holds every family's production model (ONNX Runtime; YOLO through ultralytics'
-  ONNX backend) behind one batchable API: BentoML's adaptive batching groups concurrent photos.
+- ``Checks`` holds every family's production model (ONNX Runtime) behind one API that batches greedily:
+  a lone photo runs at once, photos arriving during a run form the next (:mod:`pipelines.serve.batching`).
 - ``Reviewer`` answers HTTP: it validates and decodes the upload (4xx JSON for bad input, never a
   500), asks ``Checks`` for the scores, decides with the thresholds of the registered metadata,
   appends every answer to the prediction log and counts requests per route and decision for
@@ -59,23 +59,34 @@ def _bundles() -> dict[str, str]:
 
 @bentoml.service(name="reviewops-checks", workers=1, traffic={"timeout": 120})
 class Checks:
-    """Every production model; ``infer`` is batched adaptively across concurrent requests."""
+    """Every production model; ``infer`` runs greedily batched (:class:`pipelines.serve.batching.GreedyBatcher`):
+    a lone photo at once, photos that arrive during a run together in the next one."""
 
     def __init__(self) -> None:
+        from pipelines.serve.batching import GreedyBatcher
         from pipelines.serve.models import ReviewerModels
 
         self.models = ReviewerModels(_bundles(), threads=THREADS)
         rng = np.random.default_rng(0)
         self.models.infer(rng.integers(0, 255, (2, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8))  # warm-up
+        self.batcher = GreedyBatcher(lambda photos: [json.dumps(r) for r in self.models.infer(photos)],
+                                     SERVING.batch_max_size, SERVING.batch_max_latency_ms / 1000)
         self.ready = True
 
     def __is_ready__(self) -> bool:
         return self.ready
 
-    @bentoml.api(batchable=True, max_batch_size=SERVING.batch_max_size, max_latency_ms=SERVING.batch_max_latency_ms)
-    def infer(self, photos: np.ndarray) -> list[str]:
+    @bentoml.api
+    async def infer(self, photos: np.ndarray) -> list[str]:
         """uint8 photos [N, 256, 256, 3] -> one JSON object of raw scores per photo."""
-        return [json.dumps(r) for r in self.models.infer(photos)]
+        from bentoml.exceptions import ServiceUnavailable
+
+        from pipelines.serve.batching import Overloaded
+
+        try:
+            return await self.batcher.submit(photos)
+        except Overloaded as exc:
+            raise ServiceUnavailable(str(exc)) from None
 
 
 _READINESS: dict = {}       # the running Reviewer's probe, once it is constructed

@@ -251,20 +251,30 @@ class GateParams(_Strict):
         return v
 
 
+class Int8Params(_Strict):
+    """INT8 graphs (pipelines/release/quantize.py): which graphs serve quantized is decided by the whole reviewer."""
+    enabled: bool                            # false: every graph serves FP32
+    calibration_photos: int = Field(gt=0)    # validation photos the activation ranges are read on
+    min_speedup: float = Field(ge=1)         # a graph is offered as INT8 when FP32 time / INT8 time is at least this
+    max_auto_pass_drop: float = Fraction     # ...and kept when the test clean auto-pass stays within this of FP32's
+                                             # (and every defect's photo recall at its floor)
+
+
 class ServingParams(_Strict):
     """The reviewer service (bentos/): input limits, batching, smoke set, prediction log."""
     port: int = Field(ge=1, le=65535)       # the serving port `reviewops deploy` answers on (loopback)
     max_upload_bytes: int = Field(gt=0)     # a larger photo is refused with 413
     max_pixels: int = Field(gt=0)           # width x height beyond this is refused (decompression bombs)
     max_batch_photos: int = Field(gt=0)     # photos in one /review_batch request
-    batch_max_size: int = Field(ge=2)       # adaptive batching: largest batch the CNNs run (BentoML needs > 1)
-    batch_max_latency_ms: int = Field(gt=0) # adaptive batching: a photo waiting longer is shed (503)
+    batch_max_size: int = Field(gt=0)       # greedy batching: most photos in one run of the models
+    batch_max_latency_ms: int = Field(gt=0) # a photo that waited longer than this for the models is shed (503)
     golden_photos: int = Field(gt=0)        # smoke set recorded at build, replayed by deploy
     prediction_log: str                     # SQLAlchemy URL; relative sqlite paths are under the project
     photo_archive: str | None = None           # reviewed photos kept here by SHA-256 (relative: under the project)
     box_confidence: float = Fraction        # dirt boxes at or above this confidence are listed in the answer
     max_boxes: int = Field(gt=0)            # at most this many sticker and dirt boxes per answer
     ready_probe_s: float = Field(gt=0, le=1)  # /readyz waits at most this long for the model worker's answer
+    int8: Int8Params                        # graphs served as INT8 where the whole reviewer holds
 
 
 class SampleSet(_Strict):

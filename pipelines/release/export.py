@@ -68,8 +68,28 @@ def _export_graph(graph: Graph, out: Path) -> dict:
     return {**graph.describe(), "trunk": stages}
 
 
-def export_bundle(family: str, root: Path, params: Params, out: Path) -> dict:
-    """Write ``out/`` (created) with the family's ONNX graphs, its other files and ``meta.json``; returns the meta."""
+def int8_choice(family: str, root: Path, params: Params) -> list[str]:
+    """The units the reviewer stage chose to serve as INT8 (metrics/reviewer.json ``int8.served``), when it
+    evaluated this very candidate (same content hash); else [] (every graph FP32)."""
+    from pipelines.release.registry import content_hash
+    from pipelines.release.reviewer import METRICS_FILE
+
+    path = root / METRICS_FILE
+    record = (json.loads(path.read_text()).get("int8") or {}) if path.is_file() else {}
+    if not params.serving.int8.enabled or not record.get("served"):
+        return []
+    if record.get("content_hashes", {}).get(family) != content_hash(family, root):
+        print(f"{family}: the reviewer stage chose INT8 graphs for another candidate; serving FP32 "
+              "(run `reviewops reviewer` to choose for this one)", flush=True)
+        return []
+    return list(record["served"])
+
+
+def export_bundle(family: str, root: Path, params: Params, out: Path, *, int8: bool = True) -> dict:
+    """Write ``out/`` (created) with the family's ONNX graphs, its other files and ``meta.json``; returns the meta.
+
+    With ``int8``, the graphs the reviewer stage chose to serve as INT8 (:func:`int8_choice`) get their INT8 twin,
+    served (:mod:`pipelines.release.quantize`)."""
     out.mkdir(parents=True, exist_ok=True)
     bundle = _bundle(family, root, params)
     graphs = {graph.name: _export_graph(graph, out) for graph in bundle.graphs}
@@ -78,8 +98,12 @@ def export_bundle(family: str, root: Path, params: Params, out: Path) -> dict:
     meta = {"family": family, "graphs": graphs,
             "thresholds": _thresholds(family, root), **bundle.meta}
     (out / BUNDLE_META).write_text(json.dumps(meta, indent=1, sort_keys=True))
-    read_meta(out)                                   # what serving will read back must be valid
-    return meta
+    served = int8_choice(family, root, params) if int8 else []
+    if served:
+        from pipelines.release.quantize import calibration_photos, quantize_bundle
+
+        quantize_bundle(out, calibration_photos(root, params), served, served=served)
+    return read_meta(out)                            # what serving will read back must be valid
 
 
 def parity_photos(root: Path, n: int = 8) -> np.ndarray:
@@ -90,11 +114,12 @@ def parity_photos(root: Path, n: int = 8) -> np.ndarray:
 
 
 def parity(family: str, root: Path, params: Params, bundle: Path, photos: np.ndarray) -> dict:
-    """Largest |ONNX - torch| of every graph of the bundle on ``photos``; raises above the tolerance."""
+    """Largest |ONNX - torch| of every graph of the bundle on ``photos`` (FP32: an INT8 twin's deviation is
+    recorded by its quantization); raises above the tolerance."""
     from pipelines.serve.models import ReviewerModels
 
     spec = _bundle(family, root, params)
-    served = ReviewerModels({family: bundle}, threads=1).outputs(photos)       # as serving runs them
+    served = ReviewerModels({family: bundle}, threads=1, int8=()).outputs(photos)   # as serving runs them, FP32
     result = {}
     for graph in spec.graphs:
         x = to_input(list(photos), graph.size)

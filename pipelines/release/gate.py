@@ -19,7 +19,7 @@ from pipelines.release import registry
 from pipelines.train.evaluate import read_metrics
 from pipelines.train import families
 from pipelines.params import Params
-from pipelines.release.reviewer import reviewer_figures
+from pipelines.release.reviewer import defect_floor, reviewer_figures
 
 
 @dataclass
@@ -89,9 +89,6 @@ def criteria(family: str, candidate: dict, production: dict | None, params: Para
 
 
 # the gate floor each whole-reviewer defect is held to (others: their own name, or prohibited for prohibited:<c>)
-FLOOR_OF_DEFECT = {"off_centre": "centring", "wrong_claim": "sku_mismatch", "outside_catalogue": "unknown_sku"}
-
-
 def reviewer_criteria(reviewer: dict | None, production: dict | None, params: Params) -> list[Criterion]:
     """The whole reviewer with the candidate (:func:`reviewer_figures`, test split): the photo recall of each of
     the family's defects at its floor, and its clean auto-pass against the one recorded when the production
@@ -104,7 +101,7 @@ def reviewer_criteria(reviewer: dict | None, production: dict | None, params: Pa
         if not key.startswith("photo_recall."):
             continue
         defect = key.removeprefix("photo_recall.")
-        floor = _floor(params, FLOOR_OF_DEFECT.get(defect, defect))
+        floor = defect_floor(params, defect)
         if floor is not None:
             out.append(_at_floor(f"reviewer photo recall {defect}", value, floor, params,
                                  f"the whole reviewer sends {value or 0:.3f} of these photos to a person "

@@ -21,6 +21,12 @@ at once while each kind of defect still goes to a person. This stage measures ex
    - ``reason_recall.<defect>``: the share sent with the right reason;
    - ``positives.<defect>``, ``n`` and ``clean``: what each figure rests on.
 
+Where ``serving.int8`` is on, the stage also chooses which graphs serve as INT8 (:func:`choose_int8`): each
+graph's INT8 twin (:mod:`pipelines.release.quantize`) that runs faster is tried in the whole reviewer on the
+test split, and kept where every defect's photo recall stays at its floor and the clean auto-pass within
+``serving.int8.max_auto_pass_drop`` of the FP32 reviewer's. The figures above are those of the reviewer as
+chosen; ``int8`` in the metrics holds each graph's speed, deviation and verdict and the FP32 figures.
+
 The same figures are measured on a sample of the live traffic mix (``live_mix`` in params.yaml: about
 65% clean photos, where the training splits are enriched in defects), rendered once into
 ``.reviewops/live_mix/``; ``live_mix_auto_pass`` is the share of that sample auto-passed, the figure
@@ -46,6 +52,13 @@ REPORT = Path("reports/reviewer/operating_point.html")
 SPLITS = ("val", "test")
 LIVE = "live_mix"
 ALARMS = ("sku_mismatch", "unknown_sku")
+FLOOR_OF_DEFECT = {"off_centre": "centring", "wrong_claim": "sku_mismatch", "outside_catalogue": "unknown_sku"}
+
+
+def defect_floor(params: Params, defect: str) -> float | None:
+    """The recall floor (params.yaml ``gate.recall_floors``) a defect's photo recall is held to; None: none."""
+    check = FLOOR_OF_DEFECT.get(defect, defect)
+    return params.gate.recall_floors.get(check.split(":")[0])
 
 
 def export_candidates(root: Path, params: Params, out: Path) -> dict[str, Path]:
@@ -56,7 +69,7 @@ def export_candidates(root: Path, params: Params, out: Path) -> dict[str, Path]:
         shutil.rmtree(out)
     bundles = {}
     for family in families.FAMILIES:
-        export_bundle(family, root, params, out / family)
+        export_bundle(family, root, params, out / family, int8=False)
         bundles[family] = out / family
     return bundles
 
@@ -136,19 +149,23 @@ def _flat(answer: dict, raw: dict) -> dict:
             "product_box": None if product is None else [float(v) for v in product[:5]]}
 
 
-def score(root: Path, params: Params, models, *, progress: bool = False) -> pd.DataFrame:
-    """Every validation, test and live-mix photo reviewed by ``models`` (the candidates' ReviewerModels):
-    claims, truth, raw scores, answer."""
+def score(root: Path, params: Params, models, *, progress: bool = False,
+          splits: tuple[str, ...] = (*SPLITS, LIVE)) -> pd.DataFrame:
+    """Every photo of ``splits`` (validation, test and live mix) reviewed by ``models`` (the candidates'
+    ReviewerModels): claims, truth, raw scores, answer."""
     from pipelines.data.generate import LIVE_MIX_DIR, live_mix_batch
     from pipelines.data.manifest import read_manifest
 
     gallery = set(models.metas["sku"].get("gallery_skus", [])) if "sku" in models.metas else set()
     manifest = versioned_manifest(root)
-    live_dir = live_mix_batch(root / LIVE_MIX_DIR, params, progress=progress)
-    live = read_manifest(live_dir)
-    live["path"] = [str(live_dir / rel) for rel in live["image"]]
+    parts = [(s, split_frame(manifest, s)) for s in SPLITS if s in splits]
+    if LIVE in splits:
+        live_dir = live_mix_batch(root / LIVE_MIX_DIR, params, progress=progress)
+        live = read_manifest(live_dir)
+        live["path"] = [str(live_dir / rel) for rel in live["image"]]
+        parts.append((LIVE, live))
     frames = []
-    for split, photos in [*((s, split_frame(manifest, s)) for s in SPLITS), (LIVE, live)]:
+    for split, photos in parts:
         if photos.empty:
             continue
         answers = review(models, photos, params, progress=progress)
@@ -167,6 +184,7 @@ def evaluate_reviewer(root: str | Path, params: Params, *, progress: bool = Fals
     from pipelines.serve.models import ReviewerModels
 
     bundles = export_candidates(root, params, out / "bundles")
+    int8 = choose_int8(root, params, bundles, progress=progress) if params.serving.int8.enabled else None
     models = ReviewerModels({f: str(p) for f, p in bundles.items()}, threads=params.train.threads)
     frame = score(root, params, models, progress=progress)
     frame.to_parquet(out / "scores.parquet", index=False)
@@ -179,6 +197,7 @@ def evaluate_reviewer(root: str | Path, params: Params, *, progress: bool = Fals
                         "clean": "no defect, a product shown, the claimed SKU shown and in the gallery; "
                                  "photos with contradictory blur votes excluded"}
     metrics["floors"] = dict(params.gate.recall_floors)
+    metrics["int8"] = int8
     from pipelines.release.operating_point import write_report     # (it imports this module's split_metrics)
 
     write_report(root, frame, models.metas, metrics["floors"], root / REPORT)
@@ -186,6 +205,86 @@ def evaluate_reviewer(root: str | Path, params: Params, *, progress: bool = Fals
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
     return metrics
+
+
+def _test_figures(root: Path, params: Params, bundles: dict[str, Path], int8: list[str]) -> dict:
+    """The whole reviewer's test-split figures with the units ``int8`` served as INT8 (every other FP32)."""
+    from pipelines.serve.models import ReviewerModels
+
+    models = ReviewerModels({f: str(p) for f, p in bundles.items()}, threads=params.train.threads, int8=int8)
+    frame = score(root, params, models, splits=("test",))
+    defects = [c.removeprefix("truth.") for c in frame.columns if c.startswith("truth.") and c != "truth.clean"]
+    m = split_metrics(frame, defects)
+    return {"clean_auto_pass": m["clean_auto_pass"], "photo_recall": m["photo_recall"]}
+
+
+def int8_holds(figures: dict, fp32: dict, params: Params) -> list[str]:
+    """Why the reviewer with INT8 graphs (test ``figures``) does not hold against the FP32 one; [] when it holds:
+    every defect's photo recall at its floor (or at FP32's, where FP32 is below it) and the clean auto-pass
+    within ``serving.int8.max_auto_pass_drop``."""
+    why = []
+    for defect, recall in figures["photo_recall"].items():
+        floor, before = defect_floor(params, defect), fp32["photo_recall"].get(defect)
+        if floor is None or recall is None or before is None:
+            continue
+        if recall < min(floor, before) - 1e-12:
+            why.append(f"photo recall {defect} {recall:.3f} < {min(floor, before):.3f}")
+    drop = params.serving.int8.max_auto_pass_drop
+    if figures["clean_auto_pass"] is not None and fp32["clean_auto_pass"] is not None \
+            and figures["clean_auto_pass"] < fp32["clean_auto_pass"] - drop - 1e-12:
+        why.append(f"clean auto-pass {figures['clean_auto_pass']:.3f} < {fp32['clean_auto_pass']:.3f} - {drop}")
+    return why
+
+
+def select_int8(offered: list[str], figures_of, params: Params, *, progress: bool = False
+                ) -> tuple[list[str], list[dict], dict]:
+    """(units kept as INT8, every attempt, the FP32 figures): ``figures_of(units)`` gives the whole reviewer's test
+    figures with ``units`` as INT8. All ``offered`` at once; when that does not hold, one at a time in the order
+    given, each kept only if the reviewer holds with it and those kept before."""
+    fp32 = figures_of([])
+    tried, kept = [], []
+
+    def attempt(units: list[str]) -> bool:
+        figures = figures_of(units)
+        why = int8_holds(figures, fp32, params)
+        tried.append({"int8": units, "holds": not why, "why": why, "test": figures})
+        return not why
+
+    if offered:
+        if attempt(list(offered)):
+            kept = list(offered)
+        else:
+            for unit in offered:
+                if attempt([*kept, unit]):
+                    kept.append(unit)
+                if progress:
+                    print(f"int8 {unit}: {'kept' if unit in kept else 'FP32: ' + '; '.join(tried[-1]['why'])}",
+                          flush=True)
+    return kept, tried, fp32
+
+
+def choose_int8(root: Path, params: Params, bundles: dict[str, Path], *, progress: bool = False) -> dict:
+    """Quantize every graph of the candidates' ``bundles``, keep as INT8 those the whole reviewer holds with, and
+    write the choice into each bundle's ``meta.json``. All faster units are tried at once; when that does not
+    hold, one at a time, the largest saving first, each kept only if the reviewer holds with it and those kept
+    before. Returns the record ``metrics/reviewer.json`` keeps under ``int8``."""
+    from pipelines.release.quantize import calibration_photos, quantize_bundle, set_precision
+    from pipelines.release.registry import content_hash
+
+    cfg = params.serving.int8
+    photos, cache, report = calibration_photos(root, params), {}, {}
+    for family, path in bundles.items():
+        report.update(quantize_bundle(path, photos, cache=cache))
+    offered = sorted((u for u, r in report.items() if r["fp32_ms"] >= cfg.min_speedup * r["int8_ms"]),
+                     key=lambda u: report[u]["int8_ms"] - report[u]["fp32_ms"])
+    kept, tried, fp32 = select_int8(offered, lambda units: _test_figures(root, params, bundles, units), params,
+                                    progress=progress)
+    for path in bundles.values():
+        set_precision(path, kept)
+    return {"served": kept, "fp32_test": fp32, "tried": tried,
+            "units": {u: {**r, "offered": u in offered, "served": u in kept} for u, r in sorted(report.items())},
+            "content_hashes": {family: content_hash(family, root) for family in bundles},
+            "calibration_photos": len(photos)}
 
 
 def lowest_photo_recall(split: dict) -> tuple[str | None, float | None]:

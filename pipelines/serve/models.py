@@ -9,7 +9,7 @@ detector's YOLO graph).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,9 +33,13 @@ class ReviewerModels:
     backbone weights, input side, stage); every stage is one ONNX Runtime session however many bundles hold
     it, and one batch runs it once: the families share their frozen stages. A graph without a trunk reads
     the photos itself.
+
+    A graph or stage with an INT8 twin (``"int8"`` in its entry, :mod:`pipelines.release.quantize`) runs the
+    precision its entry names (``"precision"``); ``int8`` overrides that: the units (stage ids, graph names)
+    to run as INT8, every other as FP32 (``()``: all FP32, as the ONNX-to-torch parity check needs).
     """
 
-    def __init__(self, bundles: Mapping[str, str | Path], threads: int = 2):
+    def __init__(self, bundles: Mapping[str, str | Path], threads: int = 2, int8: Iterable[str] | None = None):
         import onnxruntime as ort
 
         self.metas = {family: read_meta(Path(path)) for family, path in bundles.items()}
@@ -51,20 +55,34 @@ class ReviewerModels:
         self.graphs: dict[str, tuple] = {}          # name -> (session, graph meta, family meta, gallery or None, stages)
         self.stages: dict[str, object] = {}         # trunk stage id -> session
         self.yolo: dict[str, tuple[YoloOnnx, list[str]]] = {}
+        chosen = None if int8 is None else set(int8)
+
+        def served(unit: str, entry: dict) -> tuple[str, str]:
+            """(file, precision) the unit runs."""
+            if "int8" in entry and (entry.get("precision") == "int8" if chosen is None else unit in chosen):
+                return entry["int8"]["file"], "int8"
+            return entry["file"], "fp32"
+
+        self.precision: dict[str, str] = {}          # unit -> the precision it runs
         for family, path in bundles.items():
             meta = self.metas[family]
             for name, graph in meta["graphs"].items():
-                session = ort.InferenceSession(str(Path(path) / graph["file"]), options,
-                                               providers=["CPUExecutionProvider"])
+                file, self.precision[name] = served(name, graph)
+                session = ort.InferenceSession(str(Path(path) / file), options, providers=["CPUExecutionProvider"])
+                chain = []
                 for stage in graph.get("trunk", ()):
-                    if stage["id"] not in self.stages:
-                        self.stages[stage["id"]] = ort.InferenceSession(str(Path(path) / stage["file"]), options,
-                                                                        providers=["CPUExecutionProvider"])
+                    file, precision = served(stage["id"], stage)
+                    key = stage["id"] if precision == "fp32" else f"{stage['id']}:int8"
+                    if key not in self.stages:
+                        self.stages[key] = ort.InferenceSession(str(Path(path) / file), options,
+                                                                providers=["CPUExecutionProvider"])
+                    self.precision[stage["id"]] = precision
+                    chain.append(key)
                 gallery = None
                 if graph["output"] == "embedding":
                     g = np.load(Path(path) / GALLERY_FILE)
                     gallery = (g / np.linalg.norm(g, axis=1, keepdims=True).clip(1e-12), np.array(meta["gallery_skus"]))
-                self.graphs[name] = (session, graph, meta, gallery, tuple(s["id"] for s in graph.get("trunk", ())))
+                self.graphs[name] = (session, graph, meta, gallery, tuple(chain))
             if "yolo" in meta:
                 y = meta["yolo"]
                 self.yolo["boxes"] = (YoloOnnx(Path(path) / y["file"], y["imgsz"], conf=y["conf"], threads=1),
@@ -77,16 +95,33 @@ class ReviewerModels:
         return {name: job.result() for name, job in jobs.items()}
 
     def infer(self, photos: np.ndarray) -> list[dict]:
-        """Raw outputs per photo of ``photos`` (uint8 [N, S, S, 3]): scores, probabilities, SKU, boxes."""
+        """Raw outputs per photo of ``photos`` (uint8 [N, S, S, 3]): scores, probabilities, SKU, boxes.
+
+        One photo: its trunk on the calling thread beside YOLO, then the family graphs side by side (the shortest
+        wait). Several: split into one part per thread, each part run through every graph on its thread (no
+        thread waits for another's graph, and the largest graph is shared out like the rest)."""
         out: list[dict] = [{} for _ in range(len(photos))]
         if len(photos) == 0:
             return out
-        boxes = [self.pool.submit(self._boxes, name, photos, out) for name in self.yolo]
-        inputs = self._trunk_outputs(photos)
-        jobs = [self.pool.submit(self._graph, name, inputs, out) for name in self.graphs] + boxes
-        for job in jobs:
-            job.result()
+        if len(photos) == 1 or self.threads == 1:
+            boxes = [self.pool.submit(self._boxes, name, photos, out) for name in self.yolo]
+            inputs = self._trunk_outputs(photos)
+            jobs = [self.pool.submit(self._graph, name, inputs, out) for name in self.graphs] + boxes
+            for job in jobs:
+                job.result()
+            return out
+        parts = np.array_split(np.arange(len(photos)), min(len(photos), self.threads))
+        for _ in self.pool.map(lambda idx: self._serial(photos[idx], [out[i] for i in idx]), parts):
+            pass
         return out
+
+    def _serial(self, photos: np.ndarray, out: list[dict]) -> None:
+        """Every graph over ``photos``, one after another on this thread, into ``out``."""
+        for name in self.yolo:
+            self._boxes(name, photos, out)
+        inputs = self._trunk_chunk(photos)
+        for name in self.graphs:
+            self._graph(name, inputs, out)
 
     def _trunk_outputs(self, photos: np.ndarray) -> dict[tuple, np.ndarray]:
         """(input side, stage ids) -> that input's or trunk stage's output: each shared stage runs once.

@@ -1,0 +1,171 @@
+"""INT8 graphs: ONNX Runtime static quantization of a bundle's graphs, calibrated on validation photos.
+
+Every ONNX graph of an exported bundle (each frozen trunk stage and each family graph after it) is a
+*unit*, named by its trunk stage id or its graph name. :func:`quantize_bundle` writes each requested
+unit's INT8 twin beside it (QDQ format, weights per output channel as int8, activations as uint8 with
+min-max ranges read on ``serving.int8.calibration_photos`` validation photos, inputs of a family graph
+computed through its FP32 trunk), times both at batch 1 on one thread, and records in ``meta.json``:
+
+    "int8": {"file": "prohibited.int8.onnx", "fp32_ms": 43.3, "int8_ms": 16.9, "max_abs_diff": 0.006},
+    "precision": "fp32"
+
+``precision`` is what serving runs (:class:`pipelines.serve.models.ReviewerModels`). It becomes ``int8``
+only where the whole reviewer's test-split decisions hold with it (:func:`pipelines.release.reviewer.
+choose_int8`): a unit is offered when its INT8 twin is faster by ``serving.int8.min_speedup``, and kept
+when every defect's photo recall stays at its floor and the clean auto-pass within
+``serving.int8.max_auto_pass_drop`` of the FP32 reviewer's. The register step quantizes the units that
+choice names the same way (same photos, same graphs: the same INT8 file).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.params import Params
+from pipelines.serve.bundle import BUNDLE_META, read_meta
+from pipelines.serve.images import to_array
+
+CALIBRATION_BATCH = 8
+
+
+def int8_file(file: str) -> str:
+    return file.removesuffix(".onnx") + ".int8.onnx"
+
+
+def entries(meta: dict) -> list[tuple[str, dict]]:
+    """Every (unit, its entry in ``meta``): a trunk stage shared by two graphs of the bundle appears twice."""
+    return [(stage.get("id", name), stage) for name, graph in meta["graphs"].items()
+            for stage in [*graph.get("trunk", ()), graph]]
+
+
+def calibration_photos(root: Path, params: Params) -> np.ndarray:
+    """The first ``serving.int8.calibration_photos`` validation photos by listing id (uint8, data side)."""
+    from pipelines.data.dataset import split_frame, versioned_manifest
+    from pipelines.serve.images import load_resized
+
+    df = split_frame(versioned_manifest(root), "val").sort_values("listing_id").head(params.serving.int8.calibration_photos)
+    if df.empty:
+        raise ValueError("INT8 calibration needs validation photos; the validation split is empty")
+    return load_resized(list(df["path"]), params.data.image_size)
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _run(session, x: np.ndarray) -> np.ndarray:
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[i:i + 16]})[0] for i in range(0, len(x), 16)])
+
+
+def _ms(session, x: np.ndarray, repeats: int = 15) -> float:
+    """Median milliseconds of one batch-1 run (after a warm-up)."""
+    name = session.get_inputs()[0].name
+    for _ in range(3):
+        session.run(None, {name: x})
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, {name: x})
+        times.append(time.perf_counter() - start)
+    return round(float(np.median(times)) * 1000, 3)
+
+
+class _Calibration:
+    """ONNX Runtime's calibration reader over arrays, in batches."""
+
+    def __init__(self, name: str, x: np.ndarray):
+        self.items = iter([{name: x[i:i + CALIBRATION_BATCH]} for i in range(0, len(x), CALIBRATION_BATCH)])
+
+    def get_next(self):
+        return next(self.items, None)
+
+
+def quantize_graph(src: Path, dst: Path, x: np.ndarray) -> None:
+    """``dst``: ``src`` statically quantized (QDQ, per-channel int8 weights, uint8 activations) on inputs ``x``."""
+    import tempfile
+
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(_Calibration, CalibrationDataReader):
+        pass
+
+    name = _session(src).get_inputs()[0].name
+    with tempfile.TemporaryDirectory(prefix="int8-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(src), str(pre))               # shapes inferred, constants folded
+        out = Path(tmp) / "int8.onnx"
+        quantize_static(str(pre), str(out), Reader(name, x), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        extra_options={"CalibTensorRangeSymmetric": False})
+        out.replace(dst)
+
+
+def quantize_bundle(bundle: Path, photos: np.ndarray, wanted: Iterable[str] | None = None, *,
+                    served: Iterable[str] = (), cache: dict | None = None) -> dict[str, dict]:
+    """Write the INT8 twin of every unit of ``bundle`` in ``wanted`` (None: all), record it in ``meta.json``
+    (precision ``int8`` for the units in ``served``, else ``fp32``); returns unit -> its ``int8`` record.
+
+    ``cache`` (unit -> (INT8 file, record)), filled here, lets bundles holding the same trunk stage (the same
+    id: the same weights and side) share one quantization."""
+    import shutil
+
+    cache = {} if cache is None else cache
+    bundle = Path(bundle)
+    meta = read_meta(bundle)
+    known = {unit for unit, _ in entries(meta)}
+    wanted = known if wanted is None else set(wanted) & known
+    served = set(served)
+    inputs: dict[tuple, np.ndarray] = {}
+    report: dict[str, dict] = {}
+    for name, graph in meta["graphs"].items():
+        chain: tuple[str, ...] = ()
+        x = inputs.setdefault((graph["size"], chain), to_array(photos, graph["size"]))
+        for stage in [*graph.get("trunk", ()), graph]:
+            unit = stage.get("id", name)
+            src = bundle / stage["file"]
+            if unit in wanted and unit not in report:
+                dst = bundle / int8_file(stage["file"])
+                if unit in cache:
+                    shutil.copy2(cache[unit][0], dst)
+                    report[unit] = cache[unit][1]
+                else:
+                    session = _session(src)
+                    quantize_graph(src, dst, x)
+                    quantized, one = _session(dst), x[:1]
+                    report[unit] = {"file": int8_file(stage["file"]), "fp32_ms": _ms(session, one),
+                                    "int8_ms": _ms(quantized, one),
+                                    "max_abs_diff": float(np.abs(_run(quantized, x) - _run(session, x)).max())}
+                    cache[unit] = (dst, report[unit])
+            if unit in report:
+                stage["int8"] = report[unit]
+                stage["precision"] = "int8" if unit in served else "fp32"
+            if stage is graph:
+                break
+            chain += (unit,)
+            key = (graph["size"], chain)
+            if key not in inputs:
+                inputs[key] = _run(_session(src), x)
+            x = inputs[key]
+    (bundle / BUNDLE_META).write_text(json.dumps(meta, indent=1, sort_keys=True))
+    return report
+
+
+def set_precision(bundle: Path, int8_units: Iterable[str]) -> None:
+    """Serve the units of ``bundle`` in ``int8_units`` (that have an INT8 twin) as INT8, every other as FP32."""
+    meta = read_meta(bundle)
+    chosen = set(int8_units)
+    for unit, entry in entries(meta):
+        if "int8" in entry:
+            entry["precision"] = "int8" if unit in chosen else "fp32"
+    (Path(bundle) / BUNDLE_META).write_text(json.dumps(meta, indent=1, sort_keys=True))

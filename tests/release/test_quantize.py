@@ -1,0 +1,97 @@
+"""INT8 graphs (pipelines/release/quantize.py, reviewer.choose_int8): quantized for real on the trained tiny
+project, chosen by the whole reviewer's test figures, served where chosen, re-made identically at register."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from pipelines.params import load_params
+from pipelines.release.reviewer import int8_holds, select_int8
+
+
+def figures(auto_pass: float, **recall: float) -> dict:
+    return {"clean_auto_pass": auto_pass, "photo_recall": {"blur": 1.0, "dirt": 0.95, "prohibited:cash": 1.0, **recall}}
+
+
+def test_int8_holds_keeps_every_floor_and_the_auto_pass_within_the_allowed_drop():
+    params = load_params()            # floors: blur 0.95, dirt 0.90, prohibited 0.90; max_auto_pass_drop 0.01
+    fp32 = figures(0.30)
+    assert int8_holds(figures(0.295, dirt=0.91), fp32, params) == []                # floor kept, drop 0.005
+    assert int8_holds(figures(0.285), fp32, params) == ["clean auto-pass 0.285 < 0.300 - 0.01"]
+    assert int8_holds(figures(0.30, dirt=0.85), fp32, params) == ["photo recall dirt 0.850 < 0.900"]
+    assert int8_holds(figures(0.30, **{"prohibited:cash": 0.8}), fp32, params) == \
+        ["photo recall prohibited:cash 0.800 < 0.900"]
+    below = figures(0.30, dirt=0.80)                     # FP32 itself below the floor: INT8 must not go lower
+    assert int8_holds(figures(0.30, dirt=0.80), below, params) == []
+    assert int8_holds(figures(0.30, dirt=0.75), below, params) == ["photo recall dirt 0.750 < 0.800"]
+
+
+def test_select_int8_tries_all_then_one_at_a_time_keeping_only_what_holds():
+    params = load_params()
+    calls = []
+
+    def figures_of(units):
+        calls.append(list(units))
+        return figures(0.30, dirt=0.85 if "dirt_tail" in units else 0.95)    # the dirt tail alone breaks a floor
+
+    kept, tried, fp32 = select_int8(["prohibited", "dirt_tail", "stage3"], figures_of, params)
+    assert kept == ["prohibited", "stage3"] and fp32["photo_recall"]["dirt"] == 0.95
+    assert calls == [[], ["prohibited", "dirt_tail", "stage3"], ["prohibited"], ["prohibited", "dirt_tail"],
+                     ["prohibited", "stage3"]]
+    assert [t["holds"] for t in tried] == [False, True, False, True]
+    assert tried[2]["why"] == ["photo recall dirt 0.850 < 0.900"]
+    kept, tried, _ = select_int8(["prohibited", "stage3"], figures_of, params)            # all hold: one attempt
+    assert kept == ["prohibited", "stage3"] and len(tried) == 1
+    assert select_int8([], figures_of, params)[:2] == ([], [])
+
+
+@pytest.mark.slow
+def test_the_reviewer_stage_quantizes_chooses_and_register_remakes_the_same_int8_graphs(trained_project, tmp_path):
+    from pipelines.release.export import export_bundle, parity_photos
+    from pipelines.release.quantize import entries
+    from pipelines.serve.bundle import read_meta
+    from pipelines.serve.models import ReviewerModels
+
+    params = load_params(trained_project / "params.yaml")
+    record = json.loads((trained_project / "metrics" / "reviewer.json").read_text())["int8"]
+    bundles = {p.name: p for p in (trained_project / "models" / "reviewer" / "bundles").iterdir()}
+    units = {u for b in bundles.values() for u, _ in entries(read_meta(b))}
+    assert set(record["units"]) == units and any(u.endswith("-stage4") for u in units) and "prohibited" in units
+    for unit, r in record["units"].items():                   # measured, and offered exactly when faster enough
+        assert r["fp32_ms"] > 0 and r["int8_ms"] > 0 and r["max_abs_diff"] >= 0
+        assert r["offered"] == (r["fp32_ms"] >= params.serving.int8.min_speedup * r["int8_ms"])
+        assert r["served"] == (unit in record["served"]) and (r["offered"] or not r["served"])
+    assert record["served"], "nothing runs faster as INT8 on this machine"
+    assert record["tried"] and all(t["holds"] == (t["why"] == []) for t in record["tried"])
+    assert record["served"] in [t["int8"] for t in record["tried"] if t["holds"]]
+
+    served = ReviewerModels({f: str(p) for f, p in bundles.items()}, threads=1)       # as the stage scored them
+    assert {u for u, p in served.precision.items() if p == "int8"} == set(record["served"])
+    photos = parity_photos(trained_project, 4)                        # test photos: what the ranges were read for
+    fp32 = ReviewerModels({f: str(p) for f, p in bundles.items()}, threads=1, int8=()).outputs(photos)
+    int8 = served.outputs(photos)
+    quantized = [g for g in int8 if served.precision[g] == "int8"]
+    assert quantized and all(not np.array_equal(int8[g], fp32[g]) for g in quantized)
+    worst = {g: float(np.abs(int8[g] - fp32[g]).max()) for g in ("blur", "manipulation", "prohibited") if g in quantized}
+    assert all(v < 0.25 for v in worst.values()), worst
+
+    # register: the chosen units of this very candidate come back byte for byte; another candidate gets none
+    family = next(f for f, b in bundles.items() if any(u in record["served"] for u, _ in entries(read_meta(b))))
+    made = export_bundle(family, trained_project, params, tmp_path / "made")
+    for unit, entry in entries(made):
+        assert entry.get("precision", "fp32") == ("int8" if unit in record["served"] else "fp32")
+        if entry.get("precision") == "int8":
+            name = entry["int8"]["file"]
+            assert (tmp_path / "made" / name).read_bytes() == (bundles[family] / name).read_bytes()
+    repo = tmp_path / "repo"
+    shutil.copytree(trained_project, repo, symlinks=True)
+    path = repo / "metrics" / f"{family}.json"
+    doc = json.loads(path.read_text())
+    doc["thresholds"] = {k: 0.5 for k in doc["thresholds"]}          # another candidate: another content hash
+    path.write_text(json.dumps(doc))
+    other = export_bundle(family, repo, params, tmp_path / "other")
+    assert all(entry.get("precision", "fp32") == "fp32" for _, entry in entries(other))
