@@ -232,6 +232,17 @@ LINKED = ("data", ".cache", "gallery", "plots", "dvc.lock", "gallery.dvc")
 OWN = {"models": "reviewer", "metrics": "reviewer.json"}     # the scratch project's own reviewer stage outputs
 
 
+def _with_new_keys(theirs: dict, ours: dict) -> dict:
+    """``theirs`` with every key of ``ours`` it lacks (recursively) added."""
+    out = dict(theirs)
+    for key, value in ours.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = _with_new_keys(out[key], value)
+    return out
+
+
 def build_new(workspace: Path, scratch: Path) -> str:
     """``reviewops reviewer``, ``gate`` and ``build`` with this checkout in ``scratch`` (the workspace's trained
     candidates linked in, the reviewer stage's outputs its own, reports and params copied, a model store of its
@@ -250,7 +261,11 @@ def build_new(workspace: Path, scratch: Path) -> str:
             if entry.name != own:
                 (scratch / name / entry.name).symlink_to(entry)
     shutil.copytree(workspace / "reports", scratch / "reports")        # the gate writes its reports there
-    shutil.copy2(workspace / "params.yaml", scratch / "params.yaml")
+    # the workspace's params, plus the settings this checkout added since (their values from this checkout's file)
+    ours = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    (scratch / "params.yaml").write_text(yaml.safe_dump(_with_new_keys(yaml.safe_load((workspace / "params.yaml")
+                                                                                      .read_text()), ours),
+                                                        sort_keys=False))
     env = {**os.environ, "BENTOML_HOME": str(scratch / ".bentoml")}
     cli = str(Path(sys.executable).with_name("reviewops"))
     for step in ("reviewer", "gate", "build"):
