@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CATEGORY_COUNTS = (1, 5, 10, 20, 40)
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"      # this checkout's
 ROLES = {"reviewops-checks": "model_worker", "reviewops-reviewer": "http_worker"}
 
 
@@ -122,14 +123,15 @@ def prohibited_latency(params_path: Path, shared: bool, repeats: int, threads: i
     import onnxruntime as ort
     import torch
 
-    from pipelines.params import load_params
+    from pipelines.params import Params
     from pipelines.release.export import _export_graph
     from pipelines.train.graphs import Graph
     from pipelines.train.onnx_export import export_dynamic_batch
     from prohibited_tail_latency import combined        # every category's weights its own, as trained ones are
 
-    params = load_params(params_path)
-    settings = yaml.safe_load(params_path.read_text())["train"]["prohibited"]
+    raw = yaml.safe_load(params_path.read_text())       # an older Bento's params lack settings added since: ours
+    params = Params.model_validate(_with_new_keys(raw, yaml.safe_load(PARAMS.read_text())))
+    settings = raw["train"]["prohibited"]
     size = params.train.input_size("prohibited")
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
@@ -262,7 +264,7 @@ def build_new(workspace: Path, scratch: Path) -> str:
                 (scratch / name / entry.name).symlink_to(entry)
     shutil.copytree(workspace / "reports", scratch / "reports")        # the gate writes its reports there
     # the workspace's params, plus the settings this checkout added since (their values from this checkout's file)
-    ours = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    ours = yaml.safe_load(PARAMS.read_text())
     (scratch / "params.yaml").write_text(yaml.safe_dump(_with_new_keys(yaml.safe_load((workspace / "params.yaml")
                                                                                       .read_text()), ours),
                                                         sort_keys=False))
