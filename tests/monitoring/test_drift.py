@@ -48,7 +48,11 @@ def test_reference_rows_are_the_promoted_models_outputs(monitored):
     served = ref.set_index("listing_id").loc[list(photos["listing_id"])]
     for family, column in (("blur", "blur_score"), ("manipulation", "manipulation_score")):
         torch_scores = scalar.scores(family, repo, params, photos)
-        assert np.allclose(served[column].to_numpy(), torch_scores, atol=1e-3), family
+        # a graph the reviewer stage chose to serve as INT8 (pipelines/release/quantize.py) deviates from torch by
+        # its quantization (a few hundredths on these photos); an FP32 one by float error only
+        bundle = json.loads((Path(monitored["bundles"][family]) / "meta.json").read_text())
+        int8 = bundle["graphs"][family].get("precision") == "int8"
+        assert np.allclose(served[column].to_numpy(), torch_scores, atol=0.1 if int8 else 1e-3), (family, int8)
     assert set(ref["decision"]) <= {"auto_pass", "manual_review"} and ref["sku_similarity"].between(-1, 1).all()
 
 

@@ -75,7 +75,7 @@ def test_every_family_names_its_trunk_stages_and_each_stage_runs_once_per_photo(
 def test_the_served_outputs_are_the_whole_networks_and_a_bundle_without_stages_still_serves(exported, tmp_path):
     root, params, bundles = exported["root"], exported["params"], exported["bundles"]
     photos = parity_photos(root, 4)
-    served = ReviewerModels(bundles, threads=2).outputs(photos)
+    served = ReviewerModels(bundles, threads=2, int8=()).outputs(photos)     # FP32: INT8 twins have their own test
     for family in FAMILIES:
         for graph in families.get(family).bundle(root, params).graphs:
             with torch.no_grad():
@@ -91,6 +91,6 @@ def test_the_served_outputs_are_the_whole_networks_and_a_bundle_without_stages_s
     (old / "meta.json").write_text(json.dumps(meta))
     graph = families.get("blur").bundle(root, params).graphs[0]
     export_dynamic_batch(graph.module, torch.zeros(2, 3, graph.size, graph.size), old / "blur.onnx", "photos", "out")
-    mixed = ReviewerModels({**bundles, "blur": old}, threads=2)
+    mixed = ReviewerModels({**bundles, "blur": old}, threads=2, int8=())
     np.testing.assert_allclose(mixed.outputs(photos)["blur"], served["blur"], atol=1e-5)
     assert len(mixed.stages) == len(ReviewerModels(bundles, threads=1).stages)   # the others still share theirs
