@@ -68,23 +68,6 @@ def _export_graph(graph: Graph, out: Path) -> dict:
     return {**graph.describe(), "trunk": stages}
 
 
-def int8_choice(family: str, root: Path, params: Params) -> list[str]:
-    """The units the reviewer stage chose to serve as INT8 (metrics/reviewer.json ``int8.served``), when it
-    evaluated this very candidate (same content hash); else [] (every graph FP32)."""
-    from pipelines.release.registry import content_hash
-    from pipelines.release.reviewer import METRICS_FILE
-
-    path = root / METRICS_FILE
-    record = (json.loads(path.read_text()).get("int8") or {}) if path.is_file() else {}
-    if not params.serving.int8.enabled or not record.get("served"):
-        return []
-    if record.get("content_hashes", {}).get(family) != content_hash(family, root):
-        print(f"{family}: the reviewer stage chose INT8 graphs for another candidate; serving FP32 "
-              "(run `reviewops reviewer` to choose for this one)", flush=True)
-        return []
-    return list(record["served"])
-
-
 def export_bundle(family: str, root: Path, params: Params, out: Path, *, int8: bool = True) -> dict:
     """Write ``out/`` (created) with the family's ONNX graphs, its other files and ``meta.json``; returns the meta.
 
@@ -98,10 +81,10 @@ def export_bundle(family: str, root: Path, params: Params, out: Path, *, int8: b
     meta = {"family": family, "graphs": graphs,
             "thresholds": _thresholds(family, root), **bundle.meta}
     (out / BUNDLE_META).write_text(json.dumps(meta, indent=1, sort_keys=True))
+    from pipelines.release.quantize import calibration_photos, int8_choice, quantize_bundle
+
     served = int8_choice(family, root, params) if int8 else []
     if served:
-        from pipelines.release.quantize import calibration_photos, quantize_bundle
-
         quantize_bundle(out, calibration_photos(root, params), served, served=served)
     return read_meta(out)                            # what serving will read back must be valid
 

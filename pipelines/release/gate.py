@@ -135,10 +135,16 @@ def gate_family(family: str, root: Path, params: Params) -> GateResult:
     current = registry.production().get(family)
     result = GateResult(family, "refused", candidate, current, current)
     prod_meta = registry.model_info(current)["metadata"] if current else None
+    form = registry.served_form(family, root, params)
     if prod_meta and prod_meta.get("content_hash") == candidate:
-        result.verdict = "unchanged"
-        result.reasons.append(f"the candidate is the model in production ({current}): nothing to promote")
-        return _report(result, root)
+        if registry.same_form(prod_meta, form):
+            result.verdict = "unchanged"
+            result.reasons.append(f"the candidate is the model in production ({current}): nothing to promote")
+            return _report(result, root)
+        result.reasons.append(f"repackaged: the model in production ({current}) is these trained files, exported as "
+                              f"format {prod_meta.get('export_format', 1)} with INT8 units "
+                              f"{sorted(prod_meta.get('int8_units') or [])}; now format {form['export_format']} with "
+                              f"{form['int8_units']}")
     metrics = read_metrics(family, root)
     result.reviewer = reviewer_figures(family, root)
     result.criteria = calibration(metrics["thresholds"], params) + criteria(
@@ -146,9 +152,9 @@ def gate_family(family: str, root: Path, params: Params) -> GateResult:
         result.reviewer, prod_meta.get("reviewer") if prod_meta else None, params)
     failed = [c for c in result.criteria if not c.passed]
     if failed:
-        result.reasons = [f"{c.name}: {c.detail}" for c in failed]
+        result.reasons += [f"{c.name}: {c.detail}" for c in failed]
         return _report(result, root)
-    tag = registry.find_by_content(family, candidate) or registry.register(family, root, params)
+    tag = registry.find_by_content(family, candidate, form) or registry.register(family, root, params)
     registry.promote(family, tag, reason=f"gate passed ({len(result.criteria)} criteria)")
     result.verdict, result.production_after = "promoted", tag
     result.reasons.append(f"all {len(result.criteria)} criteria passed")

@@ -161,6 +161,23 @@ def quantize_bundle(bundle: Path, photos: np.ndarray, wanted: Iterable[str] | No
     return report
 
 
+def int8_choice(family: str, root: Path, params: Params) -> list[str]:
+    """The family's units the reviewer stage chose to serve as INT8 (metrics/reviewer.json ``int8.families``),
+    when it evaluated this very candidate (same content hash); else [] (every graph FP32)."""
+    from pipelines.release.registry import content_hash
+    from pipelines.release.reviewer import METRICS_FILE
+
+    path = root / METRICS_FILE
+    record = (json.loads(path.read_text()).get("int8") or {}) if path.is_file() else {}
+    if not params.serving.int8.enabled or not record.get("served"):
+        return []
+    if record.get("content_hashes", {}).get(family) != content_hash(family, root):
+        print(f"{family}: the reviewer stage chose INT8 graphs for another candidate; serving FP32 "
+              "(run `reviewops reviewer` to choose for this one)", flush=True)
+        return []
+    return sorted(record.get("families", {}).get(family, []))
+
+
 def set_precision(bundle: Path, int8_units: Iterable[str]) -> None:
     """Serve the units of ``bundle`` in ``int8_units`` (that have an INT8 twin) as INT8, every other as FP32."""
     meta = read_meta(bundle)

@@ -80,8 +80,24 @@ def _git(root: Path, *args: str) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def served_form(family: str, root: Path, params: Params) -> dict:
+    """How the candidate would be registered now: the export format and the units served as INT8."""
+    from pipelines.release.quantize import int8_choice
+    from pipelines.serve.bundle import BUNDLE_FORMAT
+
+    return {"export_format": BUNDLE_FORMAT, "int8_units": int8_choice(family, root, params)}
+
+
+def same_form(metadata: dict, form: dict) -> bool:
+    """A registered model's metadata says it is served in ``form`` (metadata before formats were recorded: format 1)."""
+    return metadata.get("export_format", 1) == form["export_format"] and \
+        sorted(metadata.get("int8_units") or []) == sorted(form["int8_units"])
+
+
 def _metadata(family: str, root: Path, params: Params, parity_result: dict, meta: dict) -> dict:
+    from pipelines.release.quantize import entries
     from pipelines.release.reviewer import reviewer_figures
+    from pipelines.serve.bundle import BUNDLE_FORMAT
 
     metrics = read_metrics(family, root)
     return {"family": family, "metrics": metrics.get("test", {}), "thresholds": meta["thresholds"],
@@ -89,7 +105,8 @@ def _metadata(family: str, root: Path, params: Params, parity_result: dict, meta
             "data_version": data_version(root), "git_revision": _git(root, "rev-parse", "HEAD"),
             "git_dirty": bool(_git(root, "status", "--porcelain", "--untracked-files=no")),
             "params_hash": params.digest(), "content_hash": content_hash(family, root),
-            "onnx_parity_max_abs_diff": parity_result, "registered_at": _now()}
+            "onnx_parity_max_abs_diff": parity_result, "registered_at": _now(), "export_format": BUNDLE_FORMAT,
+            "int8_units": sorted({u for u, e in entries(meta) if e.get("precision") == "int8"})}
 
 
 def _basic(value):
@@ -147,15 +164,17 @@ def model_info(tag: str) -> dict:
             "created": model.info.creation_time.isoformat()}
 
 
-def find_by_content(family: str, content: str) -> str | None:
-    """The newest registered model of ``family`` with this content hash (a re-run registers nothing new)."""
+def find_by_content(family: str, content: str, form: dict | None = None) -> str | None:
+    """The newest registered model of ``family`` with this content hash (a re-run registers nothing new), served in
+    ``form`` (:func:`served_form`) when given."""
     import bentoml
 
     try:
         models = bentoml.models.list(f"{MODEL_PREFIX}{family}")
     except bentoml.exceptions.NotFound:
         return None
-    found = [m for m in models if m.info.metadata.get("content_hash") == content]
+    found = [m for m in models if m.info.metadata.get("content_hash") == content
+             and (form is None or same_form(m.info.metadata, form))]
     return str(max(found, key=lambda m: m.info.creation_time).tag) if found else None
 
 

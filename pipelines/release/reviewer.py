@@ -271,6 +271,12 @@ def choose_int8(root: Path, params: Params, bundles: dict[str, Path], *, progres
     from pipelines.release.quantize import calibration_photos, quantize_bundle, set_precision
     from pipelines.release.registry import content_hash
 
+    def units_of(bundle: Path) -> set[str]:
+        from pipelines.release.quantize import entries
+        from pipelines.serve.bundle import read_meta
+
+        return {unit for unit, _ in entries(read_meta(bundle))}
+
     cfg = params.serving.int8
     photos, cache, report = calibration_photos(root, params), {}, {}
     for family, path in bundles.items():
@@ -282,6 +288,8 @@ def choose_int8(root: Path, params: Params, bundles: dict[str, Path], *, progres
     for path in bundles.values():
         set_precision(path, kept)
     return {"served": kept, "fp32_test": fp32, "tried": tried,
+            "families": {family: sorted({u for u in kept if u in report and u in units_of(path)})
+                         for family, path in bundles.items()},
             "units": {u: {**r, "offered": u in offered, "served": u in kept} for u, r in sorted(report.items())},
             "content_hashes": {family: content_hash(family, root) for family in bundles},
             "calibration_photos": len(photos)}

@@ -18,6 +18,9 @@ import json
 from pathlib import Path
 
 BUNDLE_META = "meta.json"
+# 1: one whole graph per network; 2: frozen trunk stages in ``trunk/``, shared across bundles, and graphs that may
+# serve as INT8 (``"precision"``). A production model of an older format is registered again by the gate.
+BUNDLE_FORMAT = 2
 GALLERY_FILE = "gallery.npy"
 OUTPUT_KINDS = ("score", "scores", "embedding")
 

@@ -300,3 +300,46 @@ def test_a_deploy_whose_smoke_set_fails_leaves_the_old_service_answering(stack, 
     assert status(state)["active"]["bento"] == active
     path = photo(stack)
     assert client.post("/review", files={"photo": (path.name, path.read_bytes(), "image/jpeg")}).status_code == 200
+
+
+def test_the_same_trained_model_is_registered_again_when_its_int8_choice_changes(stack, tmp_path):
+    """The gate's "unchanged" means the same trained files served the same way: another INT8 choice by the reviewer
+    stage (or an older bundle format) registers them again, and the next run finds nothing to do."""
+    from tests.serving.conftest import stack_copy
+
+    with stack_copy(stack, tmp_path, "gate") as copy:
+        repo, env = copy["repo"], copy["env"]
+        home = Path(env["BENTOML_HOME"])
+
+        def pointer() -> dict:
+            return json.loads((home / "reviewops" / "production.json").read_text())
+
+        def int8_units(tag: str) -> set[str]:
+            name, _, version = tag.partition(":")
+            meta = json.loads((home / "models" / name / version / "meta.json").read_text())
+            return {e.get("id", g) for g, graph in meta["graphs"].items() for e in [*graph.get("trunk", ()), graph]
+                    if e.get("precision") == "int8"}
+
+        def registered(family: str) -> list[str]:
+            return sorted(p.name for p in (home / "models" / f"reviewops-{family}").iterdir() if p.name != "latest")
+
+        before = pointer()
+        path = repo / "metrics" / "reviewer.json"
+        doc = json.loads(path.read_text())
+        # a family no other serving test retrains (their retrains change blur and manipulation)
+        family, chosen = next((f, doc["int8"]["families"][f]) for f in ("prohibited", "sku", "detector")
+                              if doc["int8"]["families"][f])
+        assert int8_units(before[family]) == set(chosen)
+        doc["int8"]["families"][family] = []                 # the stage now keeps every unit of the family FP32
+        path.write_text(json.dumps(doc))
+        done = cli(repo, env, "gate", family)
+        after = pointer()
+        assert f"{family:13s} PROMOTED" in done.stdout and "repackaged" in done.stdout, done.stdout
+        assert after[family] != before[family] and int8_units(after[family]) == set()
+        assert {k: v for k, v in after.items() if k != family} == {k: v for k, v in before.items() if k != family}
+        assert f"{family:13s} UNCHANGED" in cli(repo, env, "gate", family).stdout
+        doc["int8"]["families"][family] = chosen            # back: the earlier registration is found, none is added
+        path.write_text(json.dumps(doc))
+        models = registered(family)
+        cli(repo, env, "gate", family)
+        assert pointer()[family] == before[family] and registered(family) == models
