@@ -31,6 +31,7 @@ from pipelines.serve.bundle import BUNDLE_META, read_meta
 from pipelines.serve.images import to_array
 
 CALIBRATION_BATCH = 8
+STORE = Path(".cache") / "int8"          # a project's quantized graphs, by digest (:func:`quantize_graph`)
 
 
 def int8_file(file: str) -> str:
@@ -90,12 +91,30 @@ class _Calibration:
         return next(self.items, None)
 
 
-def quantize_graph(src: Path, dst: Path, x: np.ndarray) -> None:
-    """``dst``: ``src`` statically quantized (QDQ, per-channel int8 weights, uint8 activations) on inputs ``x``."""
+def quantize_graph(src: Path, dst: Path, x: np.ndarray, store: Path | None = None) -> None:
+    """``dst``: ``src`` statically quantized (QDQ, per-channel int8 weights, uint8 activations) on inputs ``x``.
+
+    With ``store`` (a project's ``.cache/int8``), the result is kept there under the digest of what determines it
+    (the graph's bytes, the calibration inputs, ONNX Runtime's version and these settings): the register step
+    and later runs reuse the reviewer stage's quantization instead of repeating it."""
+    import hashlib
+    import os
+    import shutil
     import tempfile
 
+    import onnxruntime
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    kept = None
+    if store is not None:
+        h = hashlib.sha256(f"qdq per-channel u8/s8 asymmetric; onnxruntime {onnxruntime.__version__}".encode())
+        h.update(Path(src).read_bytes())
+        h.update(str(x.shape).encode() + np.ascontiguousarray(x).tobytes())
+        kept = Path(store) / f"{h.hexdigest()[:32]}.onnx"
+        if kept.is_file():
+            shutil.copy2(kept, dst)
+            return
 
     class Reader(_Calibration, CalibrationDataReader):
         pass
@@ -108,16 +127,21 @@ def quantize_graph(src: Path, dst: Path, x: np.ndarray) -> None:
         quantize_static(str(pre), str(out), Reader(name, x), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         extra_options={"CalibTensorRangeSymmetric": False})
+        if kept is not None:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            part = kept.with_name(f"{kept.stem}.{os.getpid()}.tmp")
+            shutil.copy2(out, part)
+            part.replace(kept)                                 # atomic: a concurrent reader sees all or nothing
         out.replace(dst)
 
 
 def quantize_bundle(bundle: Path, photos: np.ndarray, wanted: Iterable[str] | None = None, *,
-                    served: Iterable[str] = (), cache: dict | None = None) -> dict[str, dict]:
+                    served: Iterable[str] = (), cache: dict | None = None, store: Path | None = None) -> dict[str, dict]:
     """Write the INT8 twin of every unit of ``bundle`` in ``wanted`` (None: all), record it in ``meta.json``
     (precision ``int8`` for the units in ``served``, else ``fp32``); returns unit -> its ``int8`` record.
 
     ``cache`` (unit -> (INT8 file, record)), filled here, lets bundles holding the same trunk stage (the same
-    id: the same weights and side) share one quantization."""
+    id: the same weights and side) share one quantization; ``store``: see :func:`quantize_graph`."""
     import shutil
 
     cache = {} if cache is None else cache
@@ -141,7 +165,7 @@ def quantize_bundle(bundle: Path, photos: np.ndarray, wanted: Iterable[str] | No
                     report[unit] = cache[unit][1]
                 else:
                     session = _session(src)
-                    quantize_graph(src, dst, x)
+                    quantize_graph(src, dst, x, store)
                     quantized, one = _session(dst), x[:1]
                     report[unit] = {"file": int8_file(stage["file"]), "fp32_ms": _ms(session, one),
                                     "int8_ms": _ms(quantized, one),

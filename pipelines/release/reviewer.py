@@ -268,7 +268,7 @@ def choose_int8(root: Path, params: Params, bundles: dict[str, Path], *, progres
     write the choice into each bundle's ``meta.json``. All faster units are tried at once; when that does not
     hold, one at a time, the largest saving first, each kept only if the reviewer holds with it and those kept
     before. Returns the record ``metrics/reviewer.json`` keeps under ``int8``."""
-    from pipelines.release.quantize import calibration_photos, quantize_bundle, set_precision
+    from pipelines.release.quantize import STORE, calibration_photos, quantize_bundle, set_precision
     from pipelines.release.registry import content_hash
 
     def units_of(bundle: Path) -> set[str]:
@@ -280,7 +280,7 @@ def choose_int8(root: Path, params: Params, bundles: dict[str, Path], *, progres
     cfg = params.serving.int8
     photos, cache, report = calibration_photos(root, params), {}, {}
     for family, path in bundles.items():
-        report.update(quantize_bundle(path, photos, cache=cache))
+        report.update(quantize_bundle(path, photos, cache=cache, store=root / STORE))
     offered = sorted((u for u, r in report.items() if r["fp32_ms"] >= cfg.min_speedup * r["int8_ms"]),
                      key=lambda u: report[u]["int8_ms"] - report[u]["fp32_ms"])
     kept, tried, fp32 = select_int8(offered, lambda units: _test_figures(root, params, bundles, units), params,

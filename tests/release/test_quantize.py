@@ -52,7 +52,7 @@ def test_select_int8_tries_all_then_one_at_a_time_keeping_only_what_holds():
 @pytest.mark.slow
 def test_the_reviewer_stage_quantizes_chooses_and_register_remakes_the_same_int8_graphs(trained_project, tmp_path):
     from pipelines.release.export import export_bundle, parity_photos
-    from pipelines.release.quantize import entries
+    from pipelines.release.quantize import STORE, entries
     from pipelines.serve.bundle import read_meta
     from pipelines.serve.models import ReviewerModels
 
@@ -79,16 +79,21 @@ def test_the_reviewer_stage_quantizes_chooses_and_register_remakes_the_same_int8
     worst = {g: float(np.abs(int8[g] - fp32[g]).max()) for g in ("blur", "manipulation", "prohibited") if g in quantized}
     assert all(v < 0.25 for v in worst.values()), worst
 
-    # register: the chosen units of this very candidate come back byte for byte; another candidate gets none
+    # register: the chosen units of this very candidate come back byte for byte, quantized again (no stored copy);
+    # another candidate gets none
     family = next(f for f, b in bundles.items() if any(u in record["served"] for u, _ in entries(read_meta(b))))
-    made = export_bundle(family, trained_project, params, tmp_path / "made")
+    assert record["families"][family] == sorted(u for u, _ in entries(read_meta(bundles[family]))
+                                                if u in record["served"])
+    repo = tmp_path / "repo"
+    shutil.copytree(trained_project, repo, symlinks=True)
+    shutil.rmtree(repo / STORE)
+    made = export_bundle(family, repo, params, tmp_path / "made")
     for unit, entry in entries(made):
         assert entry.get("precision", "fp32") == ("int8" if unit in record["served"] else "fp32")
         if entry.get("precision") == "int8":
             name = entry["int8"]["file"]
             assert (tmp_path / "made" / name).read_bytes() == (bundles[family] / name).read_bytes()
-    repo = tmp_path / "repo"
-    shutil.copytree(trained_project, repo, symlinks=True)
+    assert len(list((repo / STORE).iterdir())) == len(record["families"][family])       # kept for the next run
     path = repo / "metrics" / f"{family}.json"
     doc = json.loads(path.read_text())
     doc["thresholds"] = {k: 0.5 for k in doc["thresholds"]}          # another candidate: another content hash
