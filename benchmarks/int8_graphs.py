@@ -23,24 +23,12 @@ import argparse
 import json
 import platform
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def median_ms(run, runs: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return round(float(np.median(times)) * 1000, 3)
 
 
 def ort_runner(path: Path):
@@ -77,6 +65,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from pipelines.data.dataset import split_frame, versioned_manifest
+    from pipelines.release.quantize import median_ms
     from pipelines.serve.bundle import read_meta
     from pipelines.serve.images import load_resized, to_array
 
@@ -107,7 +96,7 @@ def main() -> None:
                         runners["ov_fp32"] = ov_runner(bundle / entry["file"])
                         runners["ov_int8"] = ov_runner(bundle / entry["int8"]["file"])
                     for key, run in runners.items():
-                        row[f"{key}_ms"] = median_ms(lambda: run(x[:1]), args.runs)
+                        row[f"{key}_ms"] = median_ms(lambda: run(x[:1]), args.runs, warmup=5)
                         row[f"{key}_max_abs_diff"] = float(np.abs(run(x) - reference).max())
                     row["output_abs_max"] = float(np.abs(reference).max())
                     units[unit] = row

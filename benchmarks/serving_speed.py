@@ -125,6 +125,7 @@ def prohibited_latency(params_path: Path, shared: bool, repeats: int, threads: i
 
     from pipelines.params import Params
     from pipelines.release.export import _export_graph
+    from pipelines.release.quantize import median_ms
     from pipelines.train.graphs import Graph
     from pipelines.train.onnx_export import export_dynamic_batch
     from prohibited_tail_latency import combined        # every category's weights its own, as trained ones are
@@ -155,35 +156,30 @@ def prohibited_latency(params_path: Path, shared: bool, repeats: int, threads: i
                     y = session.run(None, {session.get_inputs()[0].name: y})[0]
                 return y
 
-            for _ in range(3):
-                run()
-            times = []
-            for _ in range(repeats):
-                started = time.perf_counter()
-                run()
-                times.append(time.perf_counter() - started)
-        out[str(n)] = round(float(np.median(times)) * 1000, 2)
+            out[str(n)] = round(median_ms(run, repeats), 2)
         print(f"  prohibited x{n}: {out[str(n)]} ms", flush=True)
     return out
 
 
-def serves_trunk_stages(home: Path, bento_src: Path) -> bool:
-    """Whether the Bento's prohibited model names trunk stages (this checkout's export) or is one graph."""
-    name, _, version = json.loads((bento_src / "production.json").read_text())["prohibited"].partition(":")
-    meta = json.loads((home / "models" / name / version / "meta.json").read_text())
-    return any("trunk" in g for g in meta["graphs"].values())
-
-
-def int8_units(home: Path, bento_src: Path) -> list[str]:
-    """The graphs and trunk stages the Bento's models serve as INT8 (``precision`` in their bundles' meta)."""
-    units = set()
-    for tag in json.loads((bento_src / "production.json").read_text()).values():
+def bundle_metas(home: Path, bento_src: Path) -> dict[str, dict]:
+    """family -> the ``meta.json`` of the bundle the Bento serves for it."""
+    metas = {}
+    for family, tag in json.loads((bento_src / "production.json").read_text()).items():
         name, _, version = tag.partition(":")
-        meta = json.loads((home / "models" / name / version / "meta.json").read_text())
-        for graph_name, graph in meta["graphs"].items():
-            units |= {entry.get("id", graph_name) for entry in [*graph.get("trunk", ()), graph]
-                      if entry.get("precision") == "int8"}
-    return sorted(units)
+        metas[family] = json.loads((home / "models" / name / version / "meta.json").read_text())
+    return metas
+
+
+def serves_trunk_stages(metas: dict[str, dict]) -> bool:
+    """Whether the Bento's prohibited model names trunk stages (this checkout's export) or is one graph."""
+    return any("trunk" in g for g in metas["prohibited"]["graphs"].values())
+
+
+def int8_units(metas: dict[str, dict]) -> list[str]:
+    """The graphs and trunk stages the Bento's models serve as INT8 (``precision`` in their bundles' meta)."""
+    from pipelines.release.quantize import entries
+
+    return sorted({unit for meta in metas.values() for unit, e in entries(meta) if e.get("precision") == "int8"})
 
 
 def one_side(name: str, home: Path, tag: str, photos: list[dict], args, work: Path) -> dict:
@@ -223,8 +219,8 @@ def one_side(name: str, home: Path, tag: str, photos: list[dict], args, work: Pa
     print(f"  {name}: p50 c1 {side['p50_ms_c1']} ms, {side['photos_per_s_c16']} photos/s at c{args.concurrency}, "
           f"p99 {side['p99_ms_c16']} ms, model worker {side['cpu_ms_per_photo'].get('model_worker')} ms CPU/photo",
           flush=True)
-    side["serves_trunk_stages"] = serves_trunk_stages(home, bento_path / "src")
-    side["int8_units"] = int8_units(home, bento_path / "src")
+    metas = bundle_metas(home, bento_path / "src")
+    side["serves_trunk_stages"], side["int8_units"] = serves_trunk_stages(metas), int8_units(metas)
     side["category_latency_ms"] = prohibited_latency(bento_path / "src" / "params.yaml", side["serves_trunk_stages"],
                                                      args.repeats)
     return side

@@ -88,7 +88,6 @@ def criteria(family: str, candidate: dict, production: dict | None, params: Para
     return out
 
 
-# the gate floor each whole-reviewer defect is held to (others: their own name, or prohibited for prohibited:<c>)
 def reviewer_criteria(reviewer: dict | None, production: dict | None, params: Params) -> list[Criterion]:
     """The whole reviewer with the candidate (:func:`reviewer_figures`, test split): the photo recall of each of
     the family's defects at its floor, and its clean auto-pass against the one recorded when the production

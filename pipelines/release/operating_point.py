@@ -214,9 +214,9 @@ def _plot(check: Check, curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]],
 
 
 def _summary(scores: pd.DataFrame, floors: dict, splits: list[str]) -> str:
-    from pipelines.release.reviewer import split_metrics     # lazily: reviewer imports this module
+    from pipelines.release.reviewer import defects_of, split_metrics     # lazily: reviewer imports this module
 
-    defects = [c.removeprefix("truth.") for c in scores if c.startswith("truth.") and c != "truth.clean"]
+    defects = defects_of(scores)
     m = {s: split_metrics(scores[scores["split"] == s], defects) for s in splits}
     cell = lambda v, f: f"<td class='below'>{_fmt(v)}</td>" if v is not None and f is not None and v < f else f"<td>{_fmt(v)}</td>"
     head = "".join(f"<th>{s} photo recall</th><th>{s} reason recall</th><th>{s} positives</th>" for s in splits)

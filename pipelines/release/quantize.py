@@ -68,17 +68,22 @@ def _run(session, x: np.ndarray) -> np.ndarray:
     return np.concatenate([session.run(None, {name: x[i:i + 16]})[0] for i in range(0, len(x), 16)])
 
 
-def _ms(session, x: np.ndarray, repeats: int = 15) -> float:
-    """Median milliseconds of one batch-1 run (after a warm-up)."""
-    name = session.get_inputs()[0].name
-    for _ in range(3):
-        session.run(None, {name: x})
+def median_ms(run, repeats: int = 15, warmup: int = 3) -> float:
+    """Median milliseconds of ``run()`` over ``repeats`` calls, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        run()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        session.run(None, {name: x})
+        run()
         times.append(time.perf_counter() - start)
     return round(float(np.median(times)) * 1000, 3)
+
+
+def _ms(session, x: np.ndarray) -> float:
+    """Median milliseconds of one run of ``session`` on ``x`` (one photo)."""
+    name = session.get_inputs()[0].name
+    return median_ms(lambda: session.run(None, {name: x}))
 
 
 class _Calibration:
@@ -157,7 +162,7 @@ def quantize_bundle(bundle: Path, photos: np.ndarray, wanted: Iterable[str] | No
         x = inputs.setdefault((graph["size"], chain), to_array(photos, graph["size"]))
         for stage in [*graph.get("trunk", ()), graph]:
             unit = stage.get("id", name)
-            src = bundle / stage["file"]
+            src, session = bundle / stage["file"], None
             if unit in wanted and unit not in report:
                 dst = bundle / int8_file(stage["file"])
                 if unit in cache:
@@ -179,7 +184,7 @@ def quantize_bundle(bundle: Path, photos: np.ndarray, wanted: Iterable[str] | No
             chain += (unit,)
             key = (graph["size"], chain)
             if key not in inputs:
-                inputs[key] = _run(_session(src), x)
+                inputs[key] = _run(session or _session(src), x)
             x = inputs[key]
     (bundle / BUNDLE_META).write_text(json.dumps(meta, indent=1, sort_keys=True))
     return report

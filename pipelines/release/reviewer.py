@@ -52,6 +52,7 @@ REPORT = Path("reports/reviewer/operating_point.html")
 SPLITS = ("val", "test")
 LIVE = "live_mix"
 ALARMS = ("sku_mismatch", "unknown_sku")
+# the gate floor each whole-reviewer defect is held to (others: their own name, or prohibited for prohibited:<c>)
 FLOOR_OF_DEFECT = {"off_centre": "centring", "wrong_claim": "sku_mismatch", "outside_catalogue": "unknown_sku"}
 
 
@@ -107,6 +108,11 @@ def right_reason(defect: str, reasons: list[str]) -> bool:
 
 def _share(mask: pd.Series) -> float | None:
     return None if len(mask) == 0 else round(float(mask.mean()), 6)
+
+
+def defects_of(frame: pd.DataFrame) -> list[str]:
+    """The defects a scores frame holds truth for (its ``truth.<defect>`` columns, ``clean`` aside)."""
+    return [c.removeprefix("truth.") for c in frame.columns if c.startswith("truth.") and c != "truth.clean"]
 
 
 def split_metrics(frame: pd.DataFrame, defects: list[str]) -> dict:
@@ -188,7 +194,7 @@ def evaluate_reviewer(root: str | Path, params: Params, *, progress: bool = Fals
     models = ReviewerModels({f: str(p) for f, p in bundles.items()}, threads=params.train.threads)
     frame = score(root, params, models, progress=progress)
     frame.to_parquet(out / "scores.parquet", index=False)
-    defects = [c.removeprefix("truth.") for c in frame.columns if c.startswith("truth.") and c != "truth.clean"]
+    defects = defects_of(frame)
     metrics = {split: split_metrics(frame[frame["split"] == split], defects)
                for split in (*SPLITS, LIVE) if (frame["split"] == split).any()}
     metrics["live_mix_auto_pass"] = metrics[LIVE]["auto_pass"]
@@ -213,8 +219,7 @@ def _test_figures(root: Path, params: Params, bundles: dict[str, Path], int8: li
 
     models = ReviewerModels({f: str(p) for f, p in bundles.items()}, threads=params.train.threads, int8=int8)
     frame = score(root, params, models, splits=("test",))
-    defects = [c.removeprefix("truth.") for c in frame.columns if c.startswith("truth.") and c != "truth.clean"]
-    m = split_metrics(frame, defects)
+    m = split_metrics(frame, defects_of(frame))
     return {"clean_auto_pass": m["clean_auto_pass"], "photo_recall": m["photo_recall"]}
 
 
@@ -271,16 +276,11 @@ def choose_int8(root: Path, params: Params, bundles: dict[str, Path], *, progres
     from pipelines.release.quantize import STORE, calibration_photos, quantize_bundle, set_precision
     from pipelines.release.registry import content_hash
 
-    def units_of(bundle: Path) -> set[str]:
-        from pipelines.release.quantize import entries
-        from pipelines.serve.bundle import read_meta
-
-        return {unit for unit, _ in entries(read_meta(bundle))}
-
     cfg = params.serving.int8
-    photos, cache, report = calibration_photos(root, params), {}, {}
-    for family, path in bundles.items():
-        report.update(quantize_bundle(path, photos, cache=cache, store=root / STORE))
+    photos, cache = calibration_photos(root, params), {}
+    per_family = {family: quantize_bundle(path, photos, cache=cache, store=root / STORE)
+                  for family, path in bundles.items()}
+    report = {unit: r for units in per_family.values() for unit, r in units.items()}
     offered = sorted((u for u, r in report.items() if r["fp32_ms"] >= cfg.min_speedup * r["int8_ms"]),
                      key=lambda u: report[u]["int8_ms"] - report[u]["fp32_ms"])
     kept, tried, fp32 = select_int8(offered, lambda units: _test_figures(root, params, bundles, units), params,
@@ -288,8 +288,7 @@ def choose_int8(root: Path, params: Params, bundles: dict[str, Path], *, progres
     for path in bundles.values():
         set_precision(path, kept)
     return {"served": kept, "fp32_test": fp32, "tried": tried,
-            "families": {family: sorted({u for u in kept if u in report and u in units_of(path)})
-                         for family, path in bundles.items()},
+            "families": {family: sorted(u for u in kept if u in units) for family, units in per_family.items()},
             "units": {u: {**r, "offered": u in offered, "served": u in kept} for u, r in sorted(report.items())},
             "content_hashes": {family: content_hash(family, root) for family in bundles},
             "calibration_photos": len(photos)}
