@@ -16,7 +16,7 @@ DEMO_PORT ?=
 # dvc.yaml's stage commands call `reviewops`: the venv's executables come first
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install browser test test-fast demo repro clean airflow-init airflow-ui
+.PHONY: install browser services test test-scaleout demo repro clean airflow-init airflow-ui
 
 install: $(STAMP)
 
@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/uv || $(BIN)/pip install --quiet uv==0.13.9
 	@echo ">> installing the pinned set into $(VENV) (first time: several minutes, ~5 GB with torch)"
 	@start=$$(date +%s); \
-	$(BIN)/uv pip install --compile-bytecode --python $(BIN)/python --constraints constraints.txt -e '.[dev]' && \
+	$(BIN)/uv pip install --compile-bytecode --python $(BIN)/python --constraints constraints.txt -e '.[dev,scale]' && \
 	echo ">> install took $$(( $$(date +%s) - start )) s"
 	@touch $(STAMP)
 
@@ -45,8 +45,23 @@ browser:
 	if [ "$${CI:-}" = true ]; then echo ">> error: $$why (CI=true: the browser tests must run)"; exit 1; fi; \
 	echo ">> warning: $$why, or the browser tests skip"
 
+# Debian's PostgreSQL 15, Redis 7 and haproxy, which the scale-out tests start on loopback themselves (tests/scaleout):
+# installed with apt-get when missing (as root, or with passwordless sudo); a failure fails this target.
+services:
+	@missing=; for p in /usr/lib/postgresql/15/bin/initdb:postgresql redis-server:redis-server haproxy:haproxy; do \
+	  exe=$${p%%:*}; command -v $$exe >/dev/null || test -x $$exe || missing="$$missing $${p##*:}"; done; \
+	[ -z "$$missing" ] && exit 0; \
+	sudo=; [ "$$(id -u)" = 0 ] || { sudo -n true 2>/dev/null && sudo="sudo -n"; } || { echo ">> error: not root: apt-get install$$missing"; exit 1; }; \
+	echo ">> installing Debian's$$missing (scale-out tests)"; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null
+
 test: install browser
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --ignore=tests/scaleout
+
+# More than one machine, really run (docs/scale_out.md): Airflow on CeleryExecutor with PostgreSQL and Redis, the
+# prediction log on PostgreSQL from two replicas, replicas behind haproxy, DVC's S3 remote. .ci/run runs it after `make test`.
+test-scaleout: install services
+	$(BIN)/pytest -q tests/scaleout
 
 # Ingest, retrain and deploy through Airflow, live traffic, drift and false-positive reports (pipelines/app/demo.py).
 demo: install
