@@ -53,10 +53,7 @@ def main() -> None:
     val, test = scored["val"], scored["test"]
     rows = []
     for target in TARGETS:
-        thresholds, _ = sku.calibrate_alarm(val["margin"].to_numpy(), val["similarity"].to_numpy(),
-                                            val["wrong_claim"].to_numpy(), val["outside"].to_numpy(),
-                                            {"sku_mismatch": params.recall_targets.sku_mismatch, "unknown_sku": target},
-                                            params.recall_targets.confidence)
+        thresholds, _ = sku.calibrate_frame(val, sku.alarm_targets(params, target), params.recall_targets.confidence)
         figures = sku.open_set_metrics(test, sku.alarms(test, thresholds, frozenset(gallery[1])))
         rows.append({"unknown_sku_target": target, "thresholds": thresholds,
                      **{k: figures[k] for k in ("outside_catalogue_recall", "wrong_claim_recall",

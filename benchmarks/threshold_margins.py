@@ -44,10 +44,7 @@ def sku_rows(root: Path, params) -> dict:
     val, test = (sku._scored(root, params, df, net, arch, gallery, split) for split in ("val", "test"))
     rows = []
     for target in TARGETS:
-        thresholds, _ = sku.calibrate_alarm(val["margin"].to_numpy(), val["similarity"].to_numpy(),
-                                            val["wrong_claim"].to_numpy(), val["outside"].to_numpy(),
-                                            {"sku_mismatch": params.recall_targets.sku_mismatch, "unknown_sku": target},
-                                            params.recall_targets.confidence)
+        thresholds, _ = sku.calibrate_frame(val, sku.alarm_targets(params, target), params.recall_targets.confidence)
         figures = {split: sku.open_set_metrics(frame, sku.alarms(frame, thresholds, frozenset(gallery[1])))
                    for split, frame in (("val", val), ("test", test))}
         rows.append({"target": target, "thresholds": thresholds,

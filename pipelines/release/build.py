@@ -25,11 +25,12 @@ from pipelines.params import Params
 from pipelines.locks import file_lock
 
 PROJECT = Path(__file__).resolve().parents[2]
-# What the Bento runs: the serving package, params and the prediction log; no torch, timm or ultralytics.
+# What the Bento runs: the serving package, params and the prediction log (SQLite, or PostgreSQL through psycopg 3);
+# no torch, timm or ultralytics.
 SERVING_FILES = ("pipelines/__init__.py", "pipelines/params.py", "pipelines/serve", "monitoring/__init__.py",
                  "monitoring/prediction_log.py", "monitoring/feedback.py")
 SERVING_PACKAGES = ("bentoml", "onnxruntime", "opencv-python", "pillow", "numpy", "pandas", "sqlalchemy", "pyyaml",
-                    "pydantic", "fastapi", "prometheus-client", "psycopg2-binary")
+                    "pydantic", "fastapi", "prometheus-client", "psycopg", "psycopg-binary")
 
 
 class BuildError(RuntimeError):

@@ -289,6 +289,18 @@ def _histogram(s: pd.DataFrame) -> pd.DataFrame:
                          "outside_catalogue": np.histogram(sim[s["outside"]], edges)[0]})
 
 
+def alarm_targets(params: Params, unknown_sku: float | None = None) -> dict[str, float]:
+    """The alarm's recall targets from params (``unknown_sku`` in place of its target, for a sweep)."""
+    return {"sku_mismatch": params.recall_targets.sku_mismatch,
+            "unknown_sku": params.recall_targets.unknown_sku if unknown_sku is None else unknown_sku}
+
+
+def calibrate_frame(val: pd.DataFrame, targets: dict[str, float], confidence: float = 0.0):
+    """:func:`calibrate_alarm` on a scored validation frame (``_scored``)."""
+    return calibrate_alarm(val["margin"].to_numpy(), val["similarity"].to_numpy(), val["wrong_claim"].to_numpy(),
+                           val["outside"].to_numpy(), targets, confidence)
+
+
 def evaluate(root: Path, params: Params) -> dict:
     df = common.load_frame(root)
     device = common.device(params)
@@ -296,11 +308,9 @@ def evaluate(root: Path, params: Params) -> dict:
     net.to(device)
     gallery = embed_gallery(root, params, net, arch, device)
     known = frozenset(gallery[1])
-    targets = {"sku_mismatch": params.recall_targets.sku_mismatch, "unknown_sku": params.recall_targets.unknown_sku}
+    targets = alarm_targets(params)
     val = _scored(root, params, df, net, arch, gallery, "val", device)
-    thresholds, source = calibrate_alarm(val["margin"].to_numpy(), val["similarity"].to_numpy(),
-                                         val["wrong_claim"].to_numpy(), val["outside"].to_numpy(), targets,
-                                         params.recall_targets.confidence)
+    thresholds, source = calibrate_frame(val, targets, params.recall_targets.confidence)
     test = _scored(root, params, df, net, arch, gallery, "test", device)
     record = common.read_train_record(FAMILY, root)
     metrics = {
