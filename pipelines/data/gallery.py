@@ -261,7 +261,7 @@ def _commit(root: Path, after: pd.DataFrame, copies: dict[str, Path], removed: d
     pushed = False
     if push:
         try:
-            dvc(root, "push", "-q", str(POINTER))
+            dvc(root, "push", str(POINTER))  # not -q: it silences why a push failed
             pushed = True
         except VersionError as err:
             where = f" (commit {commit[:10]})" if commit else ""

@@ -268,7 +268,7 @@ def _already_versioned(src: Path, dest: Path, batch_id: str, repo: Path, in_git:
         raise VersionError(f"batch {batch_id} is already versioned at {dest} with other content; nothing was "
                            f"changed. Give the new batch a new id")
     if push:
-        dvc(repo, "push", "-q", str(dvc_file.relative_to(repo)))
+        dvc(repo, "push", str(dvc_file.relative_to(repo)))  # not -q: it silences the error too
     frozen = read_test_split(repo)
     return VersionOutcome(
         batch_id=batch_id, dest=dest, n_rows=len(done), splits=_split_counts(done),
@@ -323,7 +323,7 @@ def version_batch(batch_dir: str | Path, *, repo: str | Path | None = None, para
                                  pushed=False)
         if push:
             try:
-                dvc(repo, "push", "-q", str(rel_dvc))
+                dvc(repo, "push", str(rel_dvc))  # not -q: DVC's -q also silences why a push failed
             except VersionError as err:
                 where = f" (commit {commit[:10]})" if commit else ""
                 raise VersionError(f"batch {batch_id} is versioned locally{where} but the push to {remote_url} "

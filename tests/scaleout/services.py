@@ -1,5 +1,6 @@
 """Real PostgreSQL 15 and Redis 7 servers from Debian's packages, each on a free loopback port with a throw-away
 data directory (``make services`` installs them). No mocks, no containers: the servers the platform team runs.
+S3, which nothing here reaches, is stood in for by moto's S3-compatible HTTP server (PyPI, the ``scale`` extra).
 
 PostgreSQL refuses to run as root, so as root the cluster belongs to the ``postgres`` user (its directory is made
 outside pytest's private temporary tree, which that user cannot enter).
@@ -10,8 +11,10 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -131,3 +134,41 @@ def start_redis() -> Redis:
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     _wait_port(port, proc, 30, "redis-server", log)
     return Redis(port=port, proc=proc, dir=root)
+
+
+# ------------------------------------------------------------------------------------------------ S3
+
+@dataclass
+class S3Server:
+    """moto's S3-compatible server (werkzeug, threaded) on 127.0.0.1:``port``, in its own process group."""
+    proc: subprocess.Popen
+    port: int
+    log: Path
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # its own group (start_new_session): only what we started
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+def start_s3_server(log_dir: Path, timeout: float = 30.0) -> S3Server:
+    port = free_port()
+    log = log_dir / "moto_server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    server = S3Server(proc, port, log)
+    try:
+        _wait_port(port, proc, timeout, "moto_server", log)
+    except RuntimeError:
+        server.stop()
+        raise
+    return server
