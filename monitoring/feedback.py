@@ -37,7 +37,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from .prediction_log import sqlite_pragmas, sqlite_path, UTCDateTime
+from .prediction_log import UTCDateTime, ddl_lock, make_engine, sqlite_path
 
 # the reasons pipelines.serve.models.decide can give (prohibited:<category> besides)
 CHECKS = ("sku_mismatch", "unknown_sku", "blur", "sticker_missing", "dirt", "no_product", "off_centre", "manipulation")
@@ -110,6 +110,8 @@ def _text(value: Any, where: str, required: bool = False) -> str | None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise FeedbackError(f"{where} is not valid Unicode (a lone surrogate): {value!r:.80}") from None
+    if "\x00" in value:                    # PostgreSQL's text type refuses it: the row could not be kept
+        raise FeedbackError(f"{where} holds a NUL character: {value!r:.80}")
     return value.strip()
 
 
@@ -232,10 +234,9 @@ class FeedbackStore:
         path = sqlite_path(parsed)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(parsed)
-        if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", sqlite_pragmas)
-        with self.engine.begin() as conn:
+        self.engine = make_engine(parsed)
+        with self.engine.begin() as conn:          # under the log's DDL lock on PostgreSQL (replicas start together)
+            ddl_lock(conn)
             conn.execute(sa.schema.CreateTable(feedback_table, if_not_exists=True))
             for index in feedback_table.indexes:
                 conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))

@@ -2,6 +2,9 @@
 
 Besides the decision and the full per-check JSON, every row has flat score columns, the ones the drift monitor
 reads. SQLite runs in WAL mode with a busy timeout, so several server worker processes append side by side.
+PostgreSQL (``postgresql+psycopg://``) takes the writers of several replicas: the table is created under an
+advisory lock (replicas starting together do not race on ``CREATE TABLE IF NOT EXISTS``), and ``request_id``
+is unique, so an append retried after a dropped connection (its commit unknown) writes each row once.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import json
 import math
 import numbers
 import os
+import time
+import warnings
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +26,9 @@ import sqlalchemy as sa
 
 ENV_VAR = "REVIEWOPS_PREDICTION_LOG"        # overrides params.serving.prediction_log
 SQLITE_BUSY_TIMEOUT_MS = 30_000             # how long an append waits for another process's write to finish
+APPEND_ATTEMPTS = 3                         # an append whose connection failed is retried (idempotent: request_id)
+DDL_LOCK = 0x5245564F                       # PostgreSQL advisory lock key held while the tables are created
+UNIQUE_REQUEST_ID = "ux_predictions_request_id"
 MAX_TEXT = 255
 MAX_PATH = 1024
 TEXTS = ("listing_id", "sku_claimed", "sku_predicted", "policy_version", "gallery_version")
@@ -73,6 +81,7 @@ predictions = sa.Table(
     sa.Column("checks", _json(), nullable=False),     # the per-check JSON exactly as served
     sa.Column("image_path", sa.String(MAX_PATH)),     # the archived photo (serving.photo_archive), if kept
 )
+unique_request_id = sa.Index(UNIQUE_REQUEST_ID, predictions.c.request_id, unique=True)   # created apart: see _unique
 COLUMNS = tuple(c.name for c in predictions.columns if c.name != "id")
 
 
@@ -93,21 +102,35 @@ class PredictionLog:
         path = sqlite_path(parsed)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(parsed)
-        if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", sqlite_pragmas)
+        self.engine = make_engine(parsed)
         with self.engine.begin() as conn:          # IF NOT EXISTS: workers starting together do not collide
+            ddl_lock(conn)
             conn.execute(sa.schema.CreateTable(predictions, if_not_exists=True))
             for index in predictions.indexes:
-                conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+                if index is not unique_request_id:
+                    conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
             _add_missing_columns(conn)
+            self.unique = _unique(conn)
+        self._insert = _idempotent_insert(self.engine.dialect.name) if self.unique else sa.insert(predictions)
 
     def append(self, records: Sequence[dict[str, Any]]) -> int:
-        """Write ``records`` in one transaction; a ValueError naming the key if any is invalid (then none is written)."""
+        """Write ``records`` in one transaction; a ValueError naming the key if any is invalid (then none is written).
+
+        A row whose ``request_id`` is already in the log is not written again (the append is idempotent), so a
+        connection that failed mid-append is retried (up to ``APPEND_ATTEMPTS``) without duplicating rows.
+        """
         rows = [_row(record) for record in records]
         if rows:
-            with self.engine.begin() as conn:
-                conn.execute(sa.insert(predictions), rows)
+            for attempt in range(1, APPEND_ATTEMPTS + 1):
+                try:
+                    with self.engine.begin() as conn:
+                        conn.execute(self._insert, rows)
+                    break
+                except sa.exc.DBAPIError as exc:
+                    if not (exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError)) \
+                            or not self.unique or attempt == APPEND_ATTEMPTS:
+                        raise
+                    time.sleep(0.05 * attempt)
         return len(rows)
 
     def read(self, since: datetime | None = None, until: datetime | None = None,
@@ -149,6 +172,47 @@ class PredictionLog:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def make_engine(url: str | sa.URL) -> sa.Engine:
+    """An engine for the log's database: SQLite with its pragmas; a server database with pre-ping (a connection the
+    server closed, e.g. after a restart, is replaced before use rather than failing a request)."""
+    url = sa.make_url(url)
+    if url.get_backend_name() == "sqlite":
+        engine = sa.create_engine(url)
+        sa.event.listen(engine, "connect", sqlite_pragmas)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def ddl_lock(conn: sa.Connection) -> None:
+    """On PostgreSQL, hold a transaction-scoped advisory lock: concurrent ``CREATE TABLE IF NOT EXISTS`` of the same
+    table can fail there (a unique violation on pg_type) when replicas start together. SQLite serialises DDL itself."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": DDL_LOCK})
+
+
+def _unique(conn: sa.Connection) -> bool:
+    """Make ``request_id`` unique; False (and a warning) for an older log already holding a duplicated id."""
+    try:
+        with conn.begin_nested():
+            conn.execute(sa.schema.CreateIndex(unique_request_id, if_not_exists=True))
+    except sa.exc.IntegrityError:
+        warnings.warn("the prediction log holds duplicated request ids: request_id stays non-unique and appends "
+                      "are not retried", RuntimeWarning, stacklevel=3)
+        return False
+    return True
+
+
+def _idempotent_insert(dialect: str):
+    """INSERT that skips a row whose request_id is already there (SQLite, PostgreSQL); a plain INSERT elsewhere."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        return sa.insert(predictions)
+    return insert(predictions).on_conflict_do_nothing(index_elements=[predictions.c.request_id])
 
 
 def _add_missing_columns(conn: sa.Connection) -> None:

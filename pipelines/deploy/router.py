@@ -115,15 +115,32 @@ def stop_group(pid: int | None, grace: float = 10.0, expect: str | None = None) 
     if expect and expect not in cmdline(pid):
         log.warning("pid %s is not %r any more; not signalled", pid, expect)
         return False
+    tree = _descendants(pid)                # BentoML's circusd and workers each lead a session of their own
     _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     _signal_group(pid, signal.SIGKILL)      # stragglers of the group, or the leader itself
+    for child in tree:                      # and those outside its group, which would keep serving on the port
+        try:
+            if child.is_running():
+                child.kill()
+        except Exception:                   # psutil.NoSuchProcess / AccessDenied: gone or not ours
+            pass
     deadline = time.monotonic() + 5.0
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     return True
+
+
+def _descendants(pid: int) -> list:
+    """Every process below ``pid`` (psutil handles, which refuse to signal a recycled pid); [] when it is gone."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -138,24 +138,29 @@ class BatchAnswer(_Model):
     results: list[ReviewAnswer | BatchItemError] = Field(description="one entry per photo, in request order")
 
 
+# Text fields hold no NUL character: PostgreSQL's text type refuses it, so the log could not keep the answer.
+NO_NUL = r"^[^\x00]*$"
+
+
 class ReviewJSON(_Model):
     photo_b64: str = Field(description="the photo (JPEG, PNG or WebP), base64 (a data: URL prefix is accepted)",
                            json_schema_extra={"contentEncoding": "base64"})
-    sku_id: str | None = Field(default=None, max_length=200, description="the SKU the listing claims")
-    category: str | None = Field(default=None, max_length=200,
+    sku_id: str | None = Field(default=None, max_length=200, pattern=NO_NUL, description="the SKU the listing claims")
+    category: str | None = Field(default=None, max_length=200, pattern=NO_NUL,
                                  description="phone, tablet, ...: whether stickers are required")
-    listing_id: str | None = Field(default=None, max_length=200, description="echoed in the answer and the log")
+    listing_id: str | None = Field(default=None, max_length=200, pattern=NO_NUL,
+                                   description="echoed in the answer and the log")
 
 
 class ReviewBatchJSON(_Model):
     items: list[ReviewJSON]
 
 
-FeedbackText = Field(default=None, max_length=255)
+FeedbackText = Field(default=None, max_length=255, pattern=NO_NUL)
 
 
 class FeedbackRecord(_Model):
-    listing_id: str = Field(min_length=1, max_length=255, pattern=r"\S")
+    listing_id: str = Field(min_length=1, max_length=255, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$")
     verdicts: dict[str, bool | Literal["confirmed", "false_positive"]] | None = Field(
         default=None, min_length=1,
         description="check (a reason of the answer) -> true: confirmed defect, false: false positive")
@@ -232,7 +237,7 @@ REQUEST_ERRORS = ("bad_request", "invalid_json", "bad_form", "bad_multipart", "m
 
 def _multipart(batch: bool, max_batch: int = 1) -> dict:
     binary = {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}
-    text = {"type": "string", "maxLength": 200}
+    text = {"type": "string", "maxLength": 200, "pattern": NO_NUL}
     fields = {"sku_id": text, "category": text, "listing_id": text}
     if batch:
         props = {"photo": {"type": "array", "items": binary, "minItems": 1, "maxItems": max_batch,

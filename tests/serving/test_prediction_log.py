@@ -188,3 +188,27 @@ def test_archive_photo_names_the_file_by_its_hash_and_writes_it_once(tmp_path):
     assert first == again == tmp_path / "photos" / digest[:2] / f"{digest}.jpg"
     assert first.read_bytes() == data and again.stat().st_mtime_ns == mtime
     assert not [p for p in (tmp_path / "photos").rglob("*.tmp")]
+
+
+def test_request_id_is_unique_and_a_replayed_append_adds_nothing(log):
+    """An append retried after a failure whose commit is unknown (a dropped connection) writes each row once."""
+    assert log.unique
+    log.append([record(0), record(1)])
+    log.append([record(1), record(2)])                                     # record 1 replayed, record 2 new
+    assert log.read()["request_id"].tolist() == ["req-0", "req-1", "req-2"]
+
+
+def test_an_older_log_with_duplicated_request_ids_still_opens(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:                                            # the table as older releases made it
+        conn.execute(sa.schema.CreateTable(predictions))
+        conn.execute(sa.insert(predictions), [{"ts": T0, "request_id": "dup", "decision": "auto_pass", "reasons": [],
+                                               "models": {}, "checks": {}}] * 2)
+    engine.dispose()
+    with pytest.warns(RuntimeWarning, match="duplicated request ids"):
+        plog = PredictionLog(url)
+    assert plog.unique is False
+    plog.append([record(0, request_id="dup")])
+    assert plog.read()["request_id"].tolist() == ["dup", "dup", "dup"]
+    plog.close()
