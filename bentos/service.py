@@ -62,7 +62,12 @@ def _bundles() -> dict[str, str]:
     return {family: bentoml.models.get(tag).path for family, tag in PRODUCTION.items()}
 
 
-@bentoml.service(name="reviewops-checks", workers=1, traffic={"timeout": 120})
+# runner_connection: BentoML's client of a dependency replaces its aiohttp session every max_requests calls (100 by
+# default) or max_age seconds, closing the old one with the calls still in flight on it: at concurrency 32, 1,073 of
+# 10,000 calls were cut ("Server disconnected") after the checks had begun them, and ran twice when resent
+# (benchmarks/results/scaleout_replicas_resend.json). One session for the process's life instead.
+@bentoml.service(name="reviewops-checks", workers=1, traffic={"timeout": 120},
+                 runner_connection={"max_requests": 2**62, "max_age": 1e12})
 class Checks:
     """Every production model; ``infer`` runs greedily batched (:class:`pipelines.serve.batching.GreedyBatcher`):
     a lone photo at once, photos that arrive during a run together in the next one."""
