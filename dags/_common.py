@@ -39,3 +39,16 @@ DEFAULT_ARGS = {
 # DVC and git hold one lock per work tree: tasks that run them go one at a time
 # (the app layer also takes pipelines.data.version.repo_lock, which covers other DAGs and workers).
 ONE_AT_A_TIME = {"max_active_tis_per_dag": 1}
+
+# Celery queues (CeleryExecutor; the LocalExecutor and dag.test() ignore them). Every task whose app function
+# writes the git/DVC work tree or the model registry under repo_lock (version, dvc repro of evaluate / reviewer,
+# the gate's promotions, the build, the gallery and policy rollouts) goes to DVC_QUEUE, which ONE worker serves:
+# on a shared volume the repo lock is only as good as the filesystem's flock. Training goes to TRAIN_QUEUE, so that
+# the GPU machine can take it; it runs inside `dvc repro` (it writes models/ and dvc.lock), so the worker serving
+# TRAIN_QUEUE is that same one DVC worker: `airflow celery worker --queues dvc,train,default` on the GPU machine.
+# Every other task stays on DEFAULT_QUEUE ([operators] default_queue), which any worker may serve.
+DVC_QUEUE = "dvc"
+TRAIN_QUEUE = "train"
+DEFAULT_QUEUE = "default"
+DVC_WRITER = {"queue": DVC_QUEUE}
+TRAINER = {"queue": TRAIN_QUEUE}

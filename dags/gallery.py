@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from _common import DEFAULT_ARGS, START, TAGS
+from _common import DEFAULT_ARGS, DVC_WRITER, START, TAGS
 from airflow.sdk import Param, dag, task
 
 
@@ -35,7 +35,7 @@ from airflow.sdk import Param, dag, task
                           description="serving port (default: serving.port of params.yaml)")},
 )
 def gallery_deploy():
-    @task(execution_timeout=timedelta(minutes=30))
+    @task(**DVC_WRITER, execution_timeout=timedelta(minutes=30))
     def gallery_deploy(params=None) -> dict:
         from pipelines.app import tasks
 

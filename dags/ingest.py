@@ -20,7 +20,7 @@ Code: `pipelines/app/tasks.py` (`find_batches`, `validate`, `version`).
 
 from __future__ import annotations
 
-from _common import DATA, DEFAULT_ARGS, ONE_AT_A_TIME, START, TAGS
+from _common import DATA, DEFAULT_ARGS, DVC_WRITER, ONE_AT_A_TIME, START, TAGS
 from airflow.sdk import Param, dag, task
 
 
@@ -49,7 +49,7 @@ def ingest():
 
         return tasks.validate(batch=batch)
 
-    @task(**ONE_AT_A_TIME, map_index_template="{{ task.op_kwargs['validated']['batch'] }}")
+    @task(**ONE_AT_A_TIME, **DVC_WRITER, map_index_template="{{ task.op_kwargs['validated']['batch'] }}")
     def version(validated: dict) -> dict:
         from pipelines.app import tasks
 

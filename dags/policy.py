@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from _common import DEFAULT_ARGS, START, TAGS
+from _common import DEFAULT_ARGS, DVC_WRITER, START, TAGS
 from airflow.sdk import Param, dag, task
 
 
@@ -44,7 +44,7 @@ from airflow.sdk import Param, dag, task
                           description="serving port (default: serving.port of params.yaml)")},
 )
 def policy_deploy():
-    @task(execution_timeout=timedelta(minutes=30))
+    @task(**DVC_WRITER, execution_timeout=timedelta(minutes=30))
     def policy_deploy(params=None) -> dict:
         from pipelines.app import tasks
 

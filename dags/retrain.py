@@ -29,7 +29,7 @@ Code: `pipelines/app/tasks.py` (`train`, `evaluate`, `reviewer`, `gate`, `build`
 
 from __future__ import annotations
 
-from _common import BENTO, DATA, DEFAULT_ARGS, DRIFT, ONE_AT_A_TIME, START, TAGS
+from _common import BENTO, DATA, DEFAULT_ARGS, DRIFT, DVC_WRITER, ONE_AT_A_TIME, START, TAGS, TRAINER
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
 from pipelines.train.families import FAMILIES
@@ -46,31 +46,31 @@ from pipelines.train.families import FAMILIES
     doc_md=__doc__,
 )
 def retrain():
-    @task(**ONE_AT_A_TIME, map_index_template="{{ task.op_kwargs['family'] }}")
+    @task(**ONE_AT_A_TIME, **TRAINER, map_index_template="{{ task.op_kwargs['family'] }}")
     def train(family: str) -> dict:
         from pipelines.app import tasks
 
         return tasks.train(family=family)
 
-    @task(**ONE_AT_A_TIME, map_index_template="{{ task.op_kwargs['trained']['family'] }}")
+    @task(**ONE_AT_A_TIME, **DVC_WRITER, map_index_template="{{ task.op_kwargs['trained']['family'] }}")
     def evaluate(trained: dict) -> dict:
         from pipelines.app import tasks
 
         return tasks.evaluate(family=trained["family"])
 
-    @task(**ONE_AT_A_TIME)
+    @task(**ONE_AT_A_TIME, **DVC_WRITER)
     def reviewer(evaluated: list[dict]) -> dict:
         from pipelines.app import tasks
 
         return tasks.reviewer()
 
-    @task
+    @task(**DVC_WRITER)
     def gate(reviewed: dict) -> dict:
         from pipelines.app import tasks
 
         return tasks.gate()
 
-    @task(outlets=[BENTO])
+    @task(**DVC_WRITER, outlets=[BENTO])
     def build(gated: dict, outlet_events=None) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
         from pipelines.app import tasks

@@ -39,7 +39,6 @@ CONCURRENCY = 32
 KILL_CONCURRENCY = 12          # test B: steady load, bounded
 FAIR_SHARE = 0.35              # each of two replicas serves at least this share
 MAX_FAILED_SHARE = 0.01        # test B: failed requests over the whole run
-MAX_FAILED_SHARE_A = 0.005     # test A: non-200 answers tolerated (each without a row); 0 expected, 2 in 10,000 seen
 NOTICE_BOUND_S = 10            # haproxy marks a dead replica down within (fall 2 x inter 1 s, plus slack)
 REJOIN_BOUND_S = 240           # a restarted replica serves again within (its cold start on a busy 2-core box)
 
@@ -159,7 +158,8 @@ def test_two_replicas_one_postgres_log(stack_factory, built, tmp_path):
     load_s = time.monotonic() - t0
     assert len(answers) == N_ANSWERS, f"the load stopped at its time bound: {len(answers)} of {N_ANSWERS} sent"
     failed = [a for a in answers if a.status != 200]          # none expected; the rows are what is judged here
-    assert len(failed) <= MAX_FAILED_SHARE_A * N_ANSWERS, f"{len(failed)} failed: {[(a.status, a.error) for a in failed[:5]]}"
+    # none: the 120 s hangs of about 1 in 10,000 came from BentoML's session refresh (runner_connection in bentos/service.py)
+    assert not failed, f"{len(failed)} failed: {[(a.status, a.error) for a in failed[:5]]}"
     answers = [a for a in answers if a.status == 200]
 
     served = Counter(a.server for a in answers)
@@ -227,7 +227,7 @@ def test_two_replicas_one_postgres_log(stack_factory, built, tmp_path):
 def test_replica_killed_under_load(stack_factory, built):
     started = time.monotonic()
     stack = stack_factory("kill")
-    haproxy, (r1, r2) = stack.haproxy, stack.replicas
+    haproxy, r1 = stack.haproxy, stack.replicas[0]
     photos = traffic_photos(built.traffic)
     stop = threading.Event()
     result: dict = {}
