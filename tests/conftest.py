@@ -16,14 +16,8 @@ def sh(cwd: Path, *args: str) -> str:
     return subprocess.run(args, cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def make_project(base: Path, profile: str = "tiny", n: int | None = None) -> Path:
-    """A git repo with the project's params.yaml (train.profile = tiny) and one versioned batch."""
-    from pipelines.data.generate import generate_batch
-    from pipelines.params import load_params
-    from pipelines.data.gallery import seed as seed_gallery
-    from pipelines.data.version import version_batch
-
-    repo = base / "repo"
+def new_repo(repo: Path, profile: str = "tiny") -> Path:
+    """A new git repo holding the project's params.yaml (``train.profile`` = ``profile``), committed; no data yet."""
     repo.mkdir(parents=True)
     sh(repo, "git", "init", "-q", "-b", "main")
     sh(repo, "git", "config", "user.name", "ReviewOps Test")
@@ -34,6 +28,17 @@ def make_project(base: Path, profile: str = "tiny", n: int | None = None) -> Pat
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     sh(repo, "git", "add", ".gitignore", "params.yaml")
     sh(repo, "git", "commit", "-q", "-m", "init")
+    return repo
+
+
+def make_project(base: Path, profile: str = "tiny", n: int | None = None) -> Path:
+    """A git repo with the project's params.yaml (train.profile = tiny) and one versioned batch."""
+    from pipelines.data.generate import generate_batch
+    from pipelines.params import load_params
+    from pipelines.data.gallery import seed as seed_gallery
+    from pipelines.data.version import version_batch
+
+    repo = new_repo(base / "repo", profile)
     params = load_params(repo / "params.yaml")
     prof = params.data.profiles["tiny"]
     src = generate_batch(repo / "data" / "incoming", "tiny-b1", n or prof.n, prof.seed, params=params, workers=2)

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.scaleout.services import free_port, process_tree
+
 PROJECT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 HAPROXY = "/usr/sbin/haproxy"
@@ -37,12 +39,6 @@ HAPROXY_CFG = Path(os.environ.get("REVIEWOPS_HAPROXY_CFG") or PROJECT / "deploy"
 BUILT_ENV = "REVIEWOPS_REPLICAS_BUILT"   # a Built.save file: reuse that Bento instead of training and building one
 BACKEND = "reviewers"
 SERVED_BY = "x-served-by"            # the response header deploy/haproxy.cfg adds: the replica's server name
-
-
-def free_port() -> int:
-    from pipelines.deploy.router import free_port as _free
-
-    return _free()
 
 
 def cli(repo: Path, env: dict, *args: str) -> str:
@@ -151,15 +147,7 @@ class Replica:
         """``bentoml serve``, circusd and the workers. BentoML's circus starts circusd and every worker in a session
         of its own (setsid), so the process group of ``bentoml serve`` holds none of them: a SIGKILL of that group
         alone leaves the workers serving on the port (orphans of init)."""
-        import psutil
-
-        if self.proc is None:
-            return []
-        try:
-            root = psutil.Process(self.proc.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
+        return [] if self.proc is None else process_tree(self.proc.pid)
 
     def kill(self) -> None:
         """SIGKILL every process of the replica (each one's process group) at once, as when its machine dies."""

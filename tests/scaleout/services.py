@@ -41,6 +41,18 @@ def _wait_port(port: int, proc: subprocess.Popen | None, timeout: float, what: s
     raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f} s\n{tail}")
 
 
+def process_tree(pid: int) -> list:
+    """``pid`` and every process below it (psutil handles), [] when it is gone: BentoML's circus and Airflow's task
+    supervisor start their children in sessions of their own, so a process group does not hold them all."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
 def _binary(name: str, pattern: str) -> str:
     found = sorted(glob.glob(pattern)) or ([shutil.which(name)] if shutil.which(name) else [])
     if not found:

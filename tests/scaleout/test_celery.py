@@ -37,7 +37,7 @@ import yaml
 
 from pipelines.train.families import FAMILIES
 from tests.dags.test_dag_runs import production, review, with_pipeline
-from tests.scaleout.services import free_port
+from tests.scaleout.services import free_port, process_tree
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -103,13 +103,7 @@ class Component:
 
     def tree(self) -> list[psutil.Process]:
         """The component and every process it started (Airflow runs each task in a process group of its own)."""
-        if not self.alive():
-            return []
-        try:
-            root = psutil.Process(self.proc.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
+        return process_tree(self.proc.pid) if self.alive() else []
 
     def kill(self) -> list[str]:
         """SIGKILL the whole tree at once, as when the machine dies; returns what was killed."""

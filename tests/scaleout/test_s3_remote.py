@@ -30,6 +30,7 @@ from pipelines.data.generate import generate_batch
 from pipelines.data.version import (REMOTE_ENV, VersionError, VersionOutcome, dvc, ensure_dvc_repo, repo_lock,
                                     version_batch)
 from pipelines.params import load_params
+from tests.conftest import new_repo
 from tests.scaleout.services import free_port, start_s3_server
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -86,19 +87,8 @@ def sh(cwd: Path, *args: str) -> str:
 
 
 def new_project(repo: Path) -> Path:
-    """A git repo with the project's params.yaml (tiny profile): what ``tests/conftest.py::make_project`` makes,
-    without its local-directory remote."""
-    repo.mkdir(parents=True)
-    sh(repo, "git", "init", "-q", "-b", "main")
-    sh(repo, "git", "config", "user.name", "ReviewOps Test")
-    sh(repo, "git", "config", "user.email", "test@reviewops.invalid")
-    (repo / ".gitignore").write_text("/data/incoming/\n/data/quarantine/\n/.dvc-remote/\n/.cache/\n")
-    raw = yaml.safe_load((PROJECT / "params.yaml").read_text())
-    raw["train"]["profile"] = "tiny"
-    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    sh(repo, "git", "add", ".gitignore", "params.yaml")
-    sh(repo, "git", "commit", "-q", "-m", "init")
-    return repo
+    """What ``tests/conftest.py::make_project`` makes, without its local-directory remote and data."""
+    return new_repo(repo, "tiny")
 
 
 def version_new_batch(repo: Path, batch_id: str, n: int, seed: int, workers: int = 2) -> VersionOutcome:
