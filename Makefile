@@ -56,12 +56,12 @@ services:
 	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null
 
 test: install browser
-	$(BIN)/pytest -q --ignore=tests/scaleout
+	$(BIN)/pytest -q --ignore=tests/scaleout --durations=25
 
 # More than one machine, really run (docs/scale_out.md): Airflow on CeleryExecutor with PostgreSQL and Redis, the
 # prediction log on PostgreSQL from two replicas, replicas behind haproxy, DVC's S3 remote. .ci/run runs it after `make test`.
 test-scaleout: install services
-	$(BIN)/pytest -q tests/scaleout
+	$(BIN)/pytest -q tests/scaleout --durations=10
 
 # Ingest, retrain and deploy through Airflow, live traffic, drift and false-positive reports (pipelines/app/demo.py).
 demo: install
