@@ -5,9 +5,11 @@ Usage (no data needed; the trunk carries the package's ImageNet weights):
     .venv/bin/python benchmarks/prohibited_tail_latency.py [--tails full5 ...] [--categories 1 5 10 20 40] \
         [--threads 1 2] [--runs 30] [--warmup 10] [--sessions 3] [--identical]
 
-For each tail (``full5``: today's, stages 5-6 + head conv after trunk split 5; ``splitS_light0``: trunk split S,
-``tail_stages: 0``, a 1x1 conv to 256 channels + average and max pooling per category) and each number of
-categories, ``CombinedProhibited(trunk, {c0..cN-1: CategoryClassifier(trunk, tail_stages)})`` is exported with
+For each tail (``full5``: stages 5-6 + head conv per category after trunk split 5; ``splitS_light0``: trunk split
+S, ``tail_stages: 0``, a 1x1 conv to 256 channels + average and max pooling per category; ``neck5``: trunk split 5,
+stages 5-6 one neck shared by every category (``train.prohibited.neck``), then per category that 1x1 conv and
+pooling on the neck's output) and each number of categories,
+``CombinedProhibited(trunk, {c0..cN-1: CategoryClassifier(trunk, tail_stages)}, neck)`` is exported with
 ``pipelines.train.onnx_export.export_dynamic_batch`` (input 256 px) and run on ONNX Runtime's CPU provider at
 batch 1 (inter-op threads 1, intra-op threads as given; serving uses 1) in ``--sessions`` fresh sessions of
 ``--warmup`` untimed and ``--runs`` timed runs each; the figure is the median of the sessions' medians (each
@@ -38,27 +40,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipelines.train.families.prohibited import CategoryClassifier, CombinedProhibited
+from pipelines.train.families.prohibited import CategoryClassifier, CombinedProhibited, Neck
 from pipelines.train.onnx_export import export_dynamic_batch
 from pipelines.train.trunk import Trunk
 
 OUT = Path(__file__).parent / "results" / "prohibited_tail_latency.json"
 SIZE = 256
-TAILS = {"full5": (5, None), "split5_light0": (5, 0), "split6_light0": (6, 0), "split7_light0": (7, 0)}
+TAILS = {"full5": (5, None), "split5_light0": (5, 0), "split6_light0": (6, 0), "split7_light0": (7, 0),
+         "neck5": (5, "neck")}
 
 
-def combined(split: int, tail_stages: int | None, n: int, identical: bool = False) -> CombinedProhibited:
-    """``n`` categories on one trunk; unless ``identical``, each category's parameters perturbed (see above)."""
+def combined(split: int, tail_stages: int | str | None, n: int, identical: bool = False) -> CombinedProhibited:
+    """``n`` categories on one trunk (and neck); unless ``identical``, each category's parameters perturbed (see
+    above)."""
     torch.manual_seed(0)
     trunk = Trunk(split, pretrained=True)
-    classifiers = {f"c{i}": CategoryClassifier(trunk, tail_stages) for i in range(n)}
+    neck = Neck(trunk, n).eval() if tail_stages == "neck" else None
+    classifiers = {f"c{i}": (CategoryClassifier(trunk, neck=True) if neck is not None
+                             else CategoryClassifier(trunk, tail_stages)) for i in range(n)}
     if not identical:
         with torch.no_grad():
             for i, clf in enumerate(classifiers.values()):
                 g = torch.Generator().manual_seed(1000 + i)
                 for p in clf.parameters():
                     p.mul_(1 + 0.01 * torch.randn(p.shape, generator=g))
-    return CombinedProhibited(trunk, classifiers).eval()
+    return CombinedProhibited(trunk, classifiers, neck).eval()
 
 
 def time_session(path: Path, threads: int, runs: int, warmup: int) -> list[float]:
@@ -100,6 +106,7 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=3, help="fresh sessions per graph and thread count")
     ap.add_argument("--identical", action="store_true", help="leave every category's weights as built (see above)")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--merge", action="store_true", help="keep the other tails' results already in --out")
     args = ap.parse_args()
     torch.set_num_threads(max(args.threads))
     load_start = os.getloadavg()
@@ -127,8 +134,16 @@ def main() -> None:
                     row[f"threads{threads}"]["ratio_to_first"] = round(row[f"threads{threads}"]["median_ms"] / base, 3)
             results[tail] = {"trunk_split": split, "tail_stages": stages, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/prohibited_tail_latency.py " + " ".join(sys.argv[1:])
+    if args.merge and args.out.exists():
+        old = json.loads(args.out.read_text())
+        kept = {k: v for k, v in old["results"].items() if k not in results}
+        for v in kept.values():
+            v.setdefault("command", old["command"])
+            v.setdefault("date", old["date"])
+        results = {**kept, **results}
     args.out.write_text(json.dumps({
-        "command": "python benchmarks/prohibited_tail_latency.py " + " ".join(sys.argv[1:]),
+        "command": command,
         "date": datetime.date.today().isoformat(),
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "python": platform.python_version(), "load_average_at_start": load_start,

@@ -151,6 +151,8 @@ class SkuTrain(TimmFamily):
 class ProhibitedTrain(TimmFamily):
     negatives_per_epoch: int = Field(gt=0)  # shared negatives drawn per epoch for each category
     positive_repeats: int = Field(ge=1)     # each positive is seen this often per epoch
+    neck: bool = False                      # stages after the split: one neck shared by every category (tail_stages unused)
+    neck_epochs: int = Field(default=8, gt=0)
 
 
 class DetectorTrain(_Strict):
@@ -210,6 +212,8 @@ class TrainParams(_Strict):
         key = "epochs" if name == "detector" else "max_epochs"
         if cap is not None and getattr(settings, key) > cap:
             settings = settings.model_copy(update={key: cap})
+        if cap is not None and getattr(settings, "neck_epochs", 0) > cap:
+            settings = settings.model_copy(update={"neck_epochs": cap})
         return settings
 
 

@@ -102,26 +102,34 @@ def _family_or_fail(name: str) -> None:
 
 @app.command()
 def train(family: str = typer.Argument(..., help="sku | blur | detector | prohibited | manipulation"),
-          category: Optional[list[str]] = typer.Option(None, help="prohibited only: train just these categories")) -> None:
+          category: Optional[list[str]] = typer.Option(None, help="prohibited only: train just these categories"),
+          neck: bool = typer.Option(False, "--neck", help="prohibited only: train just the neck the categories "
+                                                          "share (then every category: dvc repro)")) -> None:
     """Train one model family on the versioned data; writes models/FAMILY/ (a DVC stage runs this)."""
     from pipelines.train.families import family_module, train as train_family
     from pipelines.train.families.common import NoData
 
     _family_or_fail(family)
-    if category and family != "prohibited":
-        _fail("--category applies to the prohibited family only", 2)
+    if (category or neck) and family != "prohibited":
+        _fail(f"{'--category' if category else '--neck'} applies to the prohibited family only", 2)
+    if category and neck:
+        _fail("--neck trains the shared neck, --category a category's head: one at a time", 2)
     start = time.perf_counter()
     try:
-        if category:
+        if category or neck:
             from pipelines.params import load_params
 
-            family_module("prohibited").train(Path.cwd(), load_params(), list(category))
+            module = family_module("prohibited")
+            if neck:
+                module.train_neck(Path.cwd(), load_params())
+            else:
+                module.train(Path.cwd(), load_params(), list(category))
         else:
             train_family(family)
     except (NoData, FileNotFoundError, ValueError) as exc:
         _fail(str(exc), 2)
-    typer.echo(f"trained {family}{' ' + ','.join(category) if category else ''} in {time.perf_counter() - start:.1f} s "
-               f"-> models/{family}/")
+    what = " " + ",".join(category) if category else " neck" if neck else ""
+    typer.echo(f"trained {family}{what} in {time.perf_counter() - start:.1f} s -> models/{family}/")
 
 
 @app.command()

@@ -144,12 +144,15 @@ def _dvc(*args: str) -> list[str]:
 
 
 def family_stages(family: str, kind: str) -> list[str]:
-    """The dvc.yaml targets of ``family``: ``train_<f>`` (a foreach group for prohibited) or ``evaluate@<f>``."""
+    """The dvc.yaml targets of ``family``: ``train_<f>`` (for prohibited its shared neck, ``train_prohibited_neck``,
+    and the foreach group of its categories) or ``evaluate@<f>``."""
     try:
         families.get(family)
     except ValueError as exc:
         raise PermanentError(str(exc)) from None
-    return [f"train_{family}"] if kind == "train" else [f"evaluate@{family}"]
+    if kind != "train":
+        return [f"evaluate@{family}"]
+    return ["train_prohibited_neck", "train_prohibited"] if family == "prohibited" else [f"train_{family}"]
 
 
 def _changed(root: Path, stages: list[str]) -> list[str]:

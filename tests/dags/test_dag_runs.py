@@ -112,8 +112,8 @@ def test_ingest_retrain_deploy_promotes_a_model_builds_a_bento_and_serves_review
     trained = {name: ti["result"]["ran"] for name, ti in by_name(retrain, "train").items()}
     evaluated = {name: ti["result"]["ran"] for name, ti in by_name(retrain, "evaluate").items()}
     categories = load_params(repo / "params.yaml").prohibited.categories
-    assert trained == {f: sorted(f"train_prohibited@{c}" for c in categories) if f == "prohibited" else [f"train_{f}"]
-                       for f in FAMILIES}                            # the new batch is every family's data
+    assert trained == {f: sorted(["train_prohibited_neck", *(f"train_prohibited@{c}" for c in categories)])
+                       if f == "prohibited" else [f"train_{f}"] for f in FAMILIES}   # the new batch is every family's data
     assert evaluated == {f: [f"evaluate@{f}"] for f in FAMILIES}
     assert all(json.loads((repo / "models" / f / "train.json").read_text())["data"]["batches"] == ["tiny-b1", "tiny-b2"]
                for f in FAMILIES if f != "prohibited")

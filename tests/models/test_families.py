@@ -55,7 +55,9 @@ def test_dvc_repro_trains_every_family_and_a_second_repro_trains_nothing(copy_pr
     assert training < 180, f"the tiny profile must train all five families in under 3 minutes: {training:.0f} s"
     params = load_params(repo / "params.yaml")
     categories = params.prohibited.categories
-    assert sorted(p.name for p in (repo / "models" / "prohibited").iterdir() if p.is_dir()) == sorted(categories)
+    assert sorted(p.name for p in (repo / "models" / "prohibited").iterdir() if p.is_dir()) == sorted([*categories, "_neck"])
+    neck = json.loads((repo / "models" / "prohibited" / "_neck" / "train.json").read_text())
+    assert not params.train.prohibited.neck and neck["neck"] is None, neck       # the default: a whole tail each
     for family, files in MODEL_FILES.items():
         dirs = [repo / "models" / family / c for c in categories] if family == "prohibited" else [repo / "models" / family]
         for d in dirs:
@@ -64,6 +66,7 @@ def test_dvc_repro_trains_every_family_and_a_second_repro_trains_nothing(copy_pr
             assert record["seconds"] > 0 and 1 <= record["epochs_run"] <= 2, record     # the tiny profile's cap
             if family == "prohibited":
                 assert record["category"] == d.name and isinstance(record["train_positives"], int), record
+                assert record["neck"] == neck["neck"], record                  # every head on the neck trained here
             else:
                 assert record["data"] == {"batches": ["tiny-b1"], "photos": 96, "splits": record["data"]["splits"]}
                 assert sum(record["data"]["splits"].values()) == 96 and record["family"] == family, record
@@ -191,10 +194,15 @@ def _photos(repo: Path, n: int = 6) -> torch.Tensor:
 
 
 def test_adding_or_retraining_a_prohibited_category_leaves_the_others_bit_identical(copy_project):
-    from pipelines.train.families.prohibited import load_combined, train as train_prohibited
+    """Categories share the frozen trunk and neck; a category's head alone is retrained or added."""
+    from pipelines.train.families.prohibited import load_combined, train as train_prohibited, train_neck
 
     repo = copy_project()
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["train"]["prohibited"]["neck"] = True
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     params = load_params(repo / "params.yaml")
+    neck = train_neck(repo, params)["neck"]
     train_prohibited(repo, params, ["cash", "knife"])
     x = _photos(repo)
     with torch.no_grad():
@@ -211,6 +219,18 @@ def test_adding_or_retraining_a_prohibited_category_leaves_the_others_bit_identi
     assert torch.equal(after[:, 1], before[:, 1])            # knife: bit-identical
     assert not torch.equal(after[:, 0], before[:, 0])        # cash was retrained
     assert after.shape == (len(x), 3) and ((after >= 0) & (after <= 1)).all()
+    assert json.loads((repo / "models" / "prohibited" / "gun" / "train.json").read_text())["neck"] == neck
+
+    import onnxruntime as ort                                # what serving runs: trunk, neck and heads in one graph
+    from pipelines.train.onnx_export import export_dynamic_batch
+    model = load_combined(repo, changed, ["cash", "knife", "gun"])
+    export_dynamic_batch(model, x[:2], repo / "prohibited.onnx", "photos", "scores")
+    served = ort.InferenceSession(str(repo / "prohibited.onnx")).run(None, {"photos": x.numpy()})[0]
+    np.testing.assert_allclose(served, after.numpy(), atol=1e-4)
+
+    train_neck(repo, changed)                                # a new neck: the heads on the old one are refused
+    with pytest.raises(ValueError, match="prohibited:cash was trained on another neck"):
+        load_combined(repo, changed, ["cash"])
 
 
 def test_a_served_net_gives_what_evaluation_measured_from_cached_features(copy_project):

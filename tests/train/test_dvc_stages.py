@@ -53,7 +53,8 @@ def would_run(repo: Path) -> set[str]:
 
 
 def train_stages(family: str, categories) -> set[str]:
-    return {f"train_prohibited@{c}" for c in categories} if family == "prohibited" else {f"train_{family}"}
+    return {"train_prohibited_neck", *(f"train_prohibited@{c}" for c in categories)} if family == "prohibited" \
+        else {f"train_{family}"}
 
 
 def every_stage(categories) -> set[str]:
