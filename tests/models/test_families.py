@@ -235,7 +235,7 @@ def test_adding_or_retraining_a_prohibited_category_leaves_the_others_bit_identi
 
 def test_a_served_net_gives_what_evaluation_measured_from_cached_features(copy_project):
     """The cache is an optimisation only: the full forward on photos equals head(tail(cached trunk output))."""
-    from pipelines.train.families import common, scalar
+    from pipelines.train.families import scalar
     from pipelines.data.dataset import versioned_manifest
 
     repo = copy_project()
