@@ -16,7 +16,7 @@ DEMO_PORT ?=
 # dvc.yaml's stage commands call `reviewops`: the venv's executables come first
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install browser services test test-scaleout demo repro clean airflow-init airflow-ui
+.PHONY: install browser photos services test test-scaleout demo repro clean airflow-init airflow-ui
 
 install: $(STAMP)
 
@@ -45,6 +45,17 @@ browser:
 	if [ "$${CI:-}" = true ]; then echo ">> error: $$why (CI=true: the browser tests must run)"; exit 1; fi; \
 	echo ">> warning: $$why, or the browser tests skip"
 
+# Debian's mate-backgrounds and plasma-workspace-wallpapers: real camera photos (shared/DATA.md) that the blur and
+# manipulation families learn from and the real-photo checks use (params.yaml real_photos): installed with apt-get
+# when missing (as root, or with passwordless sudo); a failure fails this target.
+photos:
+	@missing=; for p in /usr/share/backgrounds/mate/nature:mate-backgrounds /usr/share/wallpapers/Path:plasma-workspace-wallpapers; do \
+	  test -d $${p%%:*} || missing="$$missing $${p##*:}"; done; \
+	[ -z "$$missing" ] && exit 0; \
+	sudo=; [ "$$(id -u)" = 0 ] || { sudo -n true 2>/dev/null && sudo="sudo -n"; } || { echo ">> error: not root: apt-get install$$missing"; exit 1; }; \
+	echo ">> installing Debian's$$missing (real photos: training material and checks)"; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null
+
 # Debian's PostgreSQL 15, Redis 7 and haproxy, which the scale-out tests start on loopback themselves (tests/scaleout):
 # installed with apt-get when missing (as root, or with passwordless sudo); a failure fails this target.
 services:
@@ -55,16 +66,16 @@ services:
 	echo ">> installing Debian's$$missing (scale-out tests)"; \
 	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null
 
-test: install browser
+test: install browser photos
 	$(BIN)/pytest -q --ignore=tests/scaleout --durations=25
 
 # More than one machine, really run (docs/scale_out.md): Airflow on CeleryExecutor with PostgreSQL and Redis, the
 # prediction log on PostgreSQL from two replicas, replicas behind haproxy, DVC's S3 remote. .ci/run runs it after `make test`.
-test-scaleout: install services
+test-scaleout: install services photos
 	$(BIN)/pytest -q tests/scaleout --durations=10
 
 # Ingest, retrain and deploy through Airflow, live traffic, drift and false-positive reports (pipelines/app/demo.py).
-demo: install
+demo: install photos
 	$(BIN)/python -m pipelines.app.demo --profile $(DEMO_PROFILE) $(if $(DEMO_DIR),--workdir $(DEMO_DIR)) $(if $(DEMO_PORT),--port $(DEMO_PORT))
 
 # Airflow's metadata database (SQLite in $(AIRFLOW_HOME)); `make demo` migrates its own as well.
@@ -76,7 +87,7 @@ airflow-ui: airflow-init
 	REVIEWOPS_ROOT=$(CURDIR) $(BIN)/airflow standalone
 
 # Train and evaluate every model family from the versioned data; unchanged families are skipped.
-repro: install
+repro: install photos
 	$(BIN)/dvc repro
 
 clean:

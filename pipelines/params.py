@@ -134,6 +134,12 @@ class TimmFamily(_Strict):
     tail_stages: int | None = Field(default=None, ge=0)           # null: every remaining stage + head conv
     train_crop: float = Field(default=1.0, gt=0.0, le=1.0)        # side of the random training crop of the trunk output
     balanced: bool = False      # binary families: every training batch half positives (pipelines.train.families.common)
+    real_samples: int = Field(default=0, ge=0)  # blur, manipulation: samples made from real_photos.train added to the
+                                                # training split (a quarter as many to validation); 0: none
+
+
+class BlurTrain(TimmFamily):
+    loss: Literal["mse", "bce"] = "mse"     # on the sigmoid against the score (mse), or cross-entropy with soft targets
 
 
 class SkuTrain(TimmFamily):
@@ -170,6 +176,7 @@ class TrainProfile(_Strict):
     max_epochs: int | None = Field(default=None, gt=0)
     detector_epochs: int | None = Field(default=None, gt=0)
     image_size: int | None = Field(default=None, ge=32)
+    real_samples: int | None = Field(default=None, ge=0)   # real-photo training samples of a family
 
 
 class TrainParams(_Strict):
@@ -182,7 +189,7 @@ class TrainParams(_Strict):
     # auto = cuda when torch sees a GPU, else cpu; cuda without a GPU is an error, not a fallback
     device: Literal["auto", "cpu", "cuda"] = "auto"
     sku: SkuTrain
-    blur: TimmFamily
+    blur: BlurTrain
     prohibited: ProhibitedTrain
     manipulation: TimmFamily
     detector: DetectorTrain
@@ -214,6 +221,9 @@ class TrainParams(_Strict):
             settings = settings.model_copy(update={key: cap})
         if cap is not None and getattr(settings, "neck_epochs", 0) > cap:
             settings = settings.model_copy(update={"neck_epochs": cap})
+        real = self.caps.real_samples
+        if real is not None and getattr(settings, "real_samples", 0) > real:
+            settings = settings.model_copy(update={"real_samples": real})
         return settings
 
 
@@ -241,6 +251,7 @@ class GateParams(_Strict):
     max_reviewer_auto_pass_drop: float = Fraction   # the whole reviewer's clean auto-pass (test) may not fall by more
     allow_unmeasured: bool = False          # a check with no positive on the test split passes its floor (tiny data only)
     onnx_parity_tolerance: float = Field(gt=0.0, lt=0.1)   # largest |ONNX - torch| on real photos at registration
+    real_photos: RealPhotoFloors
 
     @field_validator("recall_floors")
     @classmethod
@@ -253,6 +264,50 @@ class GateParams(_Strict):
             if not 0.0 <= floor <= 1.0:
                 raise ValueError(f"gate.recall_floors.{name} must be in [0, 1]")
         return v
+
+
+class RealPhotoFloors(_Strict):
+    """What the gate asks of a candidate on the real-photo checks (metrics/real_photos.json)."""
+    manipulation_false_alarms: float = Fraction    # at most this share of unedited real photos flagged as edited
+    manipulation_edit_recall: float = Fraction     # at least this share of edits made on real photos flagged
+    blur_pooled_spearman: float = Field(ge=-1.0, le=1.0)   # blur score against strength, every photo and level pooled
+    blur_sharp_flagged: float = Fraction           # at most this share of sharp real photos flagged as blurred
+    unknown_sku: float = Fraction                  # at least this share of real non-product photos answered unknown_sku
+
+
+REAL_PHOTO_CHECK_ONLY = ("ultralytics", "sklearn", "matplotlib")   # shared/DATA.md: the project's real-photo checks
+REAL_PHOTO_TRAIN_ONLY = ("skimage",)                                 # the generator's backgrounds and splice sources
+
+
+class RealPhotoParams(_Strict):
+    """Real photographs (shared/DATA.md, pipelines/data/real_photos.py): training material and checks, never both."""
+    train: list[str]                         # <source>:<name>: what the blur and manipulation families learn from
+    checks: list[str]                        # what metrics/real_photos.json scores the candidates on
+    seed: int = Field(ge=0)
+    check_views: int = Field(ge=1)           # square views of each check photo: the centre one and random crops
+    edits_per_view: int = Field(ge=1)        # edited copies of each view (edit kinds in turn)
+    gaussian_sigmas: list[float]             # blur strengths of the check (px at 256 px), 0 first: the sharp photo
+    motion_lengths: list[float]              # motion streak lengths of the check (px at 256 px)
+    train_max_sigma: float = Field(gt=0.0)   # training blur spans sigma up to this and motion up to the next
+    train_max_motion: float = Field(gt=1.0)
+
+    @model_validator(mode="after")
+    def _apart(self):
+        """shared/DATA.md: a check proves something only on photos the models never saw, so no photo is in both
+        sets, scikit-image's (the generator's material) is never a check and the check-only sources never train."""
+        both = sorted(set(self.train) & set(self.checks))
+        wrong_check = sorted(r for r in self.checks if r.partition(":")[0] in REAL_PHOTO_TRAIN_ONLY)
+        wrong_train = sorted(r for r in self.train if r.partition(":")[0] in REAL_PHOTO_CHECK_ONLY)
+        problems = [f"in both train and checks: {both}" if both else "",
+                    f"generator material as a check: {wrong_check}" if wrong_check else "",
+                    f"check-only sources in train: {wrong_train}" if wrong_train else ""]
+        if any(problems):
+            raise ValueError("real_photos: " + "; ".join(p for p in problems if p))
+        if not self.gaussian_sigmas or self.gaussian_sigmas[0] != 0 or self.gaussian_sigmas != sorted(self.gaussian_sigmas):
+            raise ValueError("real_photos.gaussian_sigmas must rise from 0 (the sharp photo)")
+        if self.motion_lengths != sorted(self.motion_lengths):
+            raise ValueError("real_photos.motion_lengths must rise")
+        return self
 
 
 class Int8Params(_Strict):
@@ -383,6 +438,7 @@ class Params(_Strict):
     generator: GeneratorParams
     live_mix: LiveMixParams
     labels: LabelParams
+    real_photos: RealPhotoParams
     prohibited: ProhibitedParams
     validation: ValidationParams
     train: TrainParams

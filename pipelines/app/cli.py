@@ -164,6 +164,21 @@ def reviewer() -> None:
     typer.echo("wrote metrics/reviewer.json and models/reviewer/scores.parquet")
 
 
+@app.command("real-photos")
+def real_photos() -> None:
+    """The candidates (the reviewer stage's bundles) on real photos nothing trained on: metrics/real_photos.json."""
+    from pipelines.data.real_photos import MissingPhoto
+    from pipelines.params import load_params
+    from pipelines.release.real_photos import evaluate_real_photos, summary
+
+    try:
+        metrics = evaluate_real_photos(Path.cwd(), load_params(Path.cwd() / "params.yaml"))
+    except (MissingPhoto, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc), 2)
+    typer.echo(summary(metrics))
+    typer.echo("wrote metrics/real_photos.json and plots/real_photos/")
+
+
 @app.command()
 def demo(batch: str = typer.Option("demo-b1", help="batch id of the demo batch"),
          profile: str = typer.Option("demo", help="data profile from params.yaml"),

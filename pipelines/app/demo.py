@@ -88,6 +88,16 @@ def _tree_files(project: Path) -> list[str]:
     return [f for f in out.stdout.splitlines() if f and not f.startswith(LEAVE_OUT) and (project / f).is_file()]
 
 
+def open_gate(raw: dict) -> None:
+    """The gate of tiny data (raw params.yaml, changed in place): 19 test photos leave most checks without a
+    positive and tiny models reach no real floor, so every floor is 0 (real-photo limits at their loosest) and
+    unmeasured checks pass; the regression criteria against production stay."""
+    raw["gate"]["allow_unmeasured"] = True
+    raw["gate"]["recall_floors"] = {k: 0.0 for k in raw["gate"]["recall_floors"]}
+    raw["gate"]["real_photos"] = {"manipulation_false_alarms": 1.0, "manipulation_edit_recall": 0.0,
+                                  "blur_pooled_spearman": -1.0, "blur_sharp_flagged": 1.0, "unknown_sku": 0.0}
+
+
 def prepare_workspace(project: Path, work: Path, profile: str) -> None:
     """A copy of this tree's source files (no data, models or state) as a fresh git repo; tiny params for tiny."""
     for rel in _tree_files(project):
@@ -96,8 +106,7 @@ def prepare_workspace(project: Path, work: Path, profile: str) -> None:
     if profile == "tiny":
         raw = yaml.safe_load((work / "params.yaml").read_text())
         raw["train"]["profile"] = "tiny"
-        raw["gate"]["allow_unmeasured"] = True
-        raw["gate"]["recall_floors"] = {k: 0.0 for k in raw["gate"]["recall_floors"]}
+        open_gate(raw)
         (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=ReviewOps demo", "-c", "user.email=demo@reviewops.invalid", "commit", "-q",

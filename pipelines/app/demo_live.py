@@ -167,6 +167,11 @@ def metric_lines(repo: Path) -> list[str]:
     path = repo / METRICS_FILE
     if path.is_file():                      # the whole reviewer: what the marketplace gets
         lines += [f"    reviewer     {line}" for line in summary(json.loads(path.read_text())).splitlines()]
+    from pipelines.release import real_photos
+
+    path = repo / real_photos.METRICS_FILE
+    if path.is_file():                      # the candidates on real photos nothing trained on
+        lines.append(f"    real photos  {real_photos.summary(json.loads(path.read_text()))}")
     return lines
 
 

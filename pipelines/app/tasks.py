@@ -193,20 +193,29 @@ def evaluate(root: str | Path | None = None, family: str = "") -> dict:
     return _repro(project_root(root), family, "evaluate")
 
 
+REVIEWER_STAGES = ["reviewer", "real_photos"]
+
+
 def reviewer(root: str | Path | None = None) -> dict:
-    """``dvc repro reviewer`` when a candidate, its thresholds or the decision code changed: metrics/reviewer.json."""
+    """``dvc repro reviewer real_photos`` when a candidate, its thresholds or the decision code changed: the whole
+    reviewer on validation and test (metrics/reviewer.json) and the candidates on the real-photo checks
+    (metrics/real_photos.json)."""
     root = project_root(root)
     start = time.monotonic()
     with lock(root, TRAIN_LOCK_TIMEOUT_S):
-        changed = _changed(root, ["reviewer"])
+        changed = _changed(root, REVIEWER_STAGES)
         if changed:
-            run(_dvc("repro", "reviewer"), root, what="dvc repro reviewer")
+            run(_dvc("repro", *REVIEWER_STAGES), root, what="dvc repro " + " ".join(REVIEWER_STAGES))
         else:
             print("reviewer: up to date with dvc.lock: nothing to run", flush=True)
     metrics = read_json(root / "metrics" / "reviewer.json") or {}
+    real = read_json(root / "metrics" / "real_photos.json") or {}
     test = metrics.get("test") or {}
     return {"ran": changed, "seconds": round(time.monotonic() - start, 1),
-            "clean_auto_pass": test.get("clean_auto_pass"), "photo_recall": test.get("photo_recall")}
+            "clean_auto_pass": test.get("clean_auto_pass"), "photo_recall": test.get("photo_recall"),
+            "real_photos": {"manipulation_false_alarms": (real.get("manipulation") or {}).get("false_alarm_rate"),
+                            "blur_pooled_spearman": (real.get("blur") or {}).get("pooled_spearman"),
+                            "unknown_sku": (real.get("sku") or {}).get("unknown_sku_share")}}
 
 
 # ---------------------------------------------------------------- gate, build

@@ -2,7 +2,9 @@
 
 Criteria (params.yaml ``gate``): every check's recall at or above its floor; against the model in
 production, no check's recall lower by more than ``max_recall_drop`` and the family's auto-pass
-share not lower by more than ``max_auto_pass_drop``. A passing candidate is registered (ONNX
+share not lower by more than ``max_auto_pass_drop``; the whole reviewer's figures with the candidate; and
+the blur, manipulation and SKU candidates on real photos nothing trained on (``gate.real_photos``,
+metrics/real_photos.json). A passing candidate is registered (ONNX
 bundle, parity check, metadata) and promoted; a refused one leaves production untouched. Each
 run writes ``reports/gate/<family>.json`` and ``.md`` with every criterion, value and verdict.
 """
@@ -19,7 +21,9 @@ from pipelines.release import registry
 from pipelines.train.evaluate import read_metrics
 from pipelines.train import families
 from pipelines.params import Params
+from pipelines.release.real_photos import METRICS_FILE as REAL_PHOTOS_FILE
 from pipelines.release.reviewer import defect_floor, reviewer_figures
+
 
 
 @dataclass
@@ -116,6 +120,41 @@ def reviewer_criteria(reviewer: dict | None, production: dict | None, params: Pa
     return out
 
 
+# each family's real-photo figures (metrics/real_photos.json: section, key) against gate.real_photos: (floor, at least?)
+REAL_PHOTO_CRITERIA = {
+    "manipulation": [("manipulation", "false_alarm_rate", "manipulation_false_alarms", False,
+                      "unedited real photos flagged as edited"),
+                     ("manipulation", "edit_recall", "manipulation_edit_recall", True, "edits made on real photos caught")],
+    "blur": [("blur", "pooled_spearman", "blur_pooled_spearman", True,
+              "Spearman of the blur score against Gaussian sigma on real photos, pooled"),
+             ("blur", "sharp_flagged", "blur_sharp_flagged", False, "sharp real photos flagged as blurred")],
+    "sku": [("sku", "unknown_sku_share", "unknown_sku", True, "real non-product photos answered unknown_sku")],
+}
+
+
+def real_photo_criteria(family: str, real: dict | None, params: Params, candidate: str | None = None) -> list[Criterion]:
+    """The candidate on real photos nothing trained on (metrics/real_photos.json) against ``gate.real_photos``; a
+    figure not measured (no file, none in it, or measured on another model than ``candidate``, a content hash)
+    passes only where ``gate.allow_unmeasured`` (tiny test data)."""
+    out = []
+    measured = ((real or {}).get("candidates") or {}).get(family)
+    other = candidate is not None and measured is not None and measured != candidate
+    for section, key, limit_name, at_least, what in REAL_PHOTO_CRITERIA.get(family, []):
+        limit = getattr(params.gate.real_photos, limit_name)
+        value = None if other else ((real or {}).get(section) or {}).get(key)
+        name = f"real photos {section} {key}"
+        if value is None:
+            ok = params.gate.allow_unmeasured
+            why = f"measured on {measured}, not this candidate" if other else "not measured"
+            out.append(Criterion(name, None, limit, ok, f"{what}: {why} (metrics/real_photos.json: dvc repro "
+                                                        f"reviewer real_photos)" + (" (allowed)" if ok else "")))
+            continue
+        ok = value >= limit if at_least else value <= limit
+        out.append(Criterion(name, round(value, 4), limit, ok,
+                             f"{what}: {value:.3f} {'>=' if at_least else '<='} {limit} is {'met' if ok else 'not met'}"))
+    return out
+
+
 def calibration(thresholds: dict, params: Params) -> list[Criterion]:
     """One criterion per threshold that calibration left uncalibrated (None: no positive on validation).
 
@@ -146,9 +185,11 @@ def gate_family(family: str, root: Path, params: Params) -> GateResult:
                               f"{form['int8_units']}")
     metrics = read_metrics(family, root)
     result.reviewer = reviewer_figures(family, root)
+    real = root / REAL_PHOTOS_FILE
     result.criteria = calibration(metrics["thresholds"], params) + criteria(
         family, metrics["test"], prod_meta["metrics"] if prod_meta else None, params) + reviewer_criteria(
-        result.reviewer, prod_meta.get("reviewer") if prod_meta else None, params)
+        result.reviewer, prod_meta.get("reviewer") if prod_meta else None, params) + real_photo_criteria(
+        family, json.loads(real.read_text()) if real.is_file() else None, params, candidate)
     failed = [c for c in result.criteria if not c.passed]
     if failed:
         result.reasons += [f"{c.name}: {c.detail}" for c in failed]

@@ -113,20 +113,24 @@ def sku_alarm(candidates: Sequence[Sequence], claimed: str | None, thresholds: M
               known: frozenset[str] | set[str] | None = None) -> str | None:
     """The SKU reason for one photo (``candidates`` from :func:`sku_candidates`), or None.
 
-    - ``unknown_sku``: the claimed SKU is not in the gallery; or the claimed SKU (without a claim: the
-      best one) matches at or below ``thresholds["similarity"]``: nothing enrolled looks like the photo,
-      a product outside the catalogue;
-    - ``sku_mismatch``: another SKU matches better than the claimed one by ``-thresholds["margin"]`` or
-      more (the margin is at or below the threshold).
+    - ``unknown_sku``: the claimed SKU is not in the gallery; or no enrolled SKU matches above
+      ``thresholds["similarity"]`` (nothing enrolled looks like the photo: a product outside the catalogue, or
+      no product at all), whatever the margins between those poor matches; or the claimed SKU (without a
+      claim: the best one) matches at or below it;
+    - ``sku_mismatch``: some SKU matches above the similarity threshold and another SKU matches better than
+      the claimed one by ``-thresholds["margin"]`` or more (the margin is at or below the threshold).
 
-    An uncalibrated threshold (None) alarms every claim.
+    Which photos alarm does not depend on that order (the claimed SKU's similarity is at most the best one's),
+    only the reason. An uncalibrated threshold (None) alarms every claim.
     """
     if claimed is not None and known is not None and claimed not in known:
         return "unknown_sku"
     sim_thr, margin_thr = thresholds.get("similarity"), thresholds.get("margin")
+    best = float(candidates[0][1]) if candidates else None
     if claimed is None:
-        best = float(candidates[0][1]) if candidates else None
         return "unknown_sku" if sim_thr is None or best is None or best <= sim_thr else None
+    if sim_thr is not None and best is not None and best <= sim_thr:
+        return "unknown_sku"
     similarity, margin = sku_scores(candidates, claimed)
     if margin_thr is None or margin is None or margin <= margin_thr:
         return "sku_mismatch"

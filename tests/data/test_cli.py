@@ -40,7 +40,7 @@ def test_an_invalid_params_yaml_is_one_clear_error_line_not_a_traceback(tmp_path
     raw["labels"]["centering_tolerance"] = 7
     raw["serving"].pop("port")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    for command in (["gate"], ["reviewer"], ["reference"]):
+    for command in (["gate"], ["reviewer"], ["real-photos"], ["reference"]):
         done = subprocess.run([str(Path(sys.executable).parent / "reviewops"), *command], cwd=tmp_path,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 2, (command, done.stdout, done.stderr)

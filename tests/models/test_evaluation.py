@@ -83,6 +83,11 @@ def test_the_alarm_rule():
     assert sku_alarm(c, "a", {"margin": None, "similarity": 0.6}) == "sku_mismatch"  # uncalibrated: alarms
     assert sku_alarm(c, "a", {"margin": -0.1, "similarity": None}) == "unknown_sku"
     assert sku_alarm([["a", 0.75], ["b", 0.5]], "a", {"margin": 0.25, "similarity": 0.6}) == "sku_mismatch"  # at it
+    # nothing enrolled looks like the photo (a real non-product photo): unknown_sku, however close the poor matches
+    # are to each other, and whichever of them is claimed; it alarms exactly where the old order did
+    poor = [["a", 0.41], ["b", 0.40], ["c", 0.2]]
+    assert sku_alarm(poor, "a", thr) == sku_alarm(poor, "b", thr) == sku_alarm(poor, "c", thr) == "unknown_sku"
+    assert sku_alarm([["b", 0.9], ["a", 0.4]], "a", thr) == "sku_mismatch"       # another SKU shown: a wrong claim
 
 
 def test_pr_curve_and_json_are_readable(tmp_path):

@@ -258,3 +258,49 @@ def test_the_whole_reviewers_clean_auto_pass_may_not_fall_below_productions_by_m
     assert "0.379 vs 0.400" in worse[0].detail
     assert gate.reviewer_criteria({"test": {"clean_auto_pass": 0.1}}, None, PARAMS) == []     # nothing recorded
     assert gate.reviewer_criteria(None, production, PARAMS) == []                             # no reviewer stage yet
+
+
+# --- the candidates on real photos (metrics/real_photos.json) against gate.real_photos -----------------------------
+
+STRICT = PARAMS.model_copy(update={"gate": PARAMS.gate.model_copy(update={
+    "real_photos": PARAMS.gate.real_photos.model_copy(update={
+        "manipulation_false_alarms": 0.10, "manipulation_edit_recall": 0.90, "blur_pooled_spearman": 0.90,
+        "blur_sharp_flagged": 0.05, "unknown_sku": 0.95})})})
+REAL = {"manipulation": {"false_alarm_rate": 0.08, "edit_recall": 0.93},
+        "blur": {"pooled_spearman": 0.92, "sharp_flagged": 0.0}, "sku": {"unknown_sku_share": 0.97}}
+
+
+@pytest.mark.parametrize("family, section, key, bad, criterion", [
+    ("manipulation", "manipulation", "false_alarm_rate", 0.11, "real photos manipulation false_alarm_rate"),
+    ("manipulation", "manipulation", "edit_recall", 0.85, "real photos manipulation edit_recall"),
+    ("blur", "blur", "pooled_spearman", 0.59, "real photos blur pooled_spearman"),
+    ("blur", "blur", "sharp_flagged", 0.15, "real photos blur sharp_flagged"),
+    ("sku", "sku", "unknown_sku_share", 0.5, "real photos sku unknown_sku_share"),
+])
+def test_a_real_photo_figure_beyond_its_limit_is_refused_within_it_passes(family, section, key, bad, criterion):
+    passing = by_name(gate.real_photo_criteria(family, REAL, STRICT))
+    assert criterion in passing and all(c.passed for c in passing.values())
+    worse = {**REAL, section: {**REAL[section], key: bad}}
+    result = by_name(gate.real_photo_criteria(family, worse, STRICT))
+    assert [n for n, c in result.items() if not c.passed] == [criterion]
+    assert "not met" in result[criterion].detail and result[criterion].value == bad
+
+
+@pytest.mark.parametrize("family", ["sku", "blur", "manipulation"])
+def test_unmeasured_real_photo_figures_are_refused_unless_allowed(family):
+    strict = by_name(gate.real_photo_criteria(family, None, STRICT))
+    assert strict and not any(c.passed for c in strict.values())
+    assert all("not measured" in c.detail for c in strict.values())
+    allowed = STRICT.model_copy(update={"gate": STRICT.gate.model_copy(update={"allow_unmeasured": True})})
+    assert all(c.passed for c in gate.real_photo_criteria(family, {}, allowed))
+
+
+def test_real_photo_figures_of_another_model_are_not_this_candidates():
+    measured = {**REAL, "candidates": {"blur": "aaaa", "manipulation": "bbbb", "sku": "cccc"}}
+    assert all(c.passed for c in gate.real_photo_criteria("blur", measured, STRICT, candidate="aaaa"))
+    other = gate.real_photo_criteria("blur", measured, STRICT, candidate="ffff")
+    assert other and all(not c.passed and c.value is None and "measured on aaaa" in c.detail for c in other)
+
+
+def test_families_without_real_photo_figures_have_no_such_criterion():
+    assert gate.real_photo_criteria("detector", REAL, STRICT) == [] == gate.real_photo_criteria("prohibited", REAL, STRICT)

@@ -58,7 +58,8 @@ def train_stages(family: str, categories) -> set[str]:
 
 
 def every_stage(categories) -> set[str]:
-    return {s for f in FAMILIES for s in train_stages(f, categories)} | {f"evaluate@{f}" for f in FAMILIES} | {"reviewer"}
+    return {s for f in FAMILIES for s in train_stages(f, categories)} | {f"evaluate@{f}" for f in FAMILIES} | \
+        {"reviewer", "real_photos"}
 
 
 @contextmanager
@@ -151,6 +152,15 @@ def test_the_training_device_retrains_and_re_evaluates_nothing(pipeline):
     depends on it; only the whole reviewer, which reads the whole train section, re-runs."""
     with params_changed(pipeline, setting("train", "device", value="cpu")):
         assert set(stale(pipeline)) == {"reviewer"}
+
+
+def test_the_real_photo_checks_re_score_and_their_training_material_retrains_blur_and_manipulation_only(pipeline):
+    """real_photos.checks is read by the real-photo check only; real_photos.train by the two families that learn
+    from it (and so their evaluations and the whole reviewer, once they have retrained)."""
+    with params_changed(pipeline, lambda raw: raw["real_photos"]["checks"].pop()):
+        assert set(stale(pipeline)) == {"real_photos"}
+    with params_changed(pipeline, lambda raw: raw["real_photos"]["train"].pop()):
+        assert set(stale(pipeline)) == {"train_blur", "train_manipulation"}
 
 
 def test_one_familys_code_stales_that_family_only(pipeline):

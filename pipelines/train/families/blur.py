@@ -1,4 +1,5 @@
-"""Blur: a regressor (MSE) of the annotator blur score in [0, 1], against the usual tool, the
+"""Blur: a regressor of the annotator blur score in [0, 1] (``train.blur.loss``: MSE on the sigmoid, or
+cross-entropy against the score as a soft target), against the usual tool, the
 variance of the Laplacian (OpenCV), measured on the same split.
 
 Photos whose three votes contradict each other (a 0 and a 2) carry no reliable score: they are
@@ -33,9 +34,18 @@ def _spearman(pred: np.ndarray, y: np.ndarray) -> float:
     return float(spearmanr(pred, y).statistic) if len(y) > 2 and np.ptp(y) > 0 else -1.0
 
 
+def real_samples(params: Params):
+    """``(n, size, seed) -> Samples``: crops of real_photos.train blurred over the whole range (Gaussian and motion)
+    with targets that keep rising with the strength (:func:`pipelines.data.real_photos.blur_target`)."""
+    from pipelines.data.real_photos import blur_samples
+
+    rp = params.real_photos
+    return lambda n, size, seed: blur_samples(rp.train, n, size, seed, rp.train_max_sigma, rp.train_max_motion)
+
+
 def train(root: Path, params: Params) -> dict:
     return scalar.train_scalar(FAMILY, root, params, usable, lambda d: d["blur_score"].to_numpy(np.float32),
-                               "mse", _spearman, salt=2)
+                               params.train.blur.loss, _spearman, salt=2, extra=real_samples(params))
 
 
 def laplacian_variance(path: str) -> float:
@@ -69,55 +79,6 @@ def _flag(scores_val, blurred_val, scores_test, blurred_test, target, confidence
     return binary_metrics(scores_test, blurred_test, thr), source
 
 
-REAL_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "horse.png",
-               "camera.png", "brick.png")
-REAL_SIGMAS = (0.0, 0.75, 1.5, 2.5, 4.0)
-
-
-def real_photo_series(size: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """scikit-image's real photos, centre-cropped to ``size``, Gaussian-blurred at growing sigma, JPEG q90."""
-    from pipelines.data.synth.backgrounds import real_image
-
-    photos, sigmas, ids = [], [], []
-    for k, name in enumerate(REAL_PHOTOS):
-        rgb = (real_image(name) * 255).astype(np.uint8)
-        h, w = rgb.shape[:2]
-        side = min(h, w)
-        crop = cv2.resize(rgb[(h - side) // 2:(h + side) // 2, (w - side) // 2:(w + side) // 2], (size, size),
-                          interpolation=cv2.INTER_AREA)
-        for sigma in REAL_SIGMAS:
-            img = cv2.GaussianBlur(crop, (0, 0), sigma) if sigma > 0 else crop
-            ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
-            photos.append(cv2.cvtColor(cv2.imdecode(jpg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
-            sigmas.append(sigma)
-            ids.append(k)
-    return photos, np.array(sigmas), np.array(ids)
-
-
-def real_photo_check(root: Path, params: Params) -> dict:
-    """Does the model order real photos (not generated ones) by how much they were blurred?
-
-    Per photo: Spearman of predicted score against the applied sigma (mean over photos); pooled:
-    the same over every photo and level together, where content differs (the hard part).
-    """
-    import torch
-
-    from pipelines.train.trunk import to_input
-
-    device = common.device(params)
-    net, arch = scalar.load_net(FAMILY, root)
-    photos, sigmas, ids = real_photo_series(arch["image_size"])
-    with torch.no_grad():
-        pred = torch.sigmoid(net.to(device)(to_input(photos, arch["image_size"]).to(device))).cpu().numpy()
-    lap = np.array([-np.log(cv2.Laplacian(cv2.cvtColor(p, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var() + 1e-6)
-                    for p in photos])
-    per = lambda s: float(np.mean([spearmanr(sigmas[ids == k], s[ids == k]).statistic for k in np.unique(ids)]))
-    return {"photos": len(REAL_PHOTOS), "sigmas": list(REAL_SIGMAS),
-            "model": {"per_photo_spearman": per(pred), "pooled_spearman": float(spearmanr(sigmas, pred).statistic)},
-            "laplacian_baseline": {"per_photo_spearman": per(lap),
-                                   "pooled_spearman": float(spearmanr(sigmas, lap).statistic)}}
-
-
 def evaluate(root: Path, params: Params) -> dict:
     df = common.load_frame(root)
     val, test = usable(split_frame(df, "val")), usable(split_frame(df, "test"))
@@ -145,7 +106,6 @@ def evaluate(root: Path, params: Params) -> dict:
         "annotator_ceiling_spearman": _spearman(test["blur_strength"].to_numpy(), y_test),
         "spearman_vs_true_strength": {"model": _spearman(model_test, test["blur_strength"].to_numpy()),
                                       "laplacian_baseline": _spearman(base_test, test["blur_strength"].to_numpy())},
-        "real_photos": real_photo_check(root, params),
         "recall_target": target,
         "train_seconds": record["seconds"],
         "train_device": common.train_device(record),

@@ -29,8 +29,15 @@ def _ap(pred: np.ndarray, y: np.ndarray) -> float:
     return float(average_precision_score(y, pred)) if 0 < y.sum() < len(y) else -1.0
 
 
+def real_samples(params: Params):
+    """``(n, size, seed) -> Samples``: authentic and visibly edited crops of real_photos.train (target 0 / 1)."""
+    from pipelines.data.real_photos import manipulation_samples
+
+    return lambda n, size, seed: manipulation_samples(params.real_photos.train, n, size, seed, params.labels.visibility)
+
+
 def train(root: Path, params: Params) -> dict:
-    return scalar.train_scalar(FAMILY, root, params, lambda d: d, _labels, "bce", _ap, salt=5)
+    return scalar.train_scalar(FAMILY, root, params, lambda d: d, _labels, "bce", _ap, salt=5, extra=real_samples(params))
 
 
 def evaluate(root: Path, params: Params) -> dict:

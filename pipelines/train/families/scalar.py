@@ -20,7 +20,8 @@ from pipelines.data.dataset import split_frame
 from pipelines.train import device as devices
 from pipelines.train.harness import fit
 from pipelines.params import Params
-from pipelines.train.trunk import Trunk, TrunkNet
+from pipelines.data.real_photos import Samples
+from pipelines.train.trunk import Trunk, TrunkNet, to_input
 from pipelines.train.families import common
 
 
@@ -57,7 +58,7 @@ def random_crop(x: torch.Tensor, fraction: float) -> torch.Tensor:
 def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.DataFrame], pd.DataFrame],
                  target: Callable[[pd.DataFrame], np.ndarray], loss: str,
                  val_score: Callable[[np.ndarray, np.ndarray], float], salt: int, *, name: str = "model",
-                 settings_key: str | None = None) -> dict:
+                 settings_key: str | None = None, extra: Callable[[int, int, int], Samples] | None = None) -> dict:
     """Fit a score net on ``rows(train)`` against ``target``; early stopping on ``val_score``.
 
     ``loss``: ``mse`` (on the sigmoid, for scores in [0, 1]) or ``bce`` (binary labels). ``target``
@@ -65,6 +66,9 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
     ``models/<family>/<name>.pt`` with the settings of ``train.<settings_key or family>``. The
     family's own net (``name == "model"``) also writes ``train.json``; other nets return their record
     for the family to write.
+
+    ``extra(n, size, seed)``: ``n`` samples made in memory (real photographs, :mod:`pipelines.data.real_photos`)
+    added to training (``train.<key>.real_samples`` of them) and to validation (a quarter as many, another seed).
     """
     started = time.perf_counter()
     key = settings_key or family
@@ -81,8 +85,19 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
     net = build(arch)
     x_train = common.features(root, params, net.trunk, train_df, size=arch["image_size"])
     x_val = common.features(root, params, net.trunk, val_df, size=arch["image_size"])
+    y_val = np.asarray(target(val_df), dtype=np.float32)
+    added = {}
+    if extra is not None and settings.real_samples:
+        for split, n, seed in (("train", settings.real_samples, params.real_photos.seed * 1000 + salt),
+                               ("val", max(1, settings.real_samples // 4), params.real_photos.seed * 1000 + salt + 1)):
+            made = extra(n, arch["image_size"], seed)
+            x = image_features(net.trunk, made.images, arch["image_size"], device)
+            if split == "train":
+                x_train, y_train_np = torch.cat([x_train, x]), np.concatenate([y_train_np, made.targets])
+            else:
+                x_val, y_val = torch.cat([x_val, x]), np.concatenate([y_val, made.targets])
+            added[split] = pd.Series(made.kinds).str.split(":").str[0].value_counts().sort_index().to_dict()
     y_train = torch.as_tensor(y_train_np)
-    y_val = target(val_df)
 
     def loss_fn(model, batch):
         x, y = batch
@@ -98,7 +113,8 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
 
     cfg = common.fit_config(settings, params, salt=salt)
     run = common.run_dir(root, family if name == "model" else f"{family}-{name}", arch, cfg.__dict__,
-                         settings.model_dump(), list(train_df["sha256"]), list(val_df["sha256"]))
+                         settings.model_dump(), list(train_df["sha256"]), list(val_df["sha256"]),
+                         params.real_photos.model_dump() if added else None)
     sampler = None
     if settings.balanced:
         if loss != "bce" or y_train_np.ndim != 1:
@@ -111,10 +127,20 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
     common.finish_run(run)
     record = dict(epochs_run=result.epochs_run, best_epoch=result.best_epoch, best_val_score=result.best_score,
                   fit_seconds=round(result.seconds, 1), history=result.history, train_photos=len(train_df),
-                  val_photos=len(val_df))
+                  val_photos=len(val_df), real_photo_samples=added or None)
     if name != "model":
         return {"seconds": round(time.perf_counter() - started, 1), "device": devices.describe(device), **record}
     return common.write_train_record(family, root, started, df, device, **record)
+
+
+@torch.no_grad()
+def image_features(trunk: Trunk, images: list[np.ndarray], size: int, device: torch.device,
+                   batch_size: int = 32) -> torch.Tensor:
+    """Trunk outputs (float16, on the CPU, as the feature cache holds them) of in-memory uint8 RGB images."""
+    trunk.eval().to(device)
+    outs = [trunk(to_input(images[i:i + batch_size], size).to(device).contiguous(memory_format=torch.channels_last))
+            .to(torch.float16).cpu() for i in range(0, len(images), batch_size)]
+    return torch.cat(outs) if outs else torch.zeros(0, dtype=torch.float16)
 
 
 def load_net(family: str, root: Path, name: str = "model") -> tuple[TrunkNet, dict]:

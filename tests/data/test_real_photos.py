@@ -1,0 +1,80 @@
+"""Real photographs (pipelines/data/real_photos.py): the two sets kept apart, the training samples they give."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pipelines.data import real_photos as rp
+from pipelines.params import ParamsError, load_params
+
+PROJECT = Path(__file__).resolve().parents[2]
+PARAMS = load_params(PROJECT / "params.yaml")
+
+
+def test_every_named_photo_is_on_this_machine_and_decodes():
+    for ref in PARAMS.real_photos.train + PARAMS.real_photos.checks:
+        img = rp.load(ref)
+        assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and min(img.shape[:2]) >= 256, ref
+    with pytest.raises(rp.MissingPhoto, match="no-such"):
+        rp.path_of("mate:no-such.jpg")
+    with pytest.raises(ValueError, match="<source>:<name>"):
+        rp.path_of("flower.jpg")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r["train"].append(r["checks"][0]), "in both train and checks"),
+    (lambda r: r["checks"].append("skimage:coffee.png"), "generator material as a check"),
+    (lambda r: r["train"].append("sklearn:flower.jpg"), "check-only sources in train"),
+])
+def test_the_params_loader_keeps_checks_apart_from_training(tmp_path, change, message):
+    raw = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    change(raw["real_photos"])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match=message):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_manipulation_samples_are_half_authentic_half_visible_edits_and_repeatable():
+    vis = PARAMS.labels.visibility
+    a = rp.manipulation_samples(PARAMS.real_photos.train, 40, 96, seed=3, visibility=vis)
+    b = rp.manipulation_samples(PARAMS.real_photos.train, 40, 96, seed=3, visibility=vis)
+    assert len(a.images) == 40 and all(x.shape == (96, 96, 3) and x.dtype == np.uint8 for x in a.images)
+    assert a.targets.sum() == 20 and a.kinds.count("authentic") == 20
+    assert set(a.kinds) - {"authentic"} <= set(rp.EDIT_KINDS) and len(set(a.kinds)) >= 4
+    assert all(np.array_equal(x, y) for x, y in zip(a.images, b.images))
+
+
+def test_each_edit_changes_the_photo_visibly_or_says_it_did_not():
+    rng = np.random.default_rng(0)
+    base = rp.centre_crop(rp.load("mate:Garden.jpg"), 128)
+    donor = rp.centre_crop(rp.load("mate:Dune.jpg"), 128)
+    for kind in rp.EDIT_KINDS:
+        img = base.copy()
+        visible = rp.edit(img, donor, kind, rng, PARAMS.labels.visibility)
+        changed = np.abs(img.astype(int) - base.astype(int)).max() > 0
+        assert changed, kind
+        if visible:
+            assert np.abs(img.astype(float) - base).mean() > 0.05, kind
+
+
+def test_blur_targets_follow_the_annotators_then_keep_rising_to_the_heaviest_blur():
+    levels = [rp.blur_level("gaussian", s) for s in (0, 1, 2, 3, 4, 6, 8)]
+    targets = [rp.blur_target(x) for x in levels]
+    assert all(b > a for a, b in zip(targets, targets[1:]))
+    assert targets[0] < 0.1 and targets[-1] < 1.0
+    assert rp.blur_target(2.0) == pytest.approx(rp.expected_score(2.0), abs=0.05)     # the generated labels' scale
+    assert rp.blur_level("motion", 21) > rp.blur_level("motion", 9) > rp.blur_level("gaussian", 0) == 0
+
+
+def test_blur_samples_span_sharp_to_heaviest_and_targets_rise_with_strength():
+    s = rp.blur_samples(PARAMS.real_photos.train, 60, 96, seed=5, max_sigma=8, max_motion=21)
+    kinds = [k.split(":")[0] for k in s.kinds]
+    strengths = np.array([float(k.split(":")[1]) for k in s.kinds])
+    assert {"gaussian", "motion"} == set(kinds) and (strengths == 0).sum() >= 5 and strengths.max() > 6
+    g = np.array([k == "gaussian" for k in kinds])
+    order = np.argsort(strengths[g])
+    assert np.all(np.diff(s.targets[g][order]) >= -1e-3)          # (strengths kept to 2 decimals)

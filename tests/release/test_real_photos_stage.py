@@ -1,0 +1,75 @@
+"""The real-photo check stage (pipelines/release/real_photos.py) on the trained tiny project: every photo it
+counts, each figure recomputed from the per-photo scores it keeps, and the gate reading it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.params import load_params
+from pipelines.release import gate
+from pipelines.serve.decision import flagged
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def test_the_stage_scores_every_view_edit_and_blur_level_and_its_figures_follow_the_scores(trained_project):
+    params = load_params(trained_project / "params.yaml")
+    rp = params.real_photos
+    m = json.loads((trained_project / "metrics" / "real_photos.json").read_text())
+    scores = pd.read_csv(trained_project / "plots" / "real_photos" / "scores.csv")
+    views = len(rp.checks) * rp.check_views
+    assert m["views"] == views and m["photos"] == rp.checks
+
+    man = scores[scores["check"] == "manipulation"]
+    unedited, edited = man[man["kind"] == "none"], man[man["kind"] != "none"]
+    assert m["manipulation"]["unedited"] == len(unedited) == views
+    assert views * rp.edits_per_view * 0.9 <= m["manipulation"]["edited"] == len(edited) <= views * rp.edits_per_view
+    thr = m["manipulation"]["threshold"]
+    assert (man["flagged"] == man["score"].map(lambda s: flagged(s, thr))).all()      # the one decision rule
+    assert m["manipulation"]["false_alarm_rate"] == pytest.approx(unedited["flagged"].mean(), abs=1e-4)
+    assert m["manipulation"]["edit_recall"] == pytest.approx(edited["flagged"].mean(), abs=1e-4)
+    assert set(m["manipulation"]["edit_recall_by_kind"]) == set(edited["kind"]) == {
+        "splice", "clone", "watermark", "synthetic", "inpaint"}
+
+    blur = scores[scores["check"] == "blur"]
+    assert len(blur) == views * (len(rp.gaussian_sigmas) + len(rp.motion_lengths))
+    sharp = blur[(blur["kind"] == "gaussian") & (blur["strength"] == 0)]
+    assert m["blur"]["sharp"] == len(sharp) == views
+    assert m["blur"]["sharp_flagged"] == pytest.approx(sharp["flagged"].mean(), abs=1e-4)
+    g = m["blur"]["gaussian"]
+    assert set(g["model"]["mean_by_strength"]) == {str(float(s)) for s in rp.gaussian_sigmas}
+    assert m["blur"]["pooled_spearman"] == g["model"]["pooled_spearman"]
+    # the Laplacian baseline orders a blur series of real photos almost perfectly: the series is what it says
+    assert g["laplacian_baseline"]["per_photo_spearman"] > 0.95
+    assert g["laplacian_baseline"]["mean_by_strength"]["8.0"] > g["laplacian_baseline"]["mean_by_strength"]["0.0"]
+
+    sku = scores[scores["check"] == "sku"]
+    assert len(sku) == views and m["sku"]["unknown_sku_share"] == pytest.approx(sku["flagged"].mean(), abs=1e-4)
+    assert (sku["flagged"] <= sku["any_alarm"].astype(bool)).all()
+    for name in ("blur_gaussian.csv", "blur_motion.csv"):
+        assert (trained_project / "plots" / "real_photos" / name).is_file()
+
+    # the gate holds each of the three families' candidates to gate.real_photos with these very figures
+    from pipelines.release.registry import content_hash
+
+    for family, criteria in gate.REAL_PHOTO_CRITERIA.items():
+        assert m["candidates"][family] == content_hash(family, trained_project)
+        judged = gate.real_photo_criteria(family, m, params, content_hash(family, trained_project))
+        assert [c.value for c in judged] == [pytest.approx(m[s][k], abs=1e-4) for s, k, *_ in criteria]
+
+
+def test_without_the_reviewer_stages_bundles_the_command_says_what_to_run(trained_project, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(trained_project, repo, symlinks=True, ignore=shutil.ignore_patterns("bundles"))
+    done = subprocess.run([str(BIN / "reviewops"), "real-photos"], cwd=repo, capture_output=True, text=True)
+    assert done.returncode == 2 and "run the reviewer stage first" in done.stderr + done.stdout
+    assert (repo / "metrics" / "real_photos.json").read_text() == \
+        (trained_project / "metrics" / "real_photos.json").read_text()                 # the old figures stay
