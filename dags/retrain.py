@@ -9,11 +9,12 @@ builds a new reviewer Bento when production changed.
   family is not retrained (the task says "nothing changed").
 * **evaluate** (per family): `dvc repro evaluate@<family>` when its model changed:
   `metrics/<family>.json` and `plots/<family>/` on the frozen test split.
-* **reviewer**: `dvc repro reviewer` when a candidate changed: every candidate together, through the
-  one decision rule, on validation and test: `metrics/reviewer.json` (clean auto-pass, per-defect
-  photo and reason recall).
-* **gate**: `reviewops gate`: each candidate meeting every recall floor without regressing
-  production is registered in the BentoML model store (ONNX bundle, metadata) and promoted;
+* **reviewer**: `dvc repro reviewer real_photos` when a candidate changed: every candidate together,
+  through the one decision rule, on validation and test: `metrics/reviewer.json` (clean auto-pass,
+  per-defect photo and reason recall); then the candidates on real photos nothing trained on:
+  `metrics/real_photos.json`.
+* **gate**: `reviewops gate`: each candidate meeting every recall floor and its real-photo limits without
+  regressing production is registered in the BentoML model store (ONNX bundle, metadata) and promoted;
   verdicts `promoted`, `unchanged` or `refused`, reports in `reports/gate/<family>.md`.
 * **build**: `reviewops build` when the production models differ from the last Bento; emits
   `reviewops://bento` (extra: the tag), which schedules `deploy`. Skipped when nothing changed.

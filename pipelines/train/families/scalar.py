@@ -61,8 +61,8 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
                  settings_key: str | None = None, extra: Callable[[int, int, int], Samples] | None = None) -> dict:
     """Fit a score net on ``rows(train)`` against ``target``; early stopping on ``val_score``.
 
-    ``loss``: ``mse`` (on the sigmoid, for scores in [0, 1]) or ``bce`` (binary labels). ``target``
-    gives [N] or [N, outputs]; NaN targets are left out of the loss. The net is saved as
+    ``loss``: ``mse`` (on the sigmoid, for scores in [0, 1]) or ``bce`` (binary labels, or scores in [0, 1] as
+    soft targets). ``target`` gives [N] or [N, outputs]; NaN targets are left out of the loss. The net is saved as
     ``models/<family>/<name>.pt`` with the settings of ``train.<settings_key or family>``. The
     family's own net (``name == "model"``) also writes ``train.json``; other nets return their record
     for the family to write.
