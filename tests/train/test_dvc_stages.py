@@ -209,7 +209,9 @@ def test_a_new_versioned_batch_stales_every_family(pipeline, tmp_path):
     version_batch(src, repo=pipeline, params=params, push=False)
 
     status = stale(pipeline)
-    assert set(status) == every_stage(params.prohibited.categories), sorted(status)
+    # every stage but the real-photo check, which reads no data: it re-runs once the reviewer stage has exported
+    # new bundles (models/reviewer), which a dry run does not do
+    assert set(status) == every_stage(params.prohibited.categories) - {"real_photos"}, sorted(status)
     for stage in status.values():
         assert stage[0]["changed deps"]["data/batches"] == "modified"
-    assert would_run(pipeline) == every_stage(params.prohibited.categories)
+    assert would_run(pipeline) == every_stage(params.prohibited.categories) - {"real_photos"}
