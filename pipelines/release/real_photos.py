@@ -35,6 +35,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from pipelines.data import real_photos as rp
+from pipelines.data.synth.camera import to_jpeg
 from pipelines.params import Params
 
 METRICS_FILE = Path("metrics/real_photos.json")
@@ -53,13 +54,6 @@ def views(params: Params) -> list[tuple[str, int, np.ndarray]]:
         out.append((ref, 0, rp.centre_crop(img, size)))
         out += [(ref, k, rp.square_crop(rng, img, size, min_frac=0.5)) for k in range(1, params.real_photos.check_views)]
     return out
-
-
-def _jpeg_bytes(rgb: np.ndarray, quality: int = 92) -> bytes:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    return buf.tobytes()
 
 
 def edited(params: Params, base: list[tuple[str, int, np.ndarray]]) -> list[tuple[str, int, str, np.ndarray]]:
@@ -100,7 +94,7 @@ def _review(models, params: Params, images: list[np.ndarray], claims: list[str |
     limits, size, out = photo_limits(params), params.data.image_size, []
     for start in range(0, len(images), 32):
         chunk = images[start:start + 32]
-        rgbs = np.stack([prepare(decode_photo(_jpeg_bytes(img), **limits), size) for img in chunk])
+        rgbs = np.stack([prepare(decode_photo(to_jpeg(img, 92), **limits), size) for img in chunk])
         raws = models.infer(rgbs)
         for j, raw in enumerate(raws):
             claim = None if claims is None else claims[start + j]
