@@ -209,21 +209,21 @@ def test_adding_or_retraining_a_prohibited_category_leaves_the_others_bit_identi
         before = load_combined(repo, params, ["cash", "knife"])(x)
 
     raw = yaml.safe_load((repo / "params.yaml").read_text())
-    raw["train"]["prohibited"]["lr"] = 0.01          # retrain cash with other settings, add gun
+    raw["train"]["prohibited"]["lr"] = 0.01          # retrain cash with other settings, add pills
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     changed = load_params(repo / "params.yaml")
-    train_prohibited(repo, changed, ["cash", "gun"])
+    train_prohibited(repo, changed, ["cash", "pills"])
     with torch.no_grad():
-        after = load_combined(repo, changed, ["cash", "knife", "gun"])(x)
+        after = load_combined(repo, changed, ["cash", "knife", "pills"])(x)
 
     assert torch.equal(after[:, 1], before[:, 1])            # knife: bit-identical
     assert not torch.equal(after[:, 0], before[:, 0])        # cash was retrained
     assert after.shape == (len(x), 3) and ((after >= 0) & (after <= 1)).all()
-    assert json.loads((repo / "models" / "prohibited" / "gun" / "train.json").read_text())["neck"] == neck
+    assert json.loads((repo / "models" / "prohibited" / "pills" / "train.json").read_text())["neck"] == neck
 
     import onnxruntime as ort                                # what serving runs: trunk, neck and heads in one graph
     from pipelines.train.onnx_export import export_dynamic_batch
-    model = load_combined(repo, changed, ["cash", "knife", "gun"])
+    model = load_combined(repo, changed, ["cash", "knife", "pills"])
     export_dynamic_batch(model, x[:2], repo / "prohibited.onnx", "photos", "scores")
     served = ort.InferenceSession(str(repo / "prohibited.onnx")).run(None, {"photos": x.numpy()})[0]
     np.testing.assert_allclose(served, after.numpy(), atol=1e-4)

@@ -34,9 +34,13 @@ def test_reference_stores_the_outputs_of_the_promoted_models(monitored):
 
 
 def test_reference_rows_are_the_promoted_models_outputs(monitored):
-    """The stored reference rows are the production models' scores of those photos: checked against the torch models
-    (another code path than the ONNX bundles the reference and the service use)."""
+    """The stored reference rows are the production models' scores of those photos: exactly the production bundles'
+    answers through the service's path, and checked against the torch models (another code path)."""
+    from scipy.stats import spearmanr
+
+    from pipelines.serve.models import ReviewerModels
     from pipelines.train.families import scalar
+    from pipelines.train.review import review
     from tests.monitoring.conftest import manifest
 
     repo = monitored["repo"]
@@ -46,13 +50,19 @@ def test_reference_rows_are_the_promoted_models_outputs(monitored):
     assert "reference: 200 rows" in monitored["reference_cli"]
     photos = manifest(monitored["traffic"] / "ref").head(24)
     served = ref.set_index("listing_id").loc[list(photos["listing_id"])]
+    production = [raw for _, raw in review(ReviewerModels(monitored["bundles"], threads=2), photos, params)]
     for family, column in (("blur", "blur_score"), ("manipulation", "manipulation_score")):
+        assert np.allclose(served[column].to_numpy(), [raw[family] for raw in production], atol=1e-4), family
         torch_scores = scalar.scores(family, repo, params, photos)
-        # a graph the reviewer stage chose to serve as INT8 (pipelines/release/quantize.py) deviates from torch by
-        # its quantization (a few hundredths on these photos); an FP32 one by float error only
+        # a graph the reviewer stage chose to serve as INT8 (pipelines/release/quantize.py) deviates from torch by its
+        # quantization: a few hundredths typically, 0.14 on one photo of a tiny-trained model; FP32 by float error only
         bundle = json.loads((Path(monitored["bundles"][family]) / "meta.json").read_text())
-        int8 = bundle["graphs"][family].get("precision") == "int8"
-        assert np.allclose(served[column].to_numpy(), torch_scores, atol=0.1 if int8 else 1e-3), (family, int8)
+        deviation = np.abs(served[column].to_numpy() - torch_scores)
+        if bundle["graphs"][family].get("precision") == "int8":
+            assert np.median(deviation) < 0.02 and spearmanr(served[column], torch_scores).statistic > 0.9, \
+                (family, deviation.round(3).tolist())
+        else:
+            assert deviation.max() < 1e-3, (family, deviation.round(4).tolist())
     assert set(ref["decision"]) <= {"auto_pass", "manual_review"} and ref["sku_similarity"].between(-1, 1).all()
 
 

@@ -237,7 +237,12 @@ def _scored(root: Path, params: Params, df: pd.DataFrame, net: SkuNet, arch: dic
     d = products(split_frame(df, split))
     x = common.features(root, params, net.trunk, d, size=arch["image_size"])
     cands = match(common.predict(net.embed_features, x, device=device), vectors, g_skus, params.train.sku.candidates)
-    enrolled = set(g_skus)
+    return scored_frame(d, cands, set(g_skus), arch["classes"])
+
+
+def scored_frame(d: pd.DataFrame, cands: list, enrolled: set[str], trained) -> pd.DataFrame:
+    """The :func:`_scored` frame of the product photos ``d`` from their ``candidates``, the enrolled SKUs and
+    the SKUs the embedding trained on."""
     truth, claimed = d["sku_id"].to_numpy(), d["claimed_sku"].to_numpy()
     scores = [sku_scores(c, k) for c, k in zip(cands, claimed)]
     in_gallery = np.isin(truth, list(enrolled))
@@ -247,7 +252,7 @@ def _scored(root: Path, params: Params, df: pd.DataFrame, net: SkuNet, arch: dic
         "predicted": [c[0][0] for c in cands], "top1": [c[0][1] for c in cands],
         "similarity": [np.nan if s is None else s for s, _ in scores],
         "margin": [np.nan if m is None else m for _, m in scores],
-        "trained": np.isin(truth, list(arch["classes"])), "enrolled": in_gallery, "outside": ~in_gallery,
+        "trained": np.isin(truth, list(trained)), "enrolled": in_gallery, "outside": ~in_gallery,
         "genuine": in_gallery & (claimed == truth), "wrong_claim": wrong,
         "swap": [swap_kind(t, c) if w and t in sku_index() and c in sku_index() else "" for t, c, w in
                  zip(truth, claimed, wrong)]})

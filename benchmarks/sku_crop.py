@@ -1,0 +1,159 @@
+"""Would the SKU embedding match better on the product cropped by its box? Trained and measured in a scratch copy.
+
+Usage, after a default-size `make demo` (its workspace: versioned data, gallery, reviewer scores):
+
+    .venv/bin/python benchmarks/sku_crop.py /tmp/demo --scratch /tmp/sku-crop [--pad 1.25]
+
+Every photo of the workspace is replaced, in a scratch project, by a square crop around its product box resized to
+the SKU family's input size (``train.sku.image_size``), saved losslessly (PNG: serving would crop the decoded photo
+in memory): training photos and the gallery's photos by their labelled box (what annotation gives at training and
+enrolment time); validation and test photos by the box the SERVED detector found (the reviewer stage's
+``models/reviewer/scores.parquet`` ``product_box``), the whole photo where it found none. The square's side is
+``--pad`` times the box's longer side, moved inside the photo (the whole photo when it would not fit). The family
+is then trained and evaluated there with the project's own code (``pipelines.train.families.train/evaluate("sku")``:
+the same seed, params and calibration), and its metrics/sku.json figures are set beside the workspace's own.
+Writes benchmarks/results/sku_crop.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import io
+import json
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+RESULTS = Path(__file__).parent / "results"
+KEYS = ("seen_top1", "enrolled_untrained_top1", "wrong_claim_recall", "wrong_claim_recall_colour_variant",
+        "wrong_claim_recall_layout_variant", "outside_catalogue_recall", "genuine_false_alarm_rate")
+
+
+def square(box, pad: float) -> tuple[float, float, float, float] | None:
+    """The normalised square around ``box`` (x0, y0, x1, y1), ``pad`` times its longer side, inside [0, 1]."""
+    if box is None:
+        return None
+    x0, y0, x1, y1 = (float(v) for v in box[:4])
+    side = pad * max(x1 - x0, y1 - y0)
+    if side >= 1.0 or side <= 0:
+        return None
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    left = min(max(cx - side / 2, 0.0), 1.0 - side)
+    top = min(max(cy - side / 2, 0.0), 1.0 - side)
+    return left, top, left + side, top + side
+
+
+def crop(path: Path, box, pad: float, size: int) -> bytes:
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        sq = square(box, pad)
+        if sq is not None:
+            w, h = im.size
+            im = im.crop((round(sq[0] * w), round(sq[1] * h), round(sq[2] * w), round(sq[3] * h)))
+        im = im.resize((size, size), Image.BILINEAR)
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        return buf.getvalue()
+
+
+def labelled_box(boxes) -> list[float] | None:
+    for b in boxes if boxes is not None else []:
+        if b["label"] == "product":
+            return [b["x0"], b["y0"], b["x1"], b["y1"]]
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("workspace", type=Path)
+    ap.add_argument("--scratch", type=Path, required=True)
+    ap.add_argument("--pad", type=float, default=1.25)
+    ap.add_argument("--out", type=Path, default=RESULTS / "sku_crop.json")
+    args = ap.parse_args()
+
+    from pipelines.params import load_params
+    from pipelines.train import families
+
+    ws, scratch = args.workspace.resolve(), args.scratch.resolve()
+    params = load_params(ws / "params.yaml")
+    size = params.train.input_size("sku")
+    served = pd.read_parquet(ws / "models" / "reviewer" / "scores.parquet")
+    served = served[served["split"].isin(["val", "test"])].set_index("listing_id")["product_box"]
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    (scratch / "data" / "batches").mkdir(parents=True)
+    shutil.copy2(ws / "params.yaml", scratch / "params.yaml")
+    started, sources = time.time(), {"labelled": 0, "served detector": 0, "served detector found none": 0}
+    boxes_by_listing = {}
+    for pointer in sorted((ws / "data" / "batches").glob("*.dvc")):
+        src, dst = pointer.with_suffix(""), scratch / "data" / "batches" / pointer.stem
+        shutil.copy2(pointer, dst.with_suffix(".dvc"))
+        m = pd.read_parquet(src / "manifest.parquet")
+        (dst / "images").mkdir(parents=True)
+        shas, images = [], []
+        for row in m.itertuples():
+            if row.split in ("val", "test"):
+                box = served.get(row.listing_id)
+                box = None if box is None or (isinstance(box, float) and np.isnan(box)) else list(box)
+                sources["served detector" if box is not None else "served detector found none"] += 1
+            else:
+                box = labelled_box(row.boxes)
+                sources["labelled"] += 1
+            boxes_by_listing[f"{pointer.stem}/{row.listing_id}"] = labelled_box(row.boxes)
+            data = crop(src / row.image, box, args.pad, size)
+            rel = f"images/{row.listing_id}.png"
+            (dst / rel).write_bytes(data)
+            shas.append(hashlib.sha256(data).hexdigest())
+            images.append(rel)
+        m["sha256"], m["image"] = shas, images
+        m.to_parquet(dst / "manifest.parquet", index=False)
+    g = pd.read_parquet(ws / "gallery" / "manifest.parquet")
+    (scratch / "gallery" / "photos").mkdir(parents=True)
+    shas, images = [], []
+    for row in g.itertuples():
+        box = boxes_by_listing.get(row.source.removeprefix("data:")) if str(row.source).startswith("data:") else None
+        data = crop(ws / "gallery" / row.image, box, args.pad, size)
+        sha = hashlib.sha256(data).hexdigest()
+        (scratch / "gallery" / "photos" / f"{sha}.png").write_bytes(data)
+        shas.append(sha)
+        images.append(f"photos/{sha}.png")
+    g["sha256"], g["image"] = shas, images
+    g.to_parquet(scratch / "gallery" / "manifest.parquet", index=False)
+    crop_seconds = time.time() - started
+    print(f"cropped {sum(sources.values())} photos and {len(g)} gallery photos in {crop_seconds:.0f} s: {sources}",
+          flush=True)
+
+    t0 = time.time()
+    families.train("sku", scratch)
+    metrics = families.evaluate("sku", scratch)
+    seconds = time.time() - t0
+    before = json.loads((ws / "metrics" / "sku.json").read_text())
+    rows = {}
+    for split in ("validation", "test"):
+        rows[split] = {k: {"whole_photo": before[split].get(k), "product_crop": metrics[split].get(k)} for k in KEYS}
+        for k in KEYS:
+            print(f"{split:>10} {k:>35}: whole photo {before[split].get(k)}  product crop "
+                  f"{round(metrics[split].get(k), 4)}", flush=True)
+    revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    doc = {"command": f"python benchmarks/sku_crop.py <demo workspace> --scratch <dir> --pad {args.pad}",
+           "date": datetime.date.today().isoformat(), "machine": platform.machine(), "code_revision": revision,
+           "pad": args.pad, "size": size, "box_sources": sources, "crop_seconds": round(crop_seconds, 1),
+           "train_and_evaluate_seconds": round(seconds, 1), "thresholds": {"whole_photo": before["thresholds"],
+                                                                           "product_crop": metrics["thresholds"]},
+           "note": "one seed (%d); the whole-photo figures are the workspace's own candidate" % params.seed,
+           "figures": rows}
+    args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
