@@ -31,7 +31,7 @@ import numpy as np
 
 from pipelines.data.synth import manipulation as edits
 from pipelines.data.synth.camera import (ANNOTATOR_BIAS, ANNOTATOR_LAPSE, ANNOTATOR_NOISE, DEFOCUS_PX_PER_LEVEL,
-                                         MOTION_PX_PER_LEVEL)
+                                         MOTION_PX_PER_LEVEL, motion_kernel, to_jpeg)
 
 MAX_SIDE = 1600            # px: a loaded photo is shrunk to this longest side (crops come out at 96-256 px)
 JPEG_QUALITY = (70, 96)    # a phone camera's and a re-saving app's range
@@ -111,10 +111,8 @@ def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
-    """``rgb`` after a JPEG round trip at ``quality``."""
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
+    """``rgb`` after a JPEG round trip at ``quality`` (the generator's encoder, :func:`camera.to_jpeg`)."""
+    buf = np.frombuffer(to_jpeg(rgb, int(quality)), np.uint8)
     return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
@@ -208,12 +206,7 @@ def motion(img: np.ndarray, length: float, angle: float) -> np.ndarray:
     """A straight motion streak of ``length`` px at ``angle`` (radians)."""
     if length <= 1:
         return img
-    k = int(np.ceil(length)) | 1
-    kernel = np.zeros((k * 4, k * 4), np.float32)
-    c = k * 2
-    dx, dy = np.cos(angle) * length * 2, np.sin(angle) * length * 2
-    cv2.line(kernel, (int(c - dx), int(c - dy)), (int(c + dx), int(c + dy)), 1.0, 4, cv2.LINE_AA)
-    kernel = cv2.resize(kernel, (k, k), interpolation=cv2.INTER_AREA)
+    kernel = motion_kernel(length, angle)           # the generator's streak (pipelines.data.synth.camera)
     return cv2.filter2D(img, -1, kernel / kernel.sum(), borderType=cv2.BORDER_REFLECT)
 
 

@@ -66,16 +66,20 @@ def blur(img: np.ndarray, rng: np.random.Generator, kind: str, strength_px: floa
         cv2.circle(kernel, (k * 2, k * 2), max(1, int(round(r * 4))), 1.0, -1, cv2.LINE_AA)
         kernel = cv2.resize(kernel, (k, k), interpolation=cv2.INTER_AREA)
     else:
-        length = strength_px
-        k = int(np.ceil(length)) | 1
-        kernel = np.zeros((k * 4, k * 4), np.float32)
-        a = rng.uniform(0, np.pi)
-        c = k * 2
-        dx, dy = np.cos(a) * length * 2, np.sin(a) * length * 2
-        cv2.line(kernel, (int(c - dx), int(c - dy)), (int(c + dx), int(c + dy)), 1.0, 4, cv2.LINE_AA)
-        kernel = cv2.resize(kernel, (k, k), interpolation=cv2.INTER_AREA)
+        kernel = motion_kernel(strength_px, rng.uniform(0, np.pi))
     kernel /= kernel.sum()
     return cv2.filter2D(img, -1, kernel, borderType=cv2.BORDER_REFLECT)
+
+
+def motion_kernel(length: float, angle: float) -> np.ndarray:
+    """A straight streak of ``length`` px at ``angle`` (radians), drawn antialiased at 4x and area-resized to an odd
+    square side (not normalised)."""
+    k = int(np.ceil(length)) | 1
+    kernel = np.zeros((k * 4, k * 4), np.float32)
+    c = k * 2
+    dx, dy = np.cos(angle) * length * 2, np.sin(angle) * length * 2
+    cv2.line(kernel, (int(c - dx), int(c - dy)), (int(c + dx), int(c + dy)), 1.0, 4, cv2.LINE_AA)
+    return cv2.resize(kernel, (k, k), interpolation=cv2.INTER_AREA)
 
 
 def spot_contrast_kept(kind: str, strength_px: float, radius_px: float) -> float:

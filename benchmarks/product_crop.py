@@ -1,18 +1,27 @@
-"""Would the SKU embedding match better on the product cropped by its box? Trained and measured in a scratch copy.
+"""Would the SKU embedding, and the sticker and dirt checks, do better on the product cropped by its box? Trained and
+measured in a scratch copy.
 
 Usage, after a default-size `make demo` (its workspace: versioned data, gallery, reviewer scores):
 
-    .venv/bin/python benchmarks/sku_crop.py /tmp/demo --scratch /tmp/sku-crop [--pad 1.25]
+    .venv/bin/python benchmarks/product_crop.py /tmp/demo --scratch /tmp/crop [--pad 1.25] [--family sku defects]
+    [--reuse]
 
 Every photo of the workspace is replaced, in a scratch project, by a square crop around its product box resized to
 the SKU family's input size (``train.sku.image_size``), saved losslessly (PNG: serving would crop the decoded photo
 in memory): training photos and the gallery's photos by their labelled box (what annotation gives at training and
 enrolment time); validation and test photos by the box the SERVED detector found (the reviewer stage's
 ``models/reviewer/scores.parquet`` ``product_box``), the whole photo where it found none. The square's side is
-``--pad`` times the box's longer side, moved inside the photo (the whole photo when it would not fit). The family
-is then trained and evaluated there with the project's own code (``pipelines.train.families.train/evaluate("sku")``:
-the same seed, params and calibration), and its metrics/sku.json figures are set beside the workspace's own.
-Writes benchmarks/results/sku_crop.json.
+``--pad`` times the box's longer side, moved inside the photo (the whole photo when it would not fit); ``--reuse``
+keeps a scratch copy an earlier run built.
+
+- ``sku``: the family is trained and evaluated there with the project's own code
+  (``pipelines.train.families.train/evaluate("sku")``: the same seed, params and calibration), and its
+  metrics/sku.json figures are set beside the workspace's own. Writes benchmarks/results/sku_crop.json.
+- ``defects``: the detector family's two-logit defects net (sticker missing, dirt;
+  :func:`pipelines.train.families.detector.train_defects`) is trained there, and both nets, the workspace's on the
+  whole photos and this one on the crops, are calibrated and measured by the family's own
+  ``_check_metrics`` (threshold on validation for ``recall_targets``, figures on test). YOLO is not retrained.
+  Writes benchmarks/results/defects_crop.json.
 """
 
 from __future__ import annotations
@@ -71,27 +80,15 @@ def labelled_box(boxes) -> list[float] | None:
     return None
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("workspace", type=Path)
-    ap.add_argument("--scratch", type=Path, required=True)
-    ap.add_argument("--pad", type=float, default=1.25)
-    ap.add_argument("--out", type=Path, default=RESULTS / "sku_crop.json")
-    args = ap.parse_args()
-
-    from pipelines.params import load_params
-    from pipelines.train import families
-
-    ws, scratch = args.workspace.resolve(), args.scratch.resolve()
-    params = load_params(ws / "params.yaml")
-    size = params.train.input_size("sku")
+def build_scratch(ws: Path, scratch: Path, pad: float, size: int) -> dict:
+    """The scratch project of cropped photos (see the module's doc); the count of boxes by source."""
     served = pd.read_parquet(ws / "models" / "reviewer" / "scores.parquet")
     served = served[served["split"].isin(["val", "test"])].set_index("listing_id")["product_box"]
     if scratch.exists():
         shutil.rmtree(scratch)
     (scratch / "data" / "batches").mkdir(parents=True)
     shutil.copy2(ws / "params.yaml", scratch / "params.yaml")
-    started, sources = time.time(), {"labelled": 0, "served detector": 0, "served detector found none": 0}
+    sources = {"labelled": 0, "served detector": 0, "served detector found none": 0}
     boxes_by_listing = {}
     for pointer in sorted((ws / "data" / "batches").glob("*.dvc")):
         src, dst = pointer.with_suffix(""), scratch / "data" / "batches" / pointer.stem
@@ -108,7 +105,7 @@ def main() -> None:
                 box = labelled_box(row.boxes)
                 sources["labelled"] += 1
             boxes_by_listing[f"{pointer.stem}/{row.listing_id}"] = labelled_box(row.boxes)
-            data = crop(src / row.image, box, args.pad, size)
+            data = crop(src / row.image, box, pad, size)
             rel = f"images/{row.listing_id}.png"
             (dst / rel).write_bytes(data)
             shas.append(hashlib.sha256(data).hexdigest())
@@ -120,21 +117,22 @@ def main() -> None:
     shas, images = [], []
     for row in g.itertuples():
         box = boxes_by_listing.get(row.source.removeprefix("data:")) if str(row.source).startswith("data:") else None
-        data = crop(ws / "gallery" / row.image, box, args.pad, size)
+        data = crop(ws / "gallery" / row.image, box, pad, size)
         sha = hashlib.sha256(data).hexdigest()
         (scratch / "gallery" / "photos" / f"{sha}.png").write_bytes(data)
         shas.append(sha)
         images.append(f"photos/{sha}.png")
     g["sha256"], g["image"] = shas, images
     g.to_parquet(scratch / "gallery" / "manifest.parquet", index=False)
-    crop_seconds = time.time() - started
-    print(f"cropped {sum(sources.values())} photos and {len(g)} gallery photos in {crop_seconds:.0f} s: {sources}",
-          flush=True)
+    (scratch / "box_sources.json").write_text(json.dumps(sources))
+    return sources
 
-    t0 = time.time()
+
+def sku(ws: Path, scratch: Path) -> dict:
+    from pipelines.train import families
+
     families.train("sku", scratch)
     metrics = families.evaluate("sku", scratch)
-    seconds = time.time() - t0
     before = json.loads((ws / "metrics" / "sku.json").read_text())
     rows = {}
     for split in ("validation", "test"):
@@ -142,17 +140,70 @@ def main() -> None:
         for k in KEYS:
             print(f"{split:>10} {k:>35}: whole photo {before[split].get(k)}  product crop "
                   f"{round(metrics[split].get(k), 4)}", flush=True)
+    return {"thresholds": {"whole_photo": before["thresholds"], "product_crop": metrics["thresholds"]}, "figures": rows}
+
+
+def defects(ws: Path, scratch: Path) -> dict:
+    from pipelines.data.dataset import split_frame
+    from pipelines.params import load_params
+    from pipelines.train.families import common, detector
+
+    detector.train_defects(scratch, load_params(scratch / "params.yaml"))
+    out = {}
+    for label, root in (("whole_photo", ws), ("product_crop", scratch)):
+        params = load_params(root / "params.yaml")
+        df = common.load_frame(root)
+        frames = {s: split_frame(df, s) for s in ("val", "test")}
+        nets = {s: detector.defect_scores(root, params, d) for s, d in frames.items()}
+        out[label] = {}
+        for name in detector.CHECKS:
+            thr, _, val_m, test_m, _ = detector._check_metrics(frames, nets, name, params)
+            keep = ("recall", "precision", "false_positive_rate", "flagged_share", "auc", "average_precision")
+            out[label][name] = {"threshold": thr, "val": {k: val_m.get(k) for k in keep},
+                                "test": {k: test_m.get(k) for k in keep}}
+            t = out[label][name]["test"]
+            print(f"{label:>12} {name:>15}: test recall {t['recall']:.3f}, false positive rate "
+                  f"{t['false_positive_rate']:.3f}, AP {t['average_precision']:.3f} (threshold {thr:.4f})", flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("workspace", type=Path)
+    ap.add_argument("--scratch", type=Path, required=True)
+    ap.add_argument("--pad", type=float, default=1.25)
+    ap.add_argument("--family", nargs="+", default=["sku"], choices=["sku", "defects"])
+    ap.add_argument("--reuse", action="store_true", help="keep the scratch copy an earlier run built")
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    args = ap.parse_args()
+
+    from pipelines.params import load_params
+
+    ws, scratch = args.workspace.resolve(), args.scratch.resolve()
+    params = load_params(ws / "params.yaml")
+    size = params.train.input_size("sku")
+    started = time.time()
+    if args.reuse and (scratch / "box_sources.json").is_file():
+        sources = json.loads((scratch / "box_sources.json").read_text())
+    else:
+        sources = build_scratch(ws, scratch, args.pad, size)
+    crop_seconds = time.time() - started
+    print(f"scratch copy ready in {crop_seconds:.0f} s: {sources}", flush=True)
     revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               cwd=Path(__file__).parent).stdout.strip()
-    doc = {"command": f"python benchmarks/sku_crop.py <demo workspace> --scratch <dir> --pad {args.pad}",
-           "date": datetime.date.today().isoformat(), "machine": platform.machine(), "code_revision": revision,
-           "pad": args.pad, "size": size, "box_sources": sources, "crop_seconds": round(crop_seconds, 1),
-           "train_and_evaluate_seconds": round(seconds, 1), "thresholds": {"whole_photo": before["thresholds"],
-                                                                           "product_crop": metrics["thresholds"]},
-           "note": "one seed (%d); the whole-photo figures are the workspace's own candidate" % params.seed,
-           "figures": rows}
-    args.out.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    for family in args.family:
+        t0 = time.time()
+        result = sku(ws, scratch) if family == "sku" else defects(ws, scratch)
+        doc = {"command": f"python benchmarks/product_crop.py <demo workspace> --scratch <dir> --pad {args.pad} "
+                          f"--family {family}",
+               "date": datetime.date.today().isoformat(), "machine": platform.machine(), "code_revision": revision,
+               "pad": args.pad, "size": size, "box_sources": sources,
+               "train_and_evaluate_seconds": round(time.time() - t0, 1),
+               "note": "one seed (%d); the whole-photo figures are the workspace's own candidate" % params.seed,
+               **result}
+        out = args.results / ("sku_crop.json" if family == "sku" else "defects_crop.json")
+        out.write_text(json.dumps(doc, indent=1) + "\n")
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":
