@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import platform
 import subprocess
 from pathlib import Path
@@ -38,7 +37,6 @@ import numpy as np
 import pandas as pd
 
 RESULTS = Path(__file__).parent / "results"
-HELD = ("off_centre", "no_product")
 GROUPS = ("blur", "sticker_missing", "dirt", "off_centre", "prohibited", "manipulation", "wrong_claim")
 RATE_OF = {"blur": "blur_rate", "sticker_missing": "sticker_missing_rate", "dirt": "dirt_rate",
            "off_centre": "off_centre_rate", "prohibited": "prohibited_rate", "manipulation": "manipulation_rate",
@@ -57,16 +55,6 @@ def owners(defect: str) -> list[str]:
     return [defect] if g == "prohibited" else ["sku"] if g == "sku" else [] if defect == "off_centre" else [defect]
 
 
-def lower_bound(caught: float, n: float, confidence: float) -> float:
-    from scipy.stats import beta
-
-    if n <= 0:
-        return math.nan
-    if caught >= n:
-        return float(beta.ppf(1 - confidence, n, 1))
-    return 0.0 if caught <= 0 else float(beta.ppf(1 - confidence, caught, n - caught + 1))
-
-
 class Problem:
     """The validation rows, each check's threshold grid and its flags on every grid point."""
 
@@ -76,7 +64,7 @@ class Problem:
         self.op, self.metas, self.mode, self.confidence = op, metas, mode, confidence
         self.checks = op.checks(frame, metas, floors)
         self.val = frame[frame["split"] == "val"].reset_index(drop=True)
-        self.held = self.val["reasons"].map(lambda r: any(x in HELD for x in r)).to_numpy(bool)
+        self.held = op.held(self.val, self.checks)
         self.clean = self.val["truth.clean"].to_numpy(bool)
         self.defects = [c.removeprefix("truth.") for c in self.val if c.startswith("truth.")
                         and c not in ("truth.clean", "truth.prohibited") and self.val[c].any()]
@@ -113,6 +101,8 @@ class Problem:
         return m
 
     def feasible(self, idx: dict[str, int]) -> bool:
+        from pipelines.train.evaluate import recall_lower_bound
+
         every = self.manual(idx)
         for d in self.defects:
             if self.mode == "reason":
@@ -127,7 +117,7 @@ class Problem:
                 continue
             n_eff = w.sum() ** 2 / (w ** 2).sum()
             share = float((w * hit).sum() / w.sum())
-            if share < 1 and lower_bound(share * n_eff, n_eff, self.confidence) < self.floor[d] - 1e-12:
+            if share < 1 and recall_lower_bound(share * n_eff, n_eff, self.confidence) < self.floor[d] - 1e-12:
                 return False
         return True
 
@@ -168,13 +158,11 @@ class Problem:
 def figures(frame: pd.DataFrame, metas: dict, floors: dict, thresholds: dict[str, float]) -> dict:
     from pipelines.release import operating_point as op
 
-    checks = [c for c in op.checks(frame, metas, floors)]
     out = {}
     for split in ("val", "test", "live_mix"):
         part = frame[frame["split"] == split].reset_index(drop=True)
-        held = part["reasons"].map(lambda r: any(x in HELD for x in r)).to_numpy(bool)
-        own = {c.name: op.flags(c, part, metas, [thresholds.get(c.name, c.threshold)])[0] for c in checks}
-        manual = held | np.any(np.stack(list(own.values())), axis=0)
+        manual, own = op.redecide(part, metas, floors, thresholds)
+        held = op.held(part, op.checks(part, metas, floors))
         clean = part["truth.clean"].to_numpy(bool)
         photo, reason, below = {}, {}, {}
         for col in part:

@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 
 RESULTS = Path(__file__).parent / "results"
-HELD = ("off_centre", "no_product")             # reasons no swept check gives: kept as recorded
 
 
 def reviewer_figures(frame: pd.DataFrame, metas: dict, floors: dict, thresholds: dict[str, float | None]) -> dict:
@@ -37,17 +36,12 @@ def reviewer_figures(frame: pd.DataFrame, metas: dict, floors: dict, thresholds:
     ``thresholds`` ({check name: threshold}) replacing the recorded ones."""
     from pipelines.release import operating_point as op
 
-    checks = op.checks(frame, metas, floors)
     out = {}
     for split in ("val", "test", "live_mix"):
         part = frame[frame["split"] == split].reset_index(drop=True)
         if part.empty:
             continue
-        manual = part["reasons"].map(lambda r: any(x in HELD for x in r)).to_numpy(bool)
-        flagged = {}
-        for c in checks:
-            flagged[c.name] = op.flags(c, part, metas, [thresholds.get(c.name, c.threshold)])[0]
-            manual |= flagged[c.name]
+        manual, flagged = op.redecide(part, metas, floors, thresholds)
         clean = part["truth.clean"].to_numpy(bool)
         recall = {}
         for col in part:

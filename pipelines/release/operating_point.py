@@ -158,6 +158,24 @@ def curve(check: Check, frame: pd.DataFrame, metas: dict, thresholds) -> pd.Data
                          "photo_recall": share(manual[:, pos])})
 
 
+def held(frame: pd.DataFrame, found: list[Check]) -> np.ndarray:
+    """Rows sent to a person, as recorded, for a reason none of the ``found`` checks gives (centring, no product)."""
+    swept = {r for c in found for r in c.reasons}
+    return frame["reasons"].map(lambda r: any(x not in swept for x in r)).to_numpy(dtype=bool)
+
+
+def redecide(frame: pd.DataFrame, metas: dict, floors: dict, thresholds: dict[str, float | None]
+             ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The rows decide() would send to a person with ``thresholds`` ({check name: threshold}) in place of the
+    bundles' (checks not named keep theirs; reasons no swept check gives stay as recorded), and each check's flags."""
+    found = checks(frame, metas, floors)
+    own = {c.name: flags(c, frame, metas, [thresholds.get(c.name, c.threshold)])[0] for c in found}
+    manual = held(frame, found)
+    for f in own.values():
+        manual = manual | f
+    return manual, own
+
+
 def nearest(check: Check, frame: pd.DataFrame, metas: dict, n: int = 6) -> pd.DataFrame:
     """Up to ``n`` photos nearest the current threshold: positives this check passes (missed) and clean
     photos it flags (false alarms), half each where both have enough; column ``kind`` says which."""

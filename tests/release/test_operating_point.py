@@ -4,6 +4,7 @@ monotone in the threshold, and the page for the trained tiny project opened in h
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import numpy as np
@@ -11,7 +12,8 @@ import pandas as pd
 import pytest
 
 from pipelines.params import load_params
-from pipelines.release.operating_point import checks, curve, flags, grid, nearest, positives, recorded, verify, write_report
+from pipelines.release.operating_point import (checks, curve, flags, grid, nearest, positives, recorded, redecide, verify,
+                                               write_report)
 from pipelines.release.reviewer import _flat
 from pipelines.serve.decision import decide
 from tests.monitoring.test_reports_in_browser import chromium, needs_browser, not_blank, rendered
@@ -150,6 +152,24 @@ def test_the_page_has_no_nan_and_marks_cells_below_their_floor(frame, tmp_path):
 
 @pytest.mark.slow
 @needs_browser
+def test_redecided_at_the_bundles_thresholds_is_what_decide_recorded_and_a_moved_threshold_moves_it(trained_project):
+    from pipelines.serve.bundle import read_meta
+
+    root = trained_project
+    scores = pd.read_parquet(root / "models" / "reviewer" / "scores.parquet")
+    metas = {p.name: read_meta(p) for p in sorted((root / "models" / "reviewer" / "bundles").iterdir())}
+    floors = json.loads((root / "metrics" / "reviewer.json").read_text())["floors"]
+    found = checks(scores, metas, floors)
+    manual, own = redecide(scores, metas, floors, {})
+    assert (manual == (scores["decision"] == "manual_review").to_numpy()).all()
+    assert all((own[c.name] == recorded(c, scores)).all() for c in found)
+    moved = next(c for c in found if recorded(c, scores).any())           # a check that flagged something
+    after, own_after = redecide(scores, metas, floors, {moved.name: -math.inf if moved.sku else math.inf})
+    assert not own_after[moved.name].any()                                 # it flags nothing now, the others as before
+    assert all((own_after[c.name] == own[c.name]).all() for c in found if c.name != moved.name)
+    assert (after <= manual).all()
+
+
 def test_the_report_of_the_trained_project_opens_in_chromium(trained_project, tmp_path):
     from pipelines.serve.bundle import read_meta
 
