@@ -32,7 +32,8 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def reviewer_figures(frame: pd.DataFrame, metas: dict, floors: dict, thresholds: dict[str, float | None]) -> dict:
-    """Per split: clean auto-pass, the lowest prohibited photo recall and the gun/pills clean flag rates, with
+    """Per split: clean auto-pass, the lowest photo recall of any defect and of any prohibited category, and each
+    category's clean flag rate, with
     ``thresholds`` ({check name: threshold}) replacing the recorded ones."""
     from pipelines.release import operating_point as op
 
@@ -43,12 +44,13 @@ def reviewer_figures(frame: pd.DataFrame, metas: dict, floors: dict, thresholds:
             continue
         manual, flagged = op.redecide(part, metas, floors, thresholds)
         clean = part["truth.clean"].to_numpy(bool)
-        recall = {}
-        for col in part:
-            if col.startswith("truth.prohibited:") and part[col].any():
-                recall[col.removeprefix("truth.")] = round(float(manual[part[col].to_numpy(bool)].mean()), 4)
+        recall = {col.removeprefix("truth."): round(float(manual[part[col].to_numpy(bool)].mean()), 4) for col in part
+                  if col.startswith("truth.") and col not in ("truth.clean", "truth.prohibited") and part[col].any()}
+        prohibited = [v for d, v in recall.items() if d.startswith("prohibited:")]
+        lowest = min(recall, key=recall.get)
         out[split] = {"clean_auto_pass": round(float((~manual[clean]).mean()), 4),
-                      "lowest_prohibited_photo_recall": min(recall.values()) if recall else None,
+                      "lowest_photo_recall": [lowest, recall[lowest]],
+                      "lowest_prohibited_photo_recall": min(prohibited) if prohibited else None,
                       "clean_flagged_by": {k: round(float(v[clean].mean()), 4) for k, v in flagged.items()
                                            if k.startswith("prohibited:") and v[clean].any()}}
     return out
@@ -97,7 +99,8 @@ def main() -> None:
             r = rows[-1]
             print(f"target {target} {r['placement']}: lowest test recall {worst} {recall[worst]:.3f}, no-item photos "
                   f"flagged {r['test_no_item_flagged']:.3f}, clean auto-pass test "
-                  f"{r['reviewer']['test']['clean_auto_pass']:.3f} live {r['reviewer']['live_mix']['clean_auto_pass']:.3f}",
+                  f"{r['reviewer']['test']['clean_auto_pass']:.3f} live {r['reviewer']['live_mix']['clean_auto_pass']:.3f}, lowest "
+                  f"test photo recall {r['reviewer']['test']['lowest_photo_recall']}",
                   flush=True)
     revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               cwd=Path(__file__).parent).stdout.strip()
