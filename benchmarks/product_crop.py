@@ -4,7 +4,7 @@ measured in a scratch copy.
 Usage, after a default-size `make demo` (its workspace: versioned data, gallery, reviewer scores):
 
     .venv/bin/python benchmarks/product_crop.py /tmp/demo --scratch /tmp/crop [--pad 1.25] [--family sku defects]
-    [--reuse]
+    [--reuse [--no-train]]
 
 Every photo of the workspace is replaced, in a scratch project, by a square crop around its product box resized to
 the SKU family's input size (``train.sku.image_size``), saved losslessly (PNG: serving would crop the decoded photo
@@ -20,8 +20,9 @@ keeps a scratch copy an earlier run built.
 - ``defects``: the detector family's two-logit defects net (sticker missing, dirt;
   :func:`pipelines.train.families.detector.train_defects`) is trained there, and both nets, the workspace's on the
   whole photos and this one on the crops, are calibrated and measured by the family's own
-  ``_check_metrics`` (threshold on validation for ``recall_targets``, figures on test). YOLO is not retrained.
-  Writes benchmarks/results/defects_crop.json.
+  ``_check_metrics`` (threshold on validation for ``recall_targets``, figures on test), and each net's false-positive
+  rate at matched recall (threshold set on the split itself). YOLO is not retrained; ``--no-train`` scores the net an
+  earlier run trained in the scratch copy. Writes benchmarks/results/defects_crop.json.
 """
 
 from __future__ import annotations
@@ -143,20 +144,31 @@ def sku(ws: Path, scratch: Path) -> dict:
     return {"thresholds": {"whole_photo": before["thresholds"], "product_crop": metrics["thresholds"]}, "figures": rows}
 
 
-def defects(ws: Path, scratch: Path) -> dict:
+def fpr_at_recall(scores: np.ndarray, labels: np.ndarray, recalls=(0.90, 0.95, 0.98)) -> dict:
+    """The false-positive rate of a net whose threshold is set on the split itself to catch each share of its
+    positives: the two nets' curves compared without the validation tail that places calibrated thresholds (not a
+    deployable threshold)."""
+    pos = np.sort(scores[labels])[::-1]
+    out = {f"fpr_at_recall_{r}": round(float((scores[~labels] >= pos[int(np.ceil(r * len(pos))) - 1]).mean()), 4)
+           for r in recalls}
+    return {**out, "positives": int(labels.sum()), "negatives": int((~labels).sum())}
+
+
+def defects(ws: Path, scratch: Path, train: bool = True) -> dict:
     from pipelines.data.dataset import split_frame
     from pipelines.params import load_params
     from pipelines.train.families import common, detector
 
-    detector.train_defects(scratch, load_params(scratch / "params.yaml"))
-    out = {}
+    if train:
+        detector.train_defects(scratch, load_params(scratch / "params.yaml"))
+    out, matched = {}, {}
     for label, root in (("whole_photo", ws), ("product_crop", scratch)):
         params = load_params(root / "params.yaml")
         df = common.load_frame(root)
         frames = {s: split_frame(df, s) for s in ("val", "test")}
         nets = {s: detector.defect_scores(root, params, d) for s, d in frames.items()}
-        out[label] = {}
-        for name in detector.CHECKS:
+        out[label], matched[label] = {}, {}
+        for name, (applies, column) in detector.CHECKS.items():
             thr, _, val_m, test_m, _ = detector._check_metrics(frames, nets, name, params)
             keep = ("recall", "precision", "false_positive_rate", "flagged_share", "auc", "average_precision")
             out[label][name] = {"threshold": thr, "val": {k: val_m.get(k) for k in keep},
@@ -164,7 +176,15 @@ def defects(ws: Path, scratch: Path) -> dict:
             t = out[label][name]["test"]
             print(f"{label:>12} {name:>15}: test recall {t['recall']:.3f}, false positive rate "
                   f"{t['false_positive_rate']:.3f}, AP {t['average_precision']:.3f} (threshold {thr:.4f})", flush=True)
-    return out
+            for split, d in frames.items():
+                m = applies(d).to_numpy()
+                matched[label].setdefault(name, {})[split] = fpr_at_recall(
+                    nets[split][f"{name}_score"].to_numpy()[m], d[column].to_numpy(bool)[m])
+                print(f"{label:>12} {name:>15} {split}: {matched[label][name][split]}", flush=True)
+    return {**out, "false_positive_rate_at_matched_recall": matched,
+            "matched_recall_note": "each net's threshold set on the split itself to catch 90/95/98% of its positives "
+                                   "(fpr_at_recall: not a deployable threshold; the comparison of the two nets' "
+                                   "curves without the validation tail that places the calibrated thresholds)"}
 
 
 def main() -> None:
@@ -174,6 +194,8 @@ def main() -> None:
     ap.add_argument("--pad", type=float, default=1.25)
     ap.add_argument("--family", nargs="+", default=["sku"], choices=["sku", "defects"])
     ap.add_argument("--reuse", action="store_true", help="keep the scratch copy an earlier run built")
+    ap.add_argument("--no-train", action="store_true",
+                    help="defects: score the net an earlier run trained in the scratch copy (with --reuse)")
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args()
 
@@ -193,12 +215,13 @@ def main() -> None:
                               cwd=Path(__file__).parent).stdout.strip()
     for family in args.family:
         t0 = time.time()
-        result = sku(ws, scratch) if family == "sku" else defects(ws, scratch)
+        result = sku(ws, scratch) if family == "sku" else defects(ws, scratch, train=not args.no_train)
         doc = {"command": f"python benchmarks/product_crop.py <demo workspace> --scratch <dir> --pad {args.pad} "
-                          f"--family {family}",
+                          f"--family {family}" + (" --reuse --no-train" if family == "defects" and args.no_train else ""),
                "date": datetime.date.today().isoformat(), "machine": platform.machine(), "code_revision": revision,
                "pad": args.pad, "size": size, "box_sources": sources,
                "train_and_evaluate_seconds": round(time.time() - t0, 1),
+               "trained_in_this_run": family == "sku" or not args.no_train,
                "note": "one seed (%d); the whole-photo figures are the workspace's own candidate" % params.seed,
                **result}
         out = args.results / ("sku_crop.json" if family == "sku" else "defects_crop.json")

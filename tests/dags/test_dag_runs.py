@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from pipelines.params import load_params
 from pipelines.train.families import FAMILIES
@@ -136,6 +137,54 @@ def test_ingest_retrain_deploy_promotes_a_model_builds_a_bento_and_serves_review
     photo = sorted((repo / "data" / "batches" / "tiny-b2" / "images").glob("*.jpg"))[0]
     answer = review(port, photo)
     assert answer["decision"] in ("auto_pass", "manual_review") and answer["models"] == production(home)
+
+
+def test_the_retrain_ran_the_real_dvc_yaml_every_metric_and_plot_shows_and_a_second_dvc_repro_runs_nothing(chain):
+    """What `dvc repro` of the project's dvc.yaml gives, on the models the retrain DAG just trained through it (every
+    family: the new batch is every family's data): each family's files and training record, `dvc metrics show` and
+    `dvc plots show` of all of it, metrics consistent with the labels, and a second `dvc repro` that runs nothing."""
+    from tests.models.test_families import MODEL_FILES, _check_metrics, _numbers
+
+    repo = chain["repo"]
+    params = load_params(repo / "params.yaml")
+    categories = params.prohibited.categories
+    records = list((repo / "models").glob("*/train.json")) + list((repo / "models").glob("prohibited/*/train.json"))
+    training = sum(json.loads(p.read_text())["seconds"] for p in records)
+    assert training < 180, f"the tiny profile must train all five families in under 3 minutes: {training:.0f} s"
+    assert sorted(p.name for p in (repo / "models" / "prohibited").iterdir() if p.is_dir()) == sorted([*categories, "_neck"])
+    neck = json.loads((repo / "models" / "prohibited" / "_neck" / "train.json").read_text())
+    assert not params.train.prohibited.neck and neck["neck"] is None, neck       # the default: a whole tail each
+    photos = sum(len(list((repo / "data" / "batches" / b / "images").glob("*.jpg"))) for b in ("tiny-b1", "tiny-b2"))
+    for family, files in MODEL_FILES.items():
+        dirs = [repo / "models" / family / c for c in categories] if family == "prohibited" else [repo / "models" / family]
+        for d in dirs:
+            assert files <= {p.name for p in d.iterdir()}, (d, sorted(p.name for p in d.iterdir()))
+            record = json.loads((d / "train.json").read_text())
+            assert record["seconds"] > 0 and 1 <= record["epochs_run"] <= 2, record     # the tiny profile's cap
+            if family == "prohibited":
+                assert record["category"] == d.name and isinstance(record["train_positives"], int), record
+                assert record["neck"] == neck["neck"], record                  # every head on the neck trained here
+            else:
+                assert record["data"] == {"batches": ["tiny-b1", "tiny-b2"], "photos": photos,
+                                          "splits": record["data"]["splits"]}, record
+                assert sum(record["data"]["splits"].values()) == photos and record["family"] == family, record
+    shown = json.loads(subprocess.run([str(BIN / "dvc"), "metrics", "show", "--json"], cwd=repo, capture_output=True,
+                                      text=True, check=True).stdout)[""]["data"]
+    metrics = {f: json.loads((repo / "metrics" / f"{f}.json").read_text()) for f in FAMILIES}
+    for f in FAMILIES:                    # dvc metrics show: every number evaluate wrote (it leaves out nulls and text)
+        assert _numbers(shown[f"metrics/{f}.json"]["data"]) == _numbers(metrics[f]), f
+    _check_metrics(repo, params, {f: m["test"] for f, m in metrics.items()})
+    out = repo.parent / "plots_html"
+    plots = sh(repo, "dvc", "plots", "show", "-o", str(out))
+    page = (out / "index.html").read_text()
+    titles = [body["title"] for plot in yaml.safe_load((repo / "dvc.yaml").read_text())["plots"] for body in plot.values()]
+    assert len(titles) == 5 and all(t in page for t in titles), plots               # every plot dvc.yaml declares
+    assert all(column in page for column in ("genuine_claims", "outside_catalogue", "laplacian_baseline")), plots
+
+    before = {p: p.stat().st_mtime_ns for p in (repo / "models").rglob("*") if p.is_file()}
+    again = sh(repo, "dvc", "repro")
+    assert "didn't change, skipping" in again and "Running stage" not in again, again
+    assert {p: p.stat().st_mtime_ns for p in (repo / "models").rglob("*") if p.is_file()} == before
 
 
 def test_retrain_again_on_unchanged_data_trains_nothing_and_promotes_nothing(chain):
