@@ -166,6 +166,20 @@ def calibration(thresholds: dict, params: Params) -> list[Criterion]:
             for name, value in thresholds.items() if value is None]
 
 
+def judge(family: str, root: Path, params: Params, prod_meta: dict | None = None) -> tuple[list[Criterion], dict | None]:
+    """Every criterion for ``family``'s candidate in ``root`` (metrics/, the reviewer stage's and the real-photo
+    figures) against the production model's registered metadata (None: no regression criteria), and the
+    reviewer figures it was judged on. Pure: registers and promotes nothing."""
+    metrics = read_metrics(family, root)
+    reviewer = reviewer_figures(family, root)
+    real = root / REAL_PHOTOS_FILE
+    found = calibration(metrics["thresholds"], params) + criteria(
+        family, metrics["test"], prod_meta["metrics"] if prod_meta else None, params) + reviewer_criteria(
+        reviewer, prod_meta.get("reviewer") if prod_meta else None, params) + real_photo_criteria(
+        family, json.loads(real.read_text()) if real.is_file() else None, params, registry.content_hash(family, root))
+    return found, reviewer
+
+
 def gate_family(family: str, root: Path, params: Params) -> GateResult:
     """Judge ``family``'s candidate (models/ + metrics/), and register and promote it when it passes."""
     families.get(family)                                  # an unknown name fails here, loudly
@@ -183,13 +197,7 @@ def gate_family(family: str, root: Path, params: Params) -> GateResult:
                               f"format {prod_meta.get('export_format', 1)} with INT8 units "
                               f"{sorted(prod_meta.get('int8_units') or [])}; now format {form['export_format']} with "
                               f"{form['int8_units']}")
-    metrics = read_metrics(family, root)
-    result.reviewer = reviewer_figures(family, root)
-    real = root / REAL_PHOTOS_FILE
-    result.criteria = calibration(metrics["thresholds"], params) + criteria(
-        family, metrics["test"], prod_meta["metrics"] if prod_meta else None, params) + reviewer_criteria(
-        result.reviewer, prod_meta.get("reviewer") if prod_meta else None, params) + real_photo_criteria(
-        family, json.loads(real.read_text()) if real.is_file() else None, params, candidate)
+    result.criteria, result.reviewer = judge(family, root, params, prod_meta)
     failed = [c for c in result.criteria if not c.passed]
     if failed:
         result.reasons += [f"{c.name}: {c.detail}" for c in failed]
