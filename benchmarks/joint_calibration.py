@@ -68,7 +68,7 @@ class Problem:
         self.clean = self.val["truth.clean"].to_numpy(bool)
         self.defects = [c.removeprefix("truth.") for c in self.val if c.startswith("truth.")
                         and c not in ("truth.clean", "truth.prohibited") and self.val[c].any()]
-        self.floor = {d: op._floor(floors, d) for d in self.defects}
+        self.floor = {d: op.floor_of(floors, d) for d in self.defects}
         self.grid = {c.name: sorted({t for t in op.grid(c, self.val, metas, 300) if t is not None} | {c.threshold})
                      for c in self.checks if c.threshold is not None}
         self.checks = [c for c in self.checks if c.name in self.grid]
@@ -174,7 +174,7 @@ def figures(frame: pd.DataFrame, metas: dict, floors: dict, thresholds: dict[str
                 if name in own:
                     right |= own[name]
             photo[d], reason[d] = round(float(manual[pos].mean()), 4), round(float(right[pos].mean()), 4)
-            if photo[d] < op._floor(floors, d) - 1e-12:
+            if photo[d] < op.floor_of(floors, d) - 1e-12:
                 below[d] = [photo[d], int(pos.sum())]
         lowest = min(photo, key=photo.get)
         out[split] = {"clean_auto_pass": round(float((~manual[clean]).mean()), 4),

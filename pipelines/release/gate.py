@@ -52,10 +52,6 @@ class GateResult:
         return self.verdict != "refused"
 
 
-def _floor(params: Params, check: str) -> float | None:
-    return params.gate.recall_floors.get(check.split(":")[0])
-
-
 def _at_floor(name: str, value: float | None, floor: float, params: Params, detail: str) -> Criterion:
     """``value`` at or above ``floor``; None (no positive on the test split) passes only if allowed."""
     if value is None:
@@ -69,7 +65,7 @@ def criteria(family: str, candidate: dict, production: dict | None, params: Para
     recalls, auto_pass = families.get(family).gate_values(candidate)
     out = []
     for check, value in recalls.items():
-        floor = _floor(params, check)
+        floor = defect_floor(params, check)
         if floor is not None:
             out.append(_at_floor(f"recall floor {check}", None if math.isnan(value) else value, floor, params,
                                  f"recall {value:.3f} {'>=' if value >= floor else '<'} floor {floor}"))

@@ -30,8 +30,9 @@ from pipelines.serve.images import thumbnail
 from pipelines.train.review import given
 
 SKU_REASONS = ("sku_mismatch", "unknown_sku")
-FLOOR_OF = {"blur": "blur", "sticker_missing": "sticker_missing", "dirt": "dirt", "off_centre": "centring",
-            "manipulation": "manipulation", "wrong_claim": "sku_mismatch", "outside_catalogue": "unknown_sku"}
+# a defect whose recall floor (params.yaml gate.recall_floors) is named after its check; every other defect or check
+# is its own key, a prohibited category ("prohibited:cash") held to "prohibited"
+FLOOR_OF = {"off_centre": "centring", "wrong_claim": "sku_mismatch", "outside_catalogue": "unknown_sku"}
 CSS = """
 body{font-family:-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222}
 h1{margin-bottom:4px} .sub{color:#666;margin-bottom:16px;max-width:1100px}
@@ -60,8 +61,11 @@ class Check:
                 else "score &ge; t flags")
 
 
-def _floor(floors: dict, defect: str) -> float | None:
-    return floors.get("prohibited" if defect.startswith("prohibited") else FLOOR_OF.get(defect, defect))
+def floor_of(floors: dict, name: str) -> float | None:
+    """The recall floor in ``floors`` (``gate.recall_floors``) that a defect or a check ``name`` is held to; None:
+    none. The one map the gate, the reviewer stage, the INT8 check and the operating-point report share."""
+    name = name.split(":")[0]
+    return floors.get(FLOOR_OF.get(name, name))
 
 
 def checks(scores: pd.DataFrame, metas: dict[str, dict], floors: dict) -> list[Check]:
@@ -241,7 +245,7 @@ def _summary(scores: pd.DataFrame, floors: dict, splits: list[str]) -> str:
     rows = ["<tr><td>clean auto-pass</td><td>&ndash;</td>" + "".join(
         f"<td>{_fmt(m[s]['clean_auto_pass'])}</td><td>&ndash;</td><td>{m[s]['clean']} clean</td>" for s in splits) + "</tr>"]
     for d in defects:
-        f = _floor(floors, d)
+        f = floor_of(floors, d)
         rows.append(f"<tr><td>{html.escape(d)}</td><td>{_fmt(f, 2)}</td>" + "".join(
             cell(m[s]["photo_recall"][d], f) + cell(m[s]["reason_recall"][d], f) + f"<td>{m[s]['positives'][d]}</td>"
             for s in splits) + "</tr>")

@@ -364,7 +364,7 @@ def propose(root: Path, params: Params, check: str, *, threshold: float | None =
         effect[split] = {"photos": int(len(part)), "clean": int(part["truth.clean"].sum()),
                          "positives": {d: int(part[f"truth.{d}"].sum()) for d in ctx.check.defects},
                          "now": _at(ctx, part, ctx.metas), "proposed": _at(ctx, part, proposed)}
-    floors = {d: op._floor(ctx.floors, d) for d in ctx.check.defects}
+    floors = {d: op.floor_of(ctx.floors, d) for d in ctx.check.defects}
     test = (effect.get("test") or {}).get("proposed", {}).get("photo_recall_by_defect", {})
     below = [d for d, f in floors.items() if f is not None and test.get(d) is not None and test[d] < f - 1e-12]
     result = {"check": check, "family": ctx.family, "key": ctx.key, "production": ctx.tag, "old": old, "new": new,

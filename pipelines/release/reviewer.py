@@ -43,6 +43,7 @@ import pandas as pd
 
 from pipelines.data.dataset import split_frame, versioned_manifest
 from pipelines.params import Params
+from pipelines.release.operating_point import floor_of
 from pipelines.train import families
 from pipelines.train.review import review
 
@@ -53,13 +54,10 @@ SPLITS = ("val", "test")
 LIVE = "live_mix"
 ALARMS = ("sku_mismatch", "unknown_sku")
 # the gate floor each whole-reviewer defect is held to (others: their own name, or prohibited for prohibited:<c>)
-FLOOR_OF_DEFECT = {"off_centre": "centring", "wrong_claim": "sku_mismatch", "outside_catalogue": "unknown_sku"}
-
-
 def defect_floor(params: Params, defect: str) -> float | None:
-    """The recall floor (params.yaml ``gate.recall_floors``) a defect's photo recall is held to; None: none."""
-    check = FLOOR_OF_DEFECT.get(defect, defect)
-    return params.gate.recall_floors.get(check.split(":")[0])
+    """The recall floor (params.yaml ``gate.recall_floors``) a defect's photo recall or a check's recall is held to;
+    None: none."""
+    return floor_of(params.gate.recall_floors, defect)
 
 
 def export_candidates(root: Path, params: Params, out: Path) -> dict[str, Path]:
