@@ -13,7 +13,9 @@ it (thresholds from validation, figures on the frozen test split), then runs the
 (:func:`pipelines.release.reviewer.evaluate_reviewer`: every candidate through the one decision rule on
 validation, test and the live mix). It keeps the family's own test figures and the reviewer's: clean
 auto-pass per split, the live-mix auto-pass, every photo recall, and what stops clean photos.
-With ``--baseline`` the first row is the workspace's own candidate, read from its metrics/<family>.json and
+With ``--section defects`` (family ``detector``) the variants override ``train.defects`` instead and only the
+detector's sticker/dirt net is retrained (:func:`pipelines.train.families.detector.train_defects`): the YOLO
+weights are the workspace's, copied. With ``--baseline`` the first row is the workspace's own candidate, read from its metrics/<family>.json and
 metrics/reviewer.json (not retrained: the figures the variants are compared with).
 Writes benchmarks/results/<family>_variants.json.
 """
@@ -62,7 +64,7 @@ def reviewer_view(metrics: dict) -> dict:
 
 
 def scratch_project(workspace: Path, scratch: Path, family: str, overrides: dict, seed: int | None,
-                    base_params: Path | None = None) -> dict:
+                    base_params: Path | None = None, section: str | None = None) -> dict:
     """A project in ``scratch`` whose params are the workspace's with the variant's; returns the raw params."""
     from pipelines.train import families
 
@@ -77,7 +79,10 @@ def scratch_project(workspace: Path, scratch: Path, family: str, overrides: dict
             os.symlink(workspace / MODELS / other, scratch / MODELS / other)
             shutil.copy(workspace / METRICS / f"{other}.json", scratch / METRICS / f"{other}.json")
     raw = yaml.safe_load((base_params or workspace / "params.yaml").read_text())
-    raw["train"][family].update(overrides)
+    if section == "defects":                        # the defects net alone: the workspace's YOLO weights
+        shutil.copytree(workspace / MODELS / family, scratch / MODELS / family,
+                        ignore=shutil.ignore_patterns("defects.pt", "runs"))
+    raw["train"][section or family].update(overrides)
     if seed is not None:
         raw["seed"] = seed
     (scratch / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -85,15 +90,20 @@ def scratch_project(workspace: Path, scratch: Path, family: str, overrides: dict
 
 
 def run_variant(workspace: Path, scratch: Path, family: str, overrides: dict, seed: int | None,
-                base_params: Path | None = None) -> dict:
+                base_params: Path | None = None, section: str | None = None) -> dict:
     from pipelines.params import load_params
     from pipelines.release.reviewer import evaluate_reviewer
     from pipelines.train import families
 
-    raw = scratch_project(workspace, scratch, family, overrides, seed, base_params)
+    raw = scratch_project(workspace, scratch, family, overrides, seed, base_params, section)
     params = load_params(scratch / "params.yaml")
     started = time.perf_counter()
-    record = families.train(family, scratch, params)
+    if section == "defects":
+        from pipelines.train.families.detector import train_defects
+
+        record = train_defects(scratch, params)
+    else:
+        record = families.train(family, scratch, params)
     metrics = families.evaluate(family, scratch, params)
     trained = time.perf_counter() - started
     reviewer = evaluate_reviewer(scratch, params)
@@ -131,11 +141,15 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=None,
                     help="the params.yaml the variants override (default: the workspace's; give this checkout's when "
                          "the workspace was made by an older revision whose params the code no longer accepts)")
+    ap.add_argument("--section", choices=["defects"], default=None,
+                    help="defects (family detector): override train.defects and retrain only the sticker/dirt net")
     ap.add_argument("--baseline", action="store_true",
                     help="first row: the workspace's own candidate from its metrics files (not retrained)")
     ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/<family>_variants.json")
     args = ap.parse_args()
-    out = args.out or RESULTS / f"{args.family}_variants.json"
+    if args.section and args.family != "detector":
+        ap.error("--section defects needs the family detector")
+    out = args.out or RESULTS / f"{args.section or args.family}_variants.json"
     workspace = args.workspace.resolve()
     os.chdir(workspace)                      # relative paths (feature cache) resolve in the workspace, as in dvc repro
     results = [{"variant": "baseline", **baseline_row(workspace, args.family)}] if args.baseline else []
@@ -143,14 +157,15 @@ def main() -> None:
         overrides = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in pairs)}
         for seed in args.seeds:
             row = run_variant(workspace, args.scratch / f"{args.family}-{name}-{seed}", args.family, overrides, seed,
-                              args.params.resolve() if args.params else None)
+                              args.params.resolve() if args.params else None, args.section)
             results.append({"variant": name, **row})
             test = row["reviewer"].get("test", {})
             print(json.dumps({"variant": name, "seed": row["seed"], "summary": row["summary"],
                               "reviewer_clean_auto_pass_test": test.get("clean_auto_pass"),
                               "live_mix_auto_pass": row["reviewer"]["live_mix_auto_pass"]}), flush=True)
     command = (f"python benchmarks/family_variants.py <demo workspace> {args.family} "
-               + (f"--params {args.params} " if args.params else "") + ("--baseline " if args.baseline else "")
+               + (f"--params {args.params} " if args.params else "")
+               + (f"--section {args.section} " if args.section else "") + ("--baseline " if args.baseline else "")
                + " ".join(f"--variant {' '.join(v)}" for v in args.variant)
                + (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [None] else ""))
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -164,18 +164,16 @@ def figures(frame: pd.DataFrame, metas: dict, floors: dict, thresholds: dict[str
         manual, own = op.redecide(part, metas, floors, thresholds)
         held = op.held(part, op.checks(part, metas, floors))
         clean = part["truth.clean"].to_numpy(bool)
-        photo, reason, below = {}, {}, {}
-        for col in part:
-            if not col.startswith("truth.") or col in ("truth.clean", "truth.prohibited") or not part[col].any():
-                continue
-            d, pos = col.removeprefix("truth."), part[col].to_numpy(bool)
+        photo = {d: round(r, 4) for d, r in op.photo_recall(part, manual, overall=False).items()}
+        reason = {}
+        for d in photo:
+            pos = part[f"truth.{d}"].to_numpy(bool)
             right = held.copy() if d == "off_centre" else np.zeros(len(part), bool)
             for name in owners(d):
                 if name in own:
                     right |= own[name]
-            photo[d], reason[d] = round(float(manual[pos].mean()), 4), round(float(right[pos].mean()), 4)
-            if photo[d] < op.floor_of(floors, d) - 1e-12:
-                below[d] = [photo[d], int(pos.sum())]
+            reason[d] = round(float(right[pos].mean()), 4)
+        below = {d: [photo[d], int(part[f"truth.{d}"].sum())] for d in op.below_floor(photo, floors)}
         lowest = min(photo, key=photo.get)
         out[split] = {"clean_auto_pass": round(float((~manual[clean]).mean()), 4),
                       "lowest_photo_recall": [lowest, photo[lowest]],

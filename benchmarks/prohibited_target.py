@@ -44,8 +44,7 @@ def reviewer_figures(frame: pd.DataFrame, metas: dict, floors: dict, thresholds:
             continue
         manual, flagged = op.redecide(part, metas, floors, thresholds)
         clean = part["truth.clean"].to_numpy(bool)
-        recall = {col.removeprefix("truth."): round(float(manual[part[col].to_numpy(bool)].mean()), 4) for col in part
-                  if col.startswith("truth.") and col not in ("truth.clean", "truth.prohibited") and part[col].any()}
+        recall = {d: round(r, 4) for d, r in op.photo_recall(part, manual, overall=False).items()}
         prohibited = [v for d, v in recall.items() if d.startswith("prohibited:")]
         lowest = min(recall, key=recall.get)
         out[split] = {"clean_auto_pass": round(float((~manual[clean]).mean()), 4),

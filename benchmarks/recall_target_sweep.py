@@ -44,10 +44,9 @@ def figures(frame: pd.DataFrame, metas: dict, floors: dict, check, threshold: fl
             continue
         manual, own = op.redecide(part, metas, floors, {check.name: threshold})
         flagged, clean, pos = own[check.name], part["truth.clean"].to_numpy(bool), op.positives(check, part)
-        recall = {col.removeprefix("truth."): float(manual[part[col].to_numpy(bool)].mean()) for col in part
-                  if col.startswith("truth.") and col not in ("truth.clean",) and part[col].any()}
+        recall = op.photo_recall(part, manual)
         lowest = min(recall, key=recall.get)
-        below = sorted(d for d, r in recall.items() if (f := op.floor_of(floors, d)) is not None and r < f - 1e-12)
+        below = op.below_floor(recall, floors)
         out[split] = {"clean_auto_pass": round(float((~manual[clean]).mean()), 4),
                       "photo_recall": round(float(manual[pos].mean()), 4) if pos.any() else None,
                       "check_recall": round(float(flagged[pos].mean()), 4) if pos.any() else None,

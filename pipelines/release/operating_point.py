@@ -68,6 +68,20 @@ def floor_of(floors: dict, name: str) -> float | None:
     return floors.get(FLOOR_OF.get(name, name))
 
 
+def photo_recall(part: pd.DataFrame, manual: np.ndarray, *, overall: bool = True) -> dict[str, float]:
+    """Each defect's photo recall on ``part`` (rows of a scores frame): the share of its photos (``truth.<defect>``)
+    that ``manual`` sends to a person; a defect with no photo is left out. ``overall``: ``prohibited`` (any
+    category) as well as each category."""
+    skip = {"truth.clean"} | (set() if overall else {"truth.prohibited"})
+    return {c.removeprefix("truth."): float(manual[part[c].to_numpy(bool)].mean()) for c in part
+            if c.startswith("truth.") and c not in skip and part[c].any()}
+
+
+def below_floor(recall: dict[str, float], floors: dict) -> list[str]:
+    """The defects of ``recall`` (:func:`photo_recall`) under their recall floor."""
+    return sorted(d for d, r in recall.items() if (f := floor_of(floors, d)) is not None and r < f - 1e-12)
+
+
 def checks(scores: pd.DataFrame, metas: dict[str, dict], floors: dict) -> list[Check]:
     """The swept checks whose family has a bundle meta and whose scores are in the frame."""
     out, fl = [], lambda *ks: {k: floors[k] for k in ks if k in floors}
