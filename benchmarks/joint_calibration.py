@@ -27,14 +27,13 @@ benchmarks/results/joint_calibration.json.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from results_header import header
 
 RESULTS = Path(__file__).parent / "results"
 GROUPS = ("blur", "sticker_missing", "dirt", "off_centre", "prohibited", "manipulation", "wrong_claim")
@@ -209,10 +208,7 @@ def main() -> None:
         print(f"{r['mode']:>22}: clean auto-pass val {f['val']['clean_auto_pass']:.3f} test {f['test']['clean_auto_pass']:.3f} "
               f"live {f['live_mix']['clean_auto_pass']:.3f}; below floor test {f['test']['photo_recall_below_floor'] or '-'} "
               f"live {f['live_mix']['photo_recall_below_floor'] or '-'}", flush=True)
-    revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    doc = {"command": f"python benchmarks/joint_calibration.py <demo workspace> --confidence {confidence}",
-           "date": datetime.date.today().isoformat(), "machine": platform.machine(), "code_revision": revision,
+    doc = {**header(f"python benchmarks/joint_calibration.py <demo workspace> --confidence {confidence}"),
            "confidence": confidence, "floors": floors, "rows": rows}
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {args.out}")

@@ -28,19 +28,18 @@ keeps a scratch copy an earlier run built.
 from __future__ import annotations
 
 import argparse
-import datetime
 import hashlib
 import io
 import json
-import platform
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
+
+from results_header import header
 
 RESULTS = Path(__file__).parent / "results"
 KEYS = ("seen_top1", "enrolled_untrained_top1", "wrong_claim_recall", "wrong_claim_recall_colour_variant",
@@ -211,14 +210,11 @@ def main() -> None:
         sources = build_scratch(ws, scratch, args.pad, size)
     crop_seconds = time.time() - started
     print(f"scratch copy ready in {crop_seconds:.0f} s: {sources}", flush=True)
-    revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent).stdout.strip()
     for family in args.family:
         t0 = time.time()
         result = sku(ws, scratch) if family == "sku" else defects(ws, scratch, train=not args.no_train)
-        doc = {"command": f"python benchmarks/product_crop.py <demo workspace> --scratch <dir> --pad {args.pad} "
-                          f"--family {family}" + (" --reuse --no-train" if family == "defects" and args.no_train else ""),
-               "date": datetime.date.today().isoformat(), "machine": platform.machine(), "code_revision": revision,
+        doc = {**header(f"python benchmarks/product_crop.py <demo workspace> --scratch <dir> --pad {args.pad} "
+                        f"--family {family}" + (" --reuse --no-train" if family == "defects" and args.no_train else "")),
                "pad": args.pad, "size": size, "box_sources": sources,
                "train_and_evaluate_seconds": round(time.time() - t0, 1),
                "trained_in_this_run": family == "sku" or not args.no_train,

@@ -19,14 +19,13 @@ benchmarks/results/prohibited_target.json.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from results_header import header
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -101,10 +100,7 @@ def main() -> None:
                   f"{r['reviewer']['test']['clean_auto_pass']:.3f} live {r['reviewer']['live_mix']['clean_auto_pass']:.3f}, lowest "
                   f"test photo recall {r['reviewer']['test']['lowest_photo_recall']}",
                   flush=True)
-    revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    doc = {"command": f"python benchmarks/prohibited_target.py <demo workspace> --targets {' '.join(map(str, args.targets))}",
-           "date": datetime.date.today().isoformat(), "machine": platform.machine(), "code_revision": revision,
+    doc = {**header(f"python benchmarks/prohibited_target.py <demo workspace> --targets {' '.join(map(str, args.targets))}"),
            "workspace_train": {"prohibited": dict(params.train.prohibited)}, "confidence": params.recall_targets.confidence,
            "note": "one trained candidate (seed %d): thresholds re-chosen, nothing retrained; the reviewer re-decided "
                    "from its recorded scores" % params.seed,

@@ -19,14 +19,13 @@ photos up to the visibility rule). Writes benchmarks/results/recall_target_sweep
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from results_header import header
 
 RESULTS = Path(__file__).parent / "results"
 SPLITS = ("val", "test", "live_mix")
@@ -108,11 +107,8 @@ def main() -> None:
     metas = {p.name: read_meta(p) for p in sorted(bundles.iterdir()) if p.is_dir()}
     floors = dict(params.gate.recall_floors)
     rows = sweep(frame, metas, floors, args.checks, args.targets, params.recall_targets.confidence)
-    revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    doc = {"command": f"python benchmarks/recall_target_sweep.py <demo workspace> --checks {' '.join(args.checks)} "
-                      f"--targets {' '.join(map(str, args.targets))}",
-           "date": datetime.date.today().isoformat(), "machine": platform.machine(), "code_revision": revision,
+    doc = {**header(f"python benchmarks/recall_target_sweep.py <demo workspace> --checks {' '.join(args.checks)} "
+                    f"--targets {' '.join(map(str, args.targets))}"),
            "confidence": params.recall_targets.confidence,
            "workspace_targets": {k: v for k, v in dict(params.recall_targets).items() if k in args.checks},
            "photos": {s: int((frame["split"] == s).sum()) for s in SPLITS},

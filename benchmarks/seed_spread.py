@@ -16,11 +16,10 @@ benchmarks/results/seed_spread.json.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
-import subprocess
 from pathlib import Path
+
+from results_header import header
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -85,10 +84,7 @@ def main() -> None:
         got = [v for v in vals if v is not None]
         spread[k] = {"per_seed": vals, **({"min": round(min(got), 4), "max": round(max(got), 4),
                                            "mean": round(sum(got) / len(got), 4)} if got else {})}
-    revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    doc = {"command": "python benchmarks/seed_spread.py " + " ".join(f"<workspace seed {s}>" for s in runs),
-           "date": datetime.date.today().isoformat(), "machine": platform.machine(), "code_revision": revision,
+    doc = {**header("python benchmarks/seed_spread.py " + " ".join(f"<workspace seed {s}>" for s in runs)),
            "seeds": list(runs), "spread": spread,
            "runs": {s: {k: v for k, v in r.items() if k != "figures"} for s, r in runs.items()}}
     args.out.write_text(json.dumps(doc, indent=1) + "\n")

@@ -19,15 +19,14 @@ whose nearest SKU is another one, by kind of twin. Writes benchmarks/results/sku
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from results_header import header
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -110,11 +109,8 @@ def main() -> None:
                   f"{t['enrolled_untrained_top1']:.3f}, genuine false alarms {t['genuine_false_alarm_rate']:.3f}, "
                   f"wrong-claim recall {t['wrong_claim_recall']:.3f}, outside {t['outside_catalogue_recall']:.3f}",
                   flush=True)
-    revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    doc = {"command": "python benchmarks/sku_gallery_rules.py <demo workspace> --per-sku "
-                      f"{' '.join(map(str, args.per_sku))} --rules {' '.join(args.rules)}",
-           "date": datetime.date.today().isoformat(), "machine": platform.machine(), "code_revision": revision,
+    doc = {**header("python benchmarks/sku_gallery_rules.py <demo workspace> --per-sku "
+                    f"{' '.join(map(str, args.per_sku))} --rules {' '.join(args.rules)}"),
            "targets": dict(family.alarm_targets(params)), "confidence": params.recall_targets.confidence,
            "note": "one trained embedding (seed %d), not retrained; the gallery re-picked from training photos" % params.seed,
            "rows": rows}
