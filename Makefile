@@ -20,15 +20,16 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 install: $(STAMP)
 
-# Re-runs only when the dependency set changes; a warm `make install` is a no-op. No --compile-bytecode: Python
-# compiles what it imports on first use instead of every module of the set up front (benchmarks/results/ci_runs.json).
+# Re-runs only when the dependency set changes; a warm `make install` is a no-op. --compile-bytecode stays: where
+# PYTHONDONTWRITEBYTECODE=1 is set (as on these machines) Python caches nothing it compiles, and without the .pyc
+# every test subprocess recompiled airflow, torch and bentoml: 10 tests in 20 minutes (benchmarks/results/ci_runs.json)
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(BIN)/uv || $(BIN)/pip install --quiet uv==0.13.9
 	@echo ">> installing the pinned set into $(VENV) (first time: several minutes, ~5 GB with torch)"
 	@start=$$(date +%s); \
-	$(BIN)/uv pip install --python $(BIN)/python --constraints constraints.txt -e '.[dev,scale]' && \
+	$(BIN)/uv pip install --compile-bytecode --python $(BIN)/python --constraints constraints.txt -e '.[dev,scale]' && \
 	echo ">> install took $$(( $$(date +%s) - start )) s"
 	@touch $(STAMP)
 
