@@ -21,8 +21,9 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 install: $(STAMP)
 
 # Re-runs only when the dependency set changes; a warm `make install` is a no-op. --compile-bytecode stays: where
-# PYTHONDONTWRITEBYTECODE=1 is set (as on these machines) Python caches nothing it compiles, and without the .pyc
-# every test subprocess recompiled airflow, torch and bentoml: 10 tests in 20 minutes (benchmarks/results/ci_runs.json)
+# PYTHONDONTWRITEBYTECODE=1 is set (as on these machines) Python caches nothing it compiles: without the .pyc every
+# process recompiles what it imports (airflow, torch, bentoml, pandas: 26 s against 15 s), and make test had run 10
+# tests after 20 minutes (benchmarks/results/ci_runs.json)
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
