@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from pipelines.params import load_params
-from pipelines.release.operating_point import (checks, curve, flags, grid, nearest, positives, recorded, redecide, verify,
-                                               write_report)
+from pipelines.release.operating_point import (below_floor, checks, curve, floor_of, flags, grid, nearest, photo_recall,
+                                               positives, recorded, redecide, verify, write_report)
 from pipelines.release.reviewer import _flat
 from pipelines.serve.decision import decide
 from tests.monitoring.test_reports_in_browser import chromium, needs_browser, not_blank, rendered
@@ -105,6 +105,22 @@ def test_raising_a_threshold_never_lowers_clean_auto_pass(frame):
     blur = checks(frame, METAS, FLOORS)[0]
     ends = curve(blur, frame, METAS, [-np.inf, np.inf])
     assert ends["photo_recall"][0] == 1.0 and ends["clean_auto_pass"][0] == 0.0
+
+
+def test_photo_recall_counts_each_defects_photos_sent_to_a_person_and_below_floor_names_those_under_theirs():
+    part = pd.DataFrame({"truth.clean": [True, False, False, False, False],
+                         "truth.dirt": [False, True, True, False, False],
+                         "truth.prohibited:cash": [False, False, False, True, False],
+                         "truth.prohibited": [False, False, False, True, False],
+                         "truth.off_centre": [False, True, False, False, True],
+                         "truth.blur": [False] * 5})                      # no photo: left out
+    manual = np.array([False, True, False, True, True])
+    assert photo_recall(part, manual) == {"dirt": 0.5, "prohibited:cash": 1.0, "prohibited": 1.0, "off_centre": 1.0}
+    assert "prohibited" not in photo_recall(part, manual, overall=False)
+    assert below_floor(photo_recall(part, manual), FLOORS) == ["dirt"]     # 0.5 < 0.9; off_centre's floor is centring's
+    assert [floor_of(FLOORS, d) for d in ("prohibited:cash", "off_centre", "wrong_claim", "outside_catalogue", "dirt")] \
+        == [0.9, 0.95, 0.95, 0.9, 0.9]
+    assert floor_of(FLOORS, "no_such_check") is None and below_floor({"no_such_check": 0.0}, FLOORS) == []
 
 
 def test_an_uncalibrated_check_flags_every_photo_and_sits_at_the_far_end_of_its_sweep():
