@@ -53,7 +53,8 @@ REPORT = Path("reports/reviewer/operating_point.html")
 SPLITS = ("val", "test")
 LIVE = "live_mix"
 ALARMS = ("sku_mismatch", "unknown_sku")
-# the gate floor each whole-reviewer defect is held to (others: their own name, or prohibited for prohibited:<c>)
+
+
 def defect_floor(params: Params, defect: str) -> float | None:
     """The recall floor (params.yaml ``gate.recall_floors``) a defect's photo recall or a check's recall is held to;
     None: none."""
