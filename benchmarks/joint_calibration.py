@@ -65,8 +65,7 @@ class Problem:
         self.val = frame[frame["split"] == "val"].reset_index(drop=True)
         self.held = op.held(self.val, self.checks)
         self.clean = self.val["truth.clean"].to_numpy(bool)
-        self.defects = [c.removeprefix("truth.") for c in self.val if c.startswith("truth.")
-                        and c not in ("truth.clean", "truth.prohibited") and self.val[c].any()]
+        self.defects = op.defects_in(self.val, overall=False)
         self.floor = {d: op.floor_of(floors, d) for d in self.defects}
         self.grid = {c.name: sorted({t for t in op.grid(c, self.val, metas, 300) if t is not None} | {c.threshold})
                      for c in self.checks if c.threshold is not None}

@@ -68,13 +68,17 @@ def floor_of(floors: dict, name: str) -> float | None:
     return floors.get(FLOOR_OF.get(name, name))
 
 
-def photo_recall(part: pd.DataFrame, manual: np.ndarray, *, overall: bool = True) -> dict[str, float]:
-    """Each defect's photo recall on ``part`` (rows of a scores frame): the share of its photos (``truth.<defect>``)
-    that ``manual`` sends to a person; a defect with no photo is left out. ``overall``: ``prohibited`` (any
-    category) as well as each category."""
+def defects_in(part: pd.DataFrame, *, overall: bool = True) -> list[str]:
+    """The defects with at least one photo (``truth.<defect>``) among the rows ``part`` of a scores frame.
+    ``overall``: ``prohibited`` (any category) as well as each category."""
     skip = {"truth.clean"} | (set() if overall else {"truth.prohibited"})
-    return {c.removeprefix("truth."): float(manual[part[c].to_numpy(bool)].mean()) for c in part
-            if c.startswith("truth.") and c not in skip and part[c].any()}
+    return [c.removeprefix("truth.") for c in part if c.startswith("truth.") and c not in skip and part[c].any()]
+
+
+def photo_recall(part: pd.DataFrame, manual: np.ndarray, *, overall: bool = True) -> dict[str, float]:
+    """Each defect's photo recall on ``part`` (:func:`defects_in`): the share of its photos that ``manual`` sends
+    to a person."""
+    return {d: float(manual[part[f"truth.{d}"].to_numpy(bool)].mean()) for d in defects_in(part, overall=overall)}
 
 
 def below_floor(recall: dict[str, float], floors: dict) -> list[str]:

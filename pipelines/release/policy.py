@@ -366,7 +366,7 @@ def propose(root: Path, params: Params, check: str, *, threshold: float | None =
                          "now": _at(ctx, part, ctx.metas), "proposed": _at(ctx, part, proposed)}
     floors = {d: op.floor_of(ctx.floors, d) for d in ctx.check.defects}
     test = (effect.get("test") or {}).get("proposed", {}).get("photo_recall_by_defect", {})
-    below = [d for d, f in floors.items() if f is not None and test.get(d) is not None and test[d] < f - 1e-12]
+    below = op.below_floor({d: test[d] for d in ctx.check.defects if test.get(d) is not None}, ctx.floors)
     result = {"check": check, "family": ctx.family, "key": ctx.key, "production": ctx.tag, "old": old, "new": new,
               "recall_target": recall, "chosen_on": "val" if recall is not None else None,
               "policy_version": {"now": policy_version(ctx.metas), "proposed": policy_version(proposed)},
