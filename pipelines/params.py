@@ -161,11 +161,6 @@ class ProhibitedTrain(TimmFamily):
     neck_epochs: int = Field(default=8, gt=0)
 
 
-class DefectsTrain(TimmFamily):
-    dirt_box_weight: float = Field(default=0.0, ge=0.0)  # > 0: dirt is the highest cell of a logit map, each cell
-                                            # also trained on the dirt boxes with this weight; 0: a pooled logit
-
-
 class DetectorTrain(_Strict):
     model: str                              # ultralytics model yaml (from scratch: no weights are fetched)
     imgsz: int = Field(ge=32)
@@ -198,7 +193,7 @@ class TrainParams(_Strict):
     prohibited: ProhibitedTrain
     manipulation: TimmFamily
     detector: DetectorTrain
-    defects: DefectsTrain                   # the detector family's sticker-missing and dirt checks
+    defects: TimmFamily                     # the detector family's sticker-missing and dirt checks
 
     @model_validator(mode="after")
     def _profile(self):

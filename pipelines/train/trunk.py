@@ -115,23 +115,9 @@ class LightTail(nn.Module):
         self.proj = nn.Sequential(nn.Conv2d(channels, 256, 1, bias=False), nn.BatchNorm2d(256), nn.ReLU6(inplace=True))
         self.requires_grad_(True)
 
-    def cells(self, f: torch.Tensor) -> torch.Tensor:
-        """The 256-channel map before pooling: one vector per cell of the photo (16 px at split 3 + 1 stage)."""
-        return self.proj(self.blocks(f))
-
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return pool(self.cells(f))
-
-
-def pool(z: torch.Tensor) -> torch.Tensor:
-    """Average and max pooling of a map [N, C, H, W] side by side: [N, 2C]."""
-    return torch.cat([z.mean((2, 3)), z.amax((2, 3))], dim=1)
-
-
-class CellTail(LightTail):
-    """A light tail that hands on its map unpooled ([N, 256, H, W]), for a head that scores every cell."""
-
-    forward = LightTail.cells
+        z = self.proj(self.blocks(f))
+        return torch.cat([z.mean((2, 3)), z.amax((2, 3))], dim=1)
 
 
 class TrunkNet(nn.Module):

@@ -40,40 +40,6 @@ def test_dirt_score_is_the_most_confident_dirt_box():
     assert detector.dirt_score([]) == 0.0
 
 
-def test_a_cell_map_scores_dirt_at_its_highest_cell_and_learns_from_the_dirt_boxes():
-    """``train.defects.dirt_box_weight > 0``: dirt's logit is the highest cell of its map (the sticker logit stays
-    pooled), each map cell is trained against the cells a dirt box covers, and only on photos with a product."""
-    import torch
-
-    from pipelines.train.families import scalar
-
-    boxes = pd.Series([[{"label": "dirt", "x0": 0.5, "y0": 0.25, "x1": 0.6, "y1": 0.27},
-                        {"label": "sticker", "x0": 0.0, "y0": 0.0, "x1": 0.5, "y1": 0.5}], [], None])
-    masks = scalar.box_masks(boxes, ["dirt"], grid=16)
-    assert masks.shape == (3, 1, 16, 16) and masks[1:].sum() == 0
-    assert torch.nonzero(masks[0, 0]).tolist() == [[4, 8], [4, 9]]      # rows 0.25-0.27 -> 4, columns 0.5-0.6 -> 8-9
-
-    torch.manual_seed(0)
-    arch = {"trunk_split": 3, "pretrained": False, "image_size": 64, "tail_stages": 1, "outputs": 2,
-            "cell_outputs": [1]}
-    net = scalar.build(arch).eval()
-    f = net.trunk(torch.randn(3, 3, 64, 64))
-    z = net.tail(f)
-    maps = net.head.maps(z)
-    logits = net.from_features(f)
-    assert maps.shape == (3, 1, 4, 4) and logits.shape == (3, 2)
-    torch.testing.assert_close(logits[:, 1], maps.amax((1, 2, 3)))
-    torch.testing.assert_close(logits[:, 0], net.head.fc(scalar.pool(z))[:, 0])
-
-    known = torch.tensor([[1.0], [0.0], [float("nan")]])                # the third photo has no product
-    loss = scalar.cell_loss(maps, masks, known)
-    target = torch.zeros(2, 4, 4)
-    target[0, 1, 2] = 1.0                                              # 16 px cells at 64 px: the box's cell
-    torch.testing.assert_close(loss, torch.nn.functional.binary_cross_entropy_with_logits(maps[:2, 0], target))
-    with pytest.raises(ValueError, match="light tail"):
-        scalar.build({**arch, "tail_stages": None})
-
-
 def test_centring_offsets_and_flag():
     """The one centring rule (pipelines.serve.decision.centring) that the detector's evaluation and the service share."""
     c = centring((0.3, 0.3, 0.7, 0.7), 0.12, 0.01)

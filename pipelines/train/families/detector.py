@@ -289,11 +289,8 @@ def _mean_ap(pred: np.ndarray, y: np.ndarray) -> float:
 
 def train_defects(root: Path, params: Params) -> dict:
     """Fit the two-logit defects net (shared harness, cached trunk features); its training record."""
-    weight = params.train.defects.dirt_box_weight
-    cells = None if weight <= 0 else scalar.CellTargets(
-        (list(CHECKS).index("dirt"),), lambda d: scalar.box_masks(d["boxes"], ["dirt"]), weight)
     return scalar.train_scalar(FAMILY, root, params, lambda d: d, defect_targets, "bce", _mean_ap, salt=11,
-                               name=DEFECTS, settings_key="defects", cells=cells)
+                               name=DEFECTS, settings_key="defects")
 
 
 def defect_scores(root: Path, params: Params, df: pd.DataFrame) -> pd.DataFrame:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from pipelines.train import device as devices
 from pipelines.train.harness import fit
 from pipelines.params import Params
 from pipelines.data.real_photos import Samples
-from pipelines.train.trunk import CellTail, Trunk, TrunkNet, pool, to_input
+from pipelines.train.trunk import Trunk, TrunkNet, to_input
 from pipelines.train.families import common
 
 
@@ -38,61 +37,11 @@ class ScalarHead(nn.Module):
         return out.squeeze(1) if out.shape[1] == 1 else out
 
 
-class CellMaxHead(nn.Module):
-    """Logits [N, outputs] from a tail's unpooled map (:class:`pipelines.train.trunk.CellTail`).
-
-    The outputs listed in ``cells`` are each the highest cell of its own logit map (a 1x1 conv over the map,
-    :meth:`maps`): a local defect, a dirt spot, is scored where it is and one spot is enough, and the map can be
-    trained on the defect's boxes. The others are ``ScalarHead``'s linear layer over the pooled map.
-    """
-
-    def __init__(self, channels: int, outputs: int, cells: list[int], dropout: float = 0.2):
-        super().__init__()
-        if not cells or not all(0 <= j < outputs for j in cells):
-            raise ValueError(f"cell outputs {cells} must be among the {outputs} outputs")
-        self.outputs, self.cells = outputs, list(cells)
-        self.drop, self.fc = nn.Dropout(dropout), nn.Linear(2 * channels, outputs)
-        self.cell = nn.Conv2d(channels, len(cells), 1)
-
-    def maps(self, z: torch.Tensor) -> torch.Tensor:
-        """[N, len(cells), H, W]: every cell's logit of each cell output."""
-        return self.cell(z)
-
-    def scores(self, z: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
-        pooled = self.fc(self.drop(pool(z)))
-        top = maps.amax((2, 3))
-        out = torch.stack([top[:, self.cells.index(j)] if j in self.cells else pooled[:, j]
-                           for j in range(self.outputs)], dim=1)
-        return out.squeeze(1) if self.outputs == 1 else out
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.scores(z, self.maps(z))
-
-
 def build(arch: dict) -> TrunkNet:
     trunk = Trunk(arch["trunk_split"], pretrained=arch["pretrained"])
-    if arch.get("cell_outputs"):
-        if arch.get("tail_stages") is None:
-            raise ValueError("cell outputs need a light tail (tail_stages)")
-        tail = CellTail(trunk._rest, trunk.split, arch["tail_stages"])
-        head = CellMaxHead(256, arch.get("outputs", 1), arch["cell_outputs"])
-    else:
-        tail = trunk.new_tail(arch.get("tail_stages"))
-        head = ScalarHead(tail.num_features, outputs=arch.get("outputs", 1))
+    tail = trunk.new_tail(arch.get("tail_stages"))
+    head = ScalarHead(tail.num_features, outputs=arch.get("outputs", 1))
     return TrunkNet(trunk, tail, head).to(memory_format=torch.channels_last)
-
-
-def box_masks(boxes: pd.Series, labels: list[str], grid: int = 64) -> torch.Tensor:
-    """[N, len(labels), grid, grid] uint8: 1 where a labelled box of that label covers the cell (boxes in
-    normalised [0, 1] coordinates, as the manifest holds them); what a cell output's map is trained on."""
-    out = np.zeros((len(boxes), len(labels), grid, grid), dtype=np.uint8)
-    for i, photo in enumerate(boxes):
-        for box in photo if photo is not None else ():
-            if box["label"] in labels:
-                x0, y0 = (int(np.floor(np.clip(box[k], 0, 1) * grid)) for k in ("x0", "y0"))
-                x1, y1 = (int(np.ceil(np.clip(box[k], 0, 1) * grid)) for k in ("x1", "y1"))
-                out[i, labels.index(box["label"]), y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)] = 1
-    return torch.from_numpy(out)
 
 
 def random_crop(x: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -106,29 +55,10 @@ def random_crop(x: torch.Tensor, fraction: float) -> torch.Tensor:
     return x[..., top:top + ch, left:left + cw]
 
 
-@dataclass(frozen=True)
-class CellTargets:
-    """Outputs of a net scored by a cell map, what each map is trained on, and the weight of that loss."""
-    outputs: tuple[int, ...]                            # indices among the net's outputs
-    masks: Callable[[pd.DataFrame], torch.Tensor]       # rows -> [N, len(outputs), G, G] uint8 (``box_masks``)
-    weight: float
-
-
-def cell_loss(maps: torch.Tensor, masks: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of every cell of ``maps`` [N, K, H, W] against ``masks`` [N, K, G, G] (a cell is positive
-    where a box covers any of it), over the photos whose target of that output is known (not NaN)."""
-    target = nn.functional.adaptive_max_pool2d(masks.float(), maps.shape[-2:])
-    use = ~torch.isnan(known)
-    if not use.any():
-        return maps.sum() * 0.0
-    return nn.functional.binary_cross_entropy_with_logits(maps[use], target[use])
-
-
 def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.DataFrame], pd.DataFrame],
                  target: Callable[[pd.DataFrame], np.ndarray], loss: str,
                  val_score: Callable[[np.ndarray, np.ndarray], float], salt: int, *, name: str = "model",
-                 settings_key: str | None = None, extra: Callable[[int, int, int], Samples] | None = None,
-                 cells: CellTargets | None = None) -> dict:
+                 settings_key: str | None = None, extra: Callable[[int, int, int], Samples] | None = None) -> dict:
     """Fit a score net on ``rows(train)`` against ``target``; early stopping on ``val_score``.
 
     ``loss``: ``mse`` (on the sigmoid, for scores in [0, 1]) or ``bce`` (binary labels, or scores in [0, 1] as
@@ -139,10 +69,6 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
 
     ``extra(n, size, seed)``: ``n`` samples made in memory (real photographs, :mod:`pipelines.data.real_photos`)
     added to training (``train.<key>.real_samples`` of them) and to validation (a quarter as many, another seed).
-
-    ``cells``: the outputs scored as the highest cell of a map (:class:`CellMaxHead`), each map also trained
-    cell by cell on its boxes (binary cross-entropy, weighted by ``cells.weight``) on the photos where the
-    output's target is known.
     """
     started = time.perf_counter()
     key = settings_key or family
@@ -156,10 +82,6 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
     arch = {"trunk_split": settings.trunk_split, "pretrained": params.train.pretrained,
             "image_size": params.train.input_size(key), "tail_stages": settings.tail_stages,
             "outputs": 1 if y_train_np.ndim == 1 else int(y_train_np.shape[1])}
-    if cells is not None:
-        if settings.train_crop < 1.0 or (extra is not None and settings.real_samples):
-            raise ValueError(f"train.{key}: a cell map's boxes need whole photos (train_crop 1.0, no real samples)")
-        arch["cell_outputs"] = list(cells.outputs)
     net = build(arch)
     x_train = common.features(root, params, net.trunk, train_df, size=arch["image_size"])
     x_val = common.features(root, params, net.trunk, val_df, size=arch["image_size"])
@@ -176,24 +98,15 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
                 x_val, y_val = torch.cat([x_val, x]), np.concatenate([y_val, made.targets])
             added[split] = pd.Series(made.kinds).str.split(":").str[0].value_counts().sort_index().to_dict()
     y_train = torch.as_tensor(y_train_np)
-    targets = (y_train,) if cells is None else (y_train, cells.masks(train_df))
 
     def loss_fn(model, batch):
-        x, y = batch[0], batch[1]
-        x = random_crop(x, settings.train_crop).contiguous(memory_format=torch.channels_last)
-        if cells is None:
-            logit = model.from_features(x)
-            extra_loss = 0.0
-        else:
-            z = model.tail(x)
-            maps = model.head.maps(z)
-            logit = model.head.scores(z, maps)
-            extra_loss = cells.weight * cell_loss(maps, batch[2], y.reshape(len(y), -1)[:, list(cells.outputs)])
+        x, y = batch
+        logit = model.from_features(random_crop(x, settings.train_crop).contiguous(memory_format=torch.channels_last))
         known = ~torch.isnan(y)
         logit, y = logit[known], y[known]
         if loss == "mse":
-            return nn.functional.mse_loss(torch.sigmoid(logit), y) + extra_loss
-        return nn.functional.binary_cross_entropy_with_logits(logit, y) + extra_loss
+            return nn.functional.mse_loss(torch.sigmoid(logit), y)
+        return nn.functional.binary_cross_entropy_with_logits(logit, y)
 
     def score_fn(model, _loader):
         return val_score(torch.sigmoid(common.predict(model.from_features, x_val, device=device)).numpy(), y_val)
@@ -207,7 +120,7 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
         if loss != "bce" or y_train_np.ndim != 1:
             raise ValueError(f"train.{key}.balanced needs one binary target (bce); {family} {name} has {loss}")
         sampler = common.balanced_batches(y_train_np, settings.batch_size, cfg.seed)
-    result = fit(net, common.Tensors(x_train, *targets), DataLoader([]), loss_fn, score_fn, cfg, run,
+    result = fit(net, common.Tensors(x_train, y_train), DataLoader([]), loss_fn, score_fn, cfg, run,
                  params=list(net.tail.parameters()) + list(net.head.parameters()), batch_sampler=sampler,
                  name=f"{family} {name}" if name != "model" else family, device=device)
     common.save(family, root, name, net, arch)
