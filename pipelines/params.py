@@ -314,7 +314,8 @@ class Int8Params(_Strict):
     """INT8 graphs (pipelines/release/quantize.py): which graphs serve quantized is decided by the whole reviewer."""
     enabled: bool                            # false: every graph serves FP32
     calibration_photos: int = Field(gt=0)    # validation photos the activation ranges are read on
-    min_speedup: float = Field(ge=1)         # a graph is offered as INT8 when FP32 time / INT8 time is at least this
+    min_speedup: float = Field(ge=0)         # a graph is offered as INT8 when FP32 time / INT8 time is at least this
+                                             # (0: every graph, whatever its speed; the reviewer's figures decide)
     max_auto_pass_drop: float = Fraction     # ...and kept when the test clean auto-pass stays within this of FP32's
                                              # (and every defect's photo recall at its floor)
 

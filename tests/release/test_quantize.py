@@ -65,7 +65,7 @@ def test_the_reviewer_stage_quantizes_chooses_and_register_remakes_the_same_int8
         assert r["fp32_ms"] > 0 and r["int8_ms"] > 0 and r["max_abs_diff"] >= 0
         assert r["offered"] == (r["fp32_ms"] >= params.serving.int8.min_speedup * r["int8_ms"])
         assert r["served"] == (unit in record["served"]) and (r["offered"] or not r["served"])
-    assert record["served"], "nothing runs faster as INT8 on this machine"
+    assert record["served"], "no unit is served as INT8 (the tiny project offers every unit: open_gate)"
     assert record["tried"] and all(t["holds"] == (t["why"] == []) for t in record["tried"])
     assert record["served"] in [t["int8"] for t in record["tried"] if t["holds"]]
 
