@@ -16,7 +16,10 @@ auto-pass per split, the live-mix auto-pass, every photo recall, and what stops 
 With ``--section defects`` (family ``detector``) the variants override ``train.defects`` instead and only the
 detector's sticker/dirt net is retrained (:func:`pipelines.train.families.detector.train_defects`): the YOLO
 weights are the workspace's, copied. With ``--baseline`` the first row is the workspace's own candidate, read from its metrics/<family>.json and
-metrics/reviewer.json (not retrained: the figures the variants are compared with).
+metrics/reviewer.json (not retrained: the figures the variants are compared with). With ``--reuse`` a variant
+whose scratch copy (``--scratch``/<family>-<name>-<seed>) already holds its trained model is not retrained: the copy
+is made afresh from the params given, the model moved into it, and it is evaluated and reviewed again (after a
+change to evaluation, calibration or recall targets).
 Writes benchmarks/results/<family>_variants.json.
 """
 
@@ -90,15 +93,25 @@ def scratch_project(workspace: Path, scratch: Path, family: str, overrides: dict
 
 
 def run_variant(workspace: Path, scratch: Path, family: str, overrides: dict, seed: int | None,
-                base_params: Path | None = None, section: str | None = None) -> dict:
+                base_params: Path | None = None, section: str | None = None, reuse: bool = False) -> dict:
     from pipelines.params import load_params
     from pipelines.release.reviewer import evaluate_reviewer
     from pipelines.train import families
 
+    record_file = scratch / MODELS / family / "train.json"
+    reused = reuse and section is None and record_file.exists()
+    kept = scratch.parent / f".{scratch.name}.model"
+    if reused:                                      # the model an earlier run trained, in a fresh scratch copy
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.move(scratch / MODELS / family, kept)
     raw = scratch_project(workspace, scratch, family, overrides, seed, base_params, section)
+    if reused:
+        shutil.move(kept, scratch / MODELS / family)
     params = load_params(scratch / "params.yaml")
     started = time.perf_counter()
-    if section == "defects":
+    if reused:
+        record = json.loads(record_file.read_text())
+    elif section == "defects":
         from pipelines.train.families.detector import train_defects
 
         record = train_defects(scratch, params)
@@ -109,6 +122,7 @@ def run_variant(workspace: Path, scratch: Path, family: str, overrides: dict, se
     reviewer = evaluate_reviewer(scratch, params)
     gate, auto_pass = families.get(family).gate_values(metrics["test"])
     return {"overrides": overrides, "seed": raw["seed"], "train_seconds": record.get("seconds"),
+            **({"reused": "trained by an earlier run in the scratch copy; evaluated and reviewed again"} if reused else {}),
             "train_and_evaluate_seconds": round(trained, 1),
             "reviewer_seconds": round(time.perf_counter() - started - trained, 1),
             "thresholds": metrics.get("thresholds"), "gate_values": gate, "family_auto_pass": auto_pass,
@@ -145,19 +159,23 @@ def main() -> None:
                     help="defects (family detector): override train.defects and retrain only the sticker/dirt net")
     ap.add_argument("--baseline", action="store_true",
                     help="first row: the workspace's own candidate from its metrics files (not retrained)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="a variant whose scratch copy already holds a trained model is not retrained: evaluated and "
+                         "reviewed again under the params given (not with --section)")
     ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/<family>_variants.json")
     args = ap.parse_args()
     if args.section and args.family != "detector":
         ap.error("--section defects needs the family detector")
     out = args.out or RESULTS / f"{args.section or args.family}_variants.json"
     workspace = args.workspace.resolve()
+    base_params = args.params.resolve() if args.params else None     # relative to where it was started
     os.chdir(workspace)                      # relative paths (feature cache) resolve in the workspace, as in dvc repro
     results = [{"variant": "baseline", **baseline_row(workspace, args.family)}] if args.baseline else []
     for name, *pairs in args.variant:
         overrides = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in pairs)}
         for seed in args.seeds:
             row = run_variant(workspace, args.scratch / f"{args.family}-{name}-{seed}", args.family, overrides, seed,
-                              args.params.resolve() if args.params else None, args.section)
+                              base_params, args.section, args.reuse)
             results.append({"variant": name, **row})
             test = row["reviewer"].get("test", {})
             print(json.dumps({"variant": name, "seed": row["seed"], "summary": row["summary"],
@@ -166,6 +184,7 @@ def main() -> None:
     command = (f"python benchmarks/family_variants.py <demo workspace> {args.family} "
                + (f"--params {args.params} " if args.params else "")
                + (f"--section {args.section} " if args.section else "") + ("--baseline " if args.baseline else "")
+               + ("--reuse " if args.reuse else "")
                + " ".join(f"--variant {' '.join(v)}" for v in args.variant)
                + (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [None] else ""))
     out.parent.mkdir(parents=True, exist_ok=True)

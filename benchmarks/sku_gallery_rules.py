@@ -8,8 +8,8 @@ The workspace's trained SKU embedding embeds every catalogue product photo of tr
 For each gallery size (``--per-sku``: that many training photos of every catalogue SKU, defect-free first, picked
 as ``reviewops gallery`` seeds it: :func:`pipelines.data.gallery.pick`; the held-out SKUs are enrolled the same way,
 never trained on) and each matching rule (``nearest``: a SKU scores its closest gallery photo, the service's rule;
-``prototype``: the cosine similarity to the SKU's mean gallery embedding), the alarm is calibrated on validation
-exactly as the family calibrates it (:func:`pipelines.train.families.sku.calibrate_alarm`, params' targets and
+``prototype``: the cosine similarity to the SKU's mean gallery embedding), the alarm is calibrated exactly as the family calibrates it (validation's product photos and the training
+split's outside-catalogue ones: :func:`pipelines.train.families.sku.calibration_frame`, params' targets and
 confidence), and the test split is measured with the family's own figures
 (:func:`pipelines.train.families.sku.open_set_metrics`: seen_top1, enrolled_untrained_top1, wrong_claim_recall
 per swap kind, outside_catalogue_recall, genuine_false_alarm_rate), with the genuine validation and test claims
@@ -73,6 +73,8 @@ def main() -> None:
     train = family.catalogue(split_frame(df, "train"))
     skus = sorted(set(train["sku_id"]))
     splits = {s: family.products(split_frame(df, s)) for s in ("val", "test")}
+    outside = family.products(split_frame(df, "train"))
+    splits["train_outside"] = outside[~outside["sku_id"].isin(skus)].reset_index(drop=True)
     vectors = {s: embed(f) for s, f in splits.items()}
     pool = pick(train, skus, max(args.per_sku), cfg.gallery_blur_cutoff)
     pool_vectors = embed(pool)
@@ -96,7 +98,8 @@ def main() -> None:
                 g_rule, skus_rule = g, g_skus
             known = frozenset(skus_rule)
             val, test = scored("val", g_rule, skus_rule), scored("test", g_rule, skus_rule)
-            thresholds, _ = family.calibrate_frame(val, family.alarm_targets(params), params.recall_targets.confidence)
+            cal = pd.concat([val, scored("train_outside", g_rule, skus_rule)], ignore_index=True)
+            thresholds, _ = family.calibrate_frame(cal, family.alarm_targets(params), params.recall_targets.confidence)
             alarm = np.array([sku_alarm(c, k, thresholds, known) is not None
                               for c, k in zip(test["candidates"], test["claimed"])], dtype=bool)
             m = family.open_set_metrics(test, alarm)

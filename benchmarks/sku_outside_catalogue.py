@@ -50,10 +50,11 @@ def main() -> None:
         .to_dict(orient="records") for split, s in scored.items()}
     genuine = {split: dict(zip(("q05", "q10", "q50"), np.nanquantile(s.loc[s["genuine"], "similarity"], [0.05, 0.1, 0.5])
                                 .round(4).tolist())) for split, s in scored.items()}
-    val, test = scored["val"], scored["test"]
+    test = scored["test"]
+    cal = sku.calibration_frame(root, params, df, net, arch, gallery)     # what the family calibrates on
     rows = []
     for target in TARGETS:
-        thresholds, _ = sku.calibrate_frame(val, sku.alarm_targets(params, target), params.recall_targets.confidence)
+        thresholds, _ = sku.calibrate_frame(cal, sku.alarm_targets(params, target), params.recall_targets.confidence)
         figures = sku.open_set_metrics(test, sku.alarms(test, thresholds, frozenset(gallery[1])))
         rows.append({"unknown_sku_target": target, "thresholds": thresholds,
                      **{k: figures[k] for k in ("outside_catalogue_recall", "wrong_claim_recall",

@@ -42,9 +42,10 @@ def sku_rows(root: Path, params) -> dict:
     net, arch = sku.load_model(root)
     gallery = sku.embed_gallery(root, params, net, arch)
     val, test = (sku._scored(root, params, df, net, arch, gallery, split) for split in ("val", "test"))
+    cal = sku.calibration_frame(root, params, df, net, arch, gallery)     # what the family calibrates on
     rows = []
     for target in TARGETS:
-        thresholds, _ = sku.calibrate_frame(val, sku.alarm_targets(params, target), params.recall_targets.confidence)
+        thresholds, _ = sku.calibrate_frame(cal, sku.alarm_targets(params, target), params.recall_targets.confidence)
         figures = {split: sku.open_set_metrics(frame, sku.alarms(frame, thresholds, frozenset(gallery[1])))
                    for split, frame in (("val", val), ("test", test))}
         rows.append({"target": target, "thresholds": thresholds,

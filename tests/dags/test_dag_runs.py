@@ -143,6 +143,8 @@ def test_the_retrain_ran_the_real_dvc_yaml_every_metric_and_plot_shows_and_a_sec
     """What `dvc repro` of the project's dvc.yaml gives, on the models the retrain DAG just trained through it (every
     family: the new batch is every family's data): each family's files and training record, `dvc metrics show` and
     `dvc plots show` of all of it, metrics consistent with the labels, and a second `dvc repro` that runs nothing."""
+    from pipelines.data.dataset import versioned_manifest
+    from pipelines.data.gallery import read_gallery
     from tests.models.test_families import MODEL_FILES, _check_metrics, _numbers
 
     repo = chain["repo"]
@@ -174,6 +176,16 @@ def test_the_retrain_ran_the_real_dvc_yaml_every_metric_and_plot_shows_and_a_sec
     for f in FAMILIES:                    # dvc metrics show: every number evaluate wrote (it leaves out nulls and text)
         assert _numbers(shown[f"metrics/{f}.json"]["data"]) == _numbers(metrics[f]), f
     _check_metrics(repo, params, {f: m["test"] for f, m in metrics.items()})
+    # the SKU alarm calibrates on validation's wrong claims and on every outside-catalogue photo of validation and
+    # train (never trained on, in no gallery); never on test
+    manifest = versioned_manifest(repo)
+    enrolled = set(read_gallery(repo)["sku_id"])
+    seen = manifest[manifest["split"].isin(["val", "train"]) & (manifest["sku_id"] != "none")]
+    val = seen[(seen["split"] == "val") & seen["sku_id"].isin(enrolled) & seen["claimed_sku"].isin(enrolled)]
+    assert metrics["sku"]["calibration_photos"] == {
+        "wrong_claim": int((val["claimed_sku"] != val["sku_id"]).sum()),
+        "outside_catalogue": int((~seen["sku_id"].isin(enrolled)).sum())}, metrics["sku"]["calibration_photos"]
+    assert (~seen.loc[seen["split"] == "train", "sku_id"].isin(enrolled)).any()      # the tiny data has some in train
     out = repo.parent / "plots_html"
     plots = sh(repo, "dvc", "plots", "show", "-o", str(out))
     page = (out / "index.html").read_text()
