@@ -43,7 +43,9 @@ def main() -> None:
     df = common.load_frame(root)
     net, arch = sku.load_model(root)
     gallery = sku.embed_gallery(root, params, net, arch)
-    scored = {split: sku._scored(root, params, df, net, arch, gallery, split) for split in ("val", "test")}
+    cal = sku.calibration_frame(root, params, df, net, arch, gallery)     # what the family calibrates on
+    scored = {"val": cal[cal["split"] == "val"].reset_index(drop=True),
+              "test": sku._scored(root, params, df, net, arch, gallery, "test")}
     outside = {split: s[s["outside"]].groupby("sku_id").agg(
         claimed=("claimed", "first"), photos=("similarity", "size"), similarity_max=("similarity", "max"),
         similarity_median=("similarity", "median"), margin_median=("margin", "median")).round(4).reset_index()
@@ -51,7 +53,6 @@ def main() -> None:
     genuine = {split: dict(zip(("q05", "q10", "q50"), np.nanquantile(s.loc[s["genuine"], "similarity"], [0.05, 0.1, 0.5])
                                 .round(4).tolist())) for split, s in scored.items()}
     test = scored["test"]
-    cal = sku.calibration_frame(root, params, df, net, arch, gallery)     # what the family calibrates on
     rows = []
     for target in TARGETS:
         thresholds, _ = sku.calibrate_frame(cal, sku.alarm_targets(params, target), params.recall_targets.confidence)

@@ -317,9 +317,13 @@ def calibration_frame(root: Path, params: Params, df: pd.DataFrame, net: SkuNet,
 
 
 def calibrate_frame(cal: pd.DataFrame, targets: dict[str, float], confidence: float = 0.0):
-    """:func:`calibrate_alarm` on a scored frame (``_scored``, :func:`calibration_frame`)."""
-    return calibrate_alarm(cal["margin"].to_numpy(), cal["similarity"].to_numpy(), cal["wrong_claim"].to_numpy(),
-                           cal["outside"].to_numpy(), targets, confidence)
+    """:func:`calibrate_alarm` on a scored frame (``_scored``, :func:`calibration_frame`). The similarity's source
+    names the training split too when the frame's outside-catalogue photos include it."""
+    thresholds, source = calibrate_alarm(cal["margin"].to_numpy(), cal["similarity"].to_numpy(),
+                                         cal["wrong_claim"].to_numpy(), cal["outside"].to_numpy(), targets, confidence)
+    if source["similarity"] == "validation" and "split" in cal and (cal["outside"] & (cal["split"] == "train")).any():
+        source["similarity"] = "validation and the training split's outside-catalogue photos"
+    return thresholds, source
 
 
 def evaluate(root: Path, params: Params) -> dict:
@@ -332,8 +336,6 @@ def evaluate(root: Path, params: Params) -> dict:
     targets = alarm_targets(params)
     cal = calibration_frame(root, params, df, net, arch, gallery, device)
     thresholds, source = calibrate_frame(cal, targets, params.recall_targets.confidence)
-    if source["similarity"] == "validation":
-        source["similarity"] = "validation and the training split's outside-catalogue photos"
     val = cal[cal["split"] == "val"].reset_index(drop=True)
     test = _scored(root, params, df, net, arch, gallery, "test", device)
     record = common.read_train_record(FAMILY, root)
