@@ -1,5 +1,6 @@
 """Would the SKU embedding, and the sticker and dirt checks, do better on the product cropped by its box? Trained and
-measured in a scratch copy.
+measured in a scratch copy. It measured the SKU crop before the family read crops itself
+(``train.sku.crop_pad``, now the default); the scratch copy sets it to null, as its photos are crops already.
 
 Usage, after a default-size `make demo` (its workspace: versioned data, gallery, reviewer scores):
 
@@ -37,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from PIL import Image
 
 from results_header import header
@@ -87,7 +89,9 @@ def build_scratch(ws: Path, scratch: Path, pad: float, size: int) -> dict:
     if scratch.exists():
         shutil.rmtree(scratch)
     (scratch / "data" / "batches").mkdir(parents=True)
-    shutil.copy2(ws / "params.yaml", scratch / "params.yaml")
+    raw = yaml.safe_load((ws / "params.yaml").read_text())
+    raw["train"]["sku"]["crop_pad"] = None          # the photos are crops already: the family must not crop again
+    (scratch / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     sources = {"labelled": 0, "served detector": 0, "served detector found none": 0}
     boxes_by_listing = {}
     for pointer in sorted((ws / "data" / "batches").glob("*.dvc")):

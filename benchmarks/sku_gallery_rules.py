@@ -67,7 +67,7 @@ def main() -> None:
     started = time.time()
 
     def embed(frame: pd.DataFrame) -> torch.Tensor:
-        x = common.features(root, params, net.trunk, frame, size=arch["image_size"])
+        x = family.embed_input(root, params, net, arch, frame, "detected")      # as the family embeds its gallery
         return common.predict(net.embed_features, x).float()
 
     train = family.catalogue(split_frame(df, "train"))

@@ -152,6 +152,8 @@ class SkuTrain(TimmFamily):
     gallery_blur_cutoff: float = Fraction   # gallery photos with an annotator blur score at or above this come last
     candidates: int = Field(gt=0)
     holdout_skus: int = Field(ge=1)         # catalogue SKUs kept out of training: the "new SKUs" of the open set
+    crop_pad: float | None = Field(default=None, ge=1.0, le=4.0)  # the embedding reads the square around the product
+                                            # box, this many times its longer side (null: the whole photo)
 
 
 class ProhibitedTrain(TimmFamily):

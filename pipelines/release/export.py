@@ -81,11 +81,12 @@ def export_bundle(family: str, root: Path, params: Params, out: Path, *, int8: b
     meta = {"family": family, "graphs": graphs,
             "thresholds": _thresholds(family, root), **bundle.meta}
     (out / BUNDLE_META).write_text(json.dumps(meta, indent=1, sort_keys=True))
-    from pipelines.release.quantize import STORE, calibration_photos, int8_choice, quantize_bundle
+    from pipelines.release.quantize import STORE, calibration_boxes, calibration_photos, int8_choice, quantize_bundle
 
     served = int8_choice(family, root, params) if int8 else []
     if served:
-        quantize_bundle(out, calibration_photos(root, params), served, served=served, store=root / STORE)
+        quantize_bundle(out, calibration_photos(root, params), served, served=served, store=root / STORE,
+                        boxes=calibration_boxes(root, params))
     return read_meta(out)                            # what serving will read back must be valid
 
 

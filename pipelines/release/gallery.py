@@ -34,15 +34,19 @@ class GalleryDeployError(RuntimeError):
     """The gallery could not be embedded, registered, built or deployed; the message says why."""
 
 
-def embed(bundle: Path, paths: list[str], params: Params, batch: int = 32) -> np.ndarray:
-    """L2-normalised embeddings of the photos at ``paths`` by the bundle's embedding graph, as the service computes them."""
+def embed(bundle: Path, paths: list[str], params: Params, batch: int = 32, detector: Path | None = None) -> np.ndarray:
+    """L2-normalised embeddings of the photos at ``paths`` by the bundle's embedding graph, as the service computes them
+    (a graph that reads the product crop crops by ``detector``'s boxes, the production detector bundle)."""
     from pipelines.serve.models import ReviewerModels, prepare
     from pipelines.serve.photo_input import PhotoError, decode_photo, photo_limits
 
     names = [n for n, g in read_meta(bundle)["graphs"].items() if g["output"] == "embedding"]
     if len(names) != 1:
         raise GalleryDeployError(f"{bundle} has {len(names)} embedding graphs; expected one")
-    models = ReviewerModels({"sku": bundle}, threads=params.train.threads)
+    crops = [n for n in names if read_meta(bundle)["graphs"][n].get("crop")]
+    if crops and detector is None:
+        raise GalleryDeployError(f"{bundle}'s embedding reads the product crop: a detector bundle must find the boxes")
+    models = ReviewerModels({"sku": bundle, **({"detector": detector} if crops else {})}, threads=params.train.threads)
     limits, size = photo_limits(params), params.data.image_size
     out = []
     for start in range(0, len(paths), batch):
@@ -89,7 +93,9 @@ def register_gallery(root: Path, params: Params, timings: dict) -> dict:
         print(f"gallery {version} is already in production ({current}): nothing to register", flush=True)
         return {**entry, "tag": current, "registered": False}
     started = time.perf_counter()
-    embeddings = embed(Path(info["path"]), list(df["path"]), params)
+    detector = registry.production().get("detector")           # the crop graph's boxes, as the service finds them
+    embeddings = embed(Path(info["path"]), list(df["path"]), params,
+                       detector=None if detector is None else Path(registry.model_info(detector)["path"]))
     _timed(timings, f"embed {len(df)} gallery photos", started)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bundle-sku-gallery-") as tmp:

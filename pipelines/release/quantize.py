@@ -28,7 +28,7 @@ import numpy as np
 
 from pipelines.params import Params
 from pipelines.serve.bundle import BUNDLE_META, read_meta
-from pipelines.serve.images import to_array
+from pipelines.serve.images import product_crop, to_array
 
 CALIBRATION_BATCH = 8
 STORE = Path(".cache") / "int8"          # a project's quantized graphs, by digest (:func:`quantize_graph`)
@@ -53,6 +53,16 @@ def calibration_photos(root: Path, params: Params) -> np.ndarray:
     if df.empty:
         raise ValueError("INT8 calibration needs validation photos; the validation split is empty")
     return load_resized(list(df["path"]), params.data.image_size)
+
+
+def calibration_boxes(root: Path, params: Params) -> list:
+    """The labelled product box (or None) of each :func:`calibration_photos` photo, in order: what a graph that
+    reads the product crop is calibrated on."""
+    from pipelines.data.dataset import split_frame, versioned_manifest
+    from pipelines.train.families.sku import labelled_boxes
+
+    df = split_frame(versioned_manifest(root), "val").sort_values("listing_id").head(params.serving.int8.calibration_photos)
+    return labelled_boxes(df)
 
 
 def _session(path: Path):
@@ -141,12 +151,15 @@ def quantize_graph(src: Path, dst: Path, x: np.ndarray, store: Path | None = Non
 
 
 def quantize_bundle(bundle: Path, photos: np.ndarray, wanted: Iterable[str] | None = None, *,
-                    served: Iterable[str] = (), cache: dict | None = None, store: Path | None = None) -> dict[str, dict]:
+                    served: Iterable[str] = (), cache: dict | None = None, store: Path | None = None,
+                    boxes: list | None = None) -> dict[str, dict]:
     """Write the INT8 twin of every unit of ``bundle`` in ``wanted`` (None: all), record it in ``meta.json``
     (precision ``int8`` for the units in ``served``, else ``fp32``); returns unit -> its ``int8`` record.
 
     ``cache`` (unit -> (INT8 file, record)), filled here, lets bundles holding the same trunk stage (the same
-    id: the same weights and side) share one quantization; ``store``: see :func:`quantize_graph`."""
+    id: the same weights and side) share one quantization; ``store``: see :func:`quantize_graph`. A graph that
+    reads the product crop is calibrated on its trunk's FP32 outputs of the photos' crops around ``boxes``
+    (:func:`calibration_boxes`); trunk stages on the photos."""
     import shutil
 
     cache = {} if cache is None else cache
@@ -163,6 +176,13 @@ def quantize_bundle(bundle: Path, photos: np.ndarray, wanted: Iterable[str] | No
         for stage in [*graph.get("trunk", ()), graph]:
             unit = stage.get("id", name)
             src, session = bundle / stage["file"], None
+            if stage is graph and graph.get("crop") and boxes is not None:
+                # a crop graph reads its trunk's output on the crops; the trunk stages themselves stay calibrated on
+                # the photos, so that a stage shared by several bundles gets one INT8 twin whichever quantizes it
+                x = to_array(np.stack([product_crop(p, b, graph["crop"]["pad"], graph["size"])
+                                       for p, b in zip(photos, boxes)]), graph["size"])
+                for fp32 in graph.get("trunk", ()):
+                    x = _run(_session(bundle / fp32["file"]), x)
             if unit in wanted and unit not in report:
                 dst = bundle / int8_file(stage["file"])
                 if unit in cache:

@@ -272,12 +272,12 @@ def choose_int8(root: Path, params: Params, bundles: dict[str, Path], *, progres
     write the choice into each bundle's ``meta.json``. All faster units are tried at once; when that does not
     hold, one at a time, the largest saving first, each kept only if the reviewer holds with it and those kept
     before. Returns the record ``metrics/reviewer.json`` keeps under ``int8``."""
-    from pipelines.release.quantize import STORE, calibration_photos, quantize_bundle, set_precision
+    from pipelines.release.quantize import STORE, calibration_boxes, calibration_photos, quantize_bundle, set_precision
     from pipelines.release.registry import content_hash
 
     cfg = params.serving.int8
-    photos, cache = calibration_photos(root, params), {}
-    per_family = {family: quantize_bundle(path, photos, cache=cache, store=root / STORE)
+    photos, boxes, cache = calibration_photos(root, params), calibration_boxes(root, params), {}
+    per_family = {family: quantize_bundle(path, photos, cache=cache, store=root / STORE, boxes=boxes)
                   for family, path in bundles.items()}
     report = {unit: r for units in per_family.values() for unit, r in units.items()}
     offered = sorted((u for u, r in report.items() if r["fp32_ms"] >= cfg.min_speedup * r["int8_ms"]),

@@ -9,7 +9,9 @@ side runs any bundle without knowing the family that made it:
 
 Output kinds: ``score`` (one number per photo), ``scores`` (one per label), ``embedding`` (matched
 against ``gallery.npy`` of ``meta["gallery_skus"]``). A ``yolo`` entry names the detector graph
-(file, input side, confidence, class names); its boxes are decoded by :mod:`pipelines.serve.yolo`.
+(file, input side, confidence, class names); its boxes are decoded by :mod:`pipelines.serve.yolo`. A graph
+with ``"crop": {"box": "product", "pad": 1.25}`` reads the square around the detector's product box instead of the
+photo (:func:`pipelines.serve.images.product_crop`; the SKU embedding, ``train.sku.crop_pad``).
 """
 
 from __future__ import annotations

@@ -25,6 +25,33 @@ def resize(rgb: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(rgb, (size, size), interpolation=interp)
 
 
+def crop_square(box, pad: float) -> tuple[float, float, float, float] | None:
+    """The square around a normalised box (x0, y0, x1, y1, ...), ``pad`` times its longer side and moved inside the
+    photo, as normalised (x0, y0, x1, y1); None (the whole photo) for no box or when the square would not fit."""
+    if box is None or len(box) < 4:
+        return None
+    x0, y0, x1, y1 = (float(v) for v in box[:4])
+    side = pad * max(x1 - x0, y1 - y0)
+    if not 0.0 < side < 1.0:
+        return None
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    left = min(max(cx - side / 2, 0.0), 1.0 - side)
+    top = min(max(cy - side / 2, 0.0), 1.0 - side)
+    return left, top, left + side, top + side
+
+
+def product_crop(rgb: np.ndarray, box, pad: float, size: int) -> np.ndarray:
+    """The photo's square around its product ``box`` (:func:`crop_square`) resized to ``size``: what the SKU check
+    reads in training (the labelled box), evaluation and serving (the detector's). No box: the whole photo."""
+    square = crop_square(box, pad)
+    if square is not None:
+        h, w = rgb.shape[:2]
+        x0, y0, x1, y1 = (round(square[0] * w), round(square[1] * h), round(square[2] * w), round(square[3] * h))
+        if x1 - x0 >= 2 and y1 - y0 >= 2:
+            rgb = rgb[y0:y1, x0:x1]
+    return resize(rgb, size)
+
+
 def to_array(rgbs: Sequence[np.ndarray] | np.ndarray, size: int) -> np.ndarray:
     """A float32 batch [N, 3, size, size] scaled to [-1, 1] (the EfficientNet-Lite normalisation)."""
     if isinstance(rgbs, np.ndarray) and rgbs.ndim == 3:      # one photo
@@ -44,6 +71,15 @@ def load_resized(paths: Sequence[str | Path], size: int, threads: int = 4) -> np
     with ThreadPoolExecutor(threads) as pool:
         return np.stack(list(pool.map(lambda p: resize(read_rgb(p), size), paths))) if len(paths) else \
             np.zeros((0, size, size, 3), np.uint8)
+
+
+def load_cropped(paths: Sequence[str | Path], boxes: Sequence, pad: float, size: int, threads: int = 4) -> np.ndarray:
+    """:func:`load_resized` of each photo's :func:`product_crop` around its box (None: the whole photo)."""
+    if len(paths) != len(boxes):
+        raise ValueError("paths and boxes differ in length")
+    with ThreadPoolExecutor(threads) as pool:
+        return np.stack(list(pool.map(lambda pb: product_crop(read_rgb(pb[0]), pb[1], pad, size), zip(paths, boxes)))) \
+            if len(paths) else np.zeros((0, size, size, 3), np.uint8)
 
 
 def thumbnail(path, px: int) -> str | None:

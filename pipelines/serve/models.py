@@ -17,13 +17,28 @@ import numpy as np
 
 from pipelines.serve.bundle import GALLERY_FILE, read_meta
 from pipelines.serve.decision import sku_candidates
-from pipelines.serve.images import resize, to_array
+from pipelines.serve.images import product_crop, resize, to_array
 from pipelines.serve.yolo import YoloOnnx
 
 
 def prepare(rgb: np.ndarray, size: int) -> np.ndarray:
     """A decoded photo of any size as the models' input: uint8 [size, size, 3] (``data.image_size``)."""
     return resize(rgb, size)
+
+
+def _pad(graph: dict) -> float | None:
+    """The pad of a graph that reads the product crop (its entry's ``crop``), None for one reading the photo."""
+    crop = graph.get("crop")
+    return float(crop["pad"]) if crop else None
+
+
+def product_boxes(raws: list[dict], name: str = "boxes") -> list:
+    """Each raw answer's most confident product box (x0, y0, x1, y1), or None: what a crop graph crops by."""
+    out = []
+    for raw in raws:
+        found = (raw.get(name) or {}).get("product") or []
+        out.append(tuple(found[0][:4]) if found else None)
+    return out
 
 
 class ReviewerModels:
@@ -37,6 +52,12 @@ class ReviewerModels:
     A graph or stage with an INT8 twin (``"int8"`` in its entry, :mod:`pipelines.release.quantize`) runs the
     precision its entry names (``"precision"``); ``int8`` overrides that: the units (stage ids, graph names)
     to run as INT8, every other as FP32 (``()``: all FP32, as the ONNX-to-torch parity check needs).
+
+    A graph whose entry has ``crop`` (the SKU embedding, ``train.sku.crop_pad``) reads each photo's square around its
+    most confident product box from the detector's YOLO graph (:func:`pipelines.serve.images.product_crop`; the
+    whole photo when none is found), so it runs after YOLO; its trunk stages run on the crops, apart from the
+    other families' (the sessions are still shared). Without a detector loaded it reads the photos as given
+    (the ONNX-to-torch parity check of its bundle alone).
     """
 
     def __init__(self, bundles: Mapping[str, str | Path], threads: int = 2, int8: Iterable[str] | None = None):
@@ -53,6 +74,7 @@ class ReviewerModels:
         self.threads = max(1, threads)
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="reviewer")
         self.graphs: dict[str, tuple] = {}          # name -> (session, graph meta, family meta, gallery or None, stages)
+        self.cropped: list[str] = []                # the graphs that read the product crop
         self.stages: dict[str, object] = {}         # trunk stage id -> session
         self.yolo: dict[str, tuple[YoloOnnx, list[str]]] = {}
         chosen = None if int8 is None else set(int8)
@@ -83,16 +105,31 @@ class ReviewerModels:
                     g = np.load(Path(path) / GALLERY_FILE)
                     gallery = (g / np.linalg.norm(g, axis=1, keepdims=True).clip(1e-12), np.array(meta["gallery_skus"]))
                 self.graphs[name] = (session, graph, meta, gallery, tuple(chain))
+                if _pad(graph) is not None:
+                    self.cropped.append(name)
             if "yolo" in meta:
                 y = meta["yolo"]
                 self.yolo["boxes"] = (YoloOnnx(Path(path) / y["file"], y["imgsz"], conf=y["conf"], threads=1),
                                       list(y["classes"]))
 
-    def outputs(self, photos: np.ndarray) -> dict[str, np.ndarray]:
-        """Every graph's raw output rows [N, ...] for ``photos`` (uint8 [N, S, S, 3]), graph name -> array."""
-        inputs = self._trunk_outputs(photos)
+    def outputs(self, photos: np.ndarray, boxes: list | None = None) -> dict[str, np.ndarray]:
+        """Every graph's raw output rows [N, ...] for ``photos`` (uint8 [N, S, S, 3]), graph name -> array
+        (a crop graph's of the crops around ``boxes``, one product box or None per photo; by default the loaded
+        detector's)."""
+        if boxes is None and self.cropped:
+            boxes = self._detected(photos)
+        inputs = self._trunk_outputs(photos, boxes, "all")
         jobs = {name: self.pool.submit(self._run, name, inputs) for name in self.graphs}
         return {name: job.result() for name, job in jobs.items()}
+
+    def _detected(self, photos: np.ndarray) -> list | None:
+        """Each photo's most confident product box by the loaded detector (None: no detector loaded)."""
+        if not self.yolo:
+            return None
+        out: list[dict] = [{} for _ in range(len(photos))]
+        for name in self.yolo:
+            self._boxes(name, photos, out)
+        return product_boxes(out)
 
     def infer(self, photos: np.ndarray) -> list[dict]:
         """Raw outputs per photo of ``photos`` (uint8 [N, S, S, 3]): scores, probabilities, SKU, boxes.
@@ -106,7 +143,13 @@ class ReviewerModels:
         if len(photos) == 1 or self.threads == 1:
             boxes = [self.pool.submit(self._boxes, name, photos, out) for name in self.yolo]
             inputs = self._trunk_outputs(photos)
-            jobs = [self.pool.submit(self._graph, name, inputs, out) for name in self.graphs] + boxes
+            jobs = [self.pool.submit(self._graph, name, inputs, out) for name in self.graphs
+                    if name not in self.cropped] + boxes
+            if self.cropped:                                    # the crop graphs wait for YOLO's product box
+                for job in boxes:
+                    job.result()
+                crops = self._trunk_outputs(photos, product_boxes(out) if self.yolo else None, "crop")
+                jobs += [self.pool.submit(self._graph, name, crops, out) for name in self.cropped]
             for job in jobs:
                 job.result()
             return out
@@ -119,39 +162,47 @@ class ReviewerModels:
         """Every graph over ``photos``, one after another on this thread, into ``out``."""
         for name in self.yolo:
             self._boxes(name, photos, out)
-        inputs = self._trunk_chunk(photos)
+        inputs = self._trunk_chunk(photos, product_boxes(out) if self.yolo else None, "all")
         for name in self.graphs:
             self._graph(name, inputs, out)
 
-    def _trunk_outputs(self, photos: np.ndarray) -> dict[tuple, np.ndarray]:
-        """(input side, stage ids) -> that input's or trunk stage's output: each shared stage runs once.
+    def _trunk_outputs(self, photos: np.ndarray, boxes: list | None = None,
+                       which: str = "photo") -> dict[tuple, np.ndarray]:
+        """(crop pad or None, input side, stage ids) -> that input's or trunk stage's output: each shared stage runs
+        once per input. ``which``: the inputs of the whole-photo graphs (``photo``), of the crop graphs (``crop``,
+        around ``boxes``: one product box or None per photo), or both (``all``).
 
         A batch's trunk runs in one part per thread of the pool, side by side (one photo's on the calling thread)."""
         if len(photos) == 1:
-            return self._trunk_chunk(photos)
-        parts = list(self.pool.map(self._trunk_chunk, np.array_split(photos, min(len(photos), self.threads))))
+            return self._trunk_chunk(photos, boxes, which)
+        idx = np.array_split(np.arange(len(photos)), min(len(photos), self.threads))
+        parts = list(self.pool.map(lambda i: self._trunk_chunk(photos[i], None if boxes is None else
+                                                               [boxes[j] for j in i], which), idx))
         return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
-    def _trunk_chunk(self, photos: np.ndarray) -> dict[tuple, np.ndarray]:
+    def _trunk_chunk(self, photos: np.ndarray, boxes: list | None = None, which: str = "photo") -> dict[tuple, np.ndarray]:
         memo: dict[tuple, np.ndarray] = {}
 
-        def value(size: int, chain: tuple[str, ...]) -> np.ndarray:
-            key = (size, chain)
+        def value(pad: float | None, size: int, chain: tuple[str, ...]) -> np.ndarray:
+            key = (pad, size, chain)
             if key not in memo:
                 if chain:
                     stage = self.stages[chain[-1]]
-                    memo[key] = stage.run(None, {stage.get_inputs()[0].name: value(size, chain[:-1])})[0]
-                else:
+                    memo[key] = stage.run(None, {stage.get_inputs()[0].name: value(pad, size, chain[:-1])})[0]
+                elif pad is None or boxes is None:
                     memo[key] = to_array(photos, size)
+                else:
+                    memo[key] = to_array(np.stack([product_crop(p, b, pad, size) for p, b in zip(photos, boxes)]), size)
             return memo[key]
 
-        for _, graph, _, _, chain in self.graphs.values():
-            value(graph["size"], chain)
+        for name, (_, graph, _, _, chain) in self.graphs.items():
+            if which == "all" or (which == "crop") == (name in self.cropped):
+                value(_pad(graph), graph["size"], chain)
         return memo
 
     def _run(self, name: str, inputs: dict[tuple, np.ndarray]) -> np.ndarray:
         session, graph, _, _, chain = self.graphs[name]
-        x = inputs[(graph["size"], chain)]
+        x = inputs[(_pad(graph), graph["size"], chain)]
         return session.run(None, {session.get_inputs()[0].name: x})[0].reshape(len(x), -1)
 
     def _graph(self, name: str, inputs: dict[tuple, np.ndarray], out: list[dict]) -> None:

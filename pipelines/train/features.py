@@ -21,6 +21,7 @@ ONNX Runtime and eager torch do).
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipelines.serve.images import load_resized
+from pipelines.serve.images import crop_square, load_cropped, load_resized
 from pipelines.train.device import normalise, resolve
 from pipelines.train.onnx_export import export_dynamic_batch
 from pipelines.train.trunk import Trunk, to_input
@@ -95,11 +96,23 @@ def _runner(module: torch.nn.Module, example: torch.Tensor, onnx_file: Path | No
     return lambda x: torch.from_numpy(session.run(None, {"x": x.float().contiguous().numpy()})[0])
 
 
+def crop_keys(sha256s: Sequence[str], boxes: Sequence, pad: float) -> list[str]:
+    """The cache keys of product crops (:func:`pipelines.serve.images.product_crop`): the photo's SHA-256 when the
+    crop is the whole photo, else a digest of it and the square read, so crops and whole photos share one cache."""
+    keys = []
+    for sha, box in zip(sha256s, boxes):
+        square = crop_square(box, pad)
+        keys.append(sha if square is None else
+                    hashlib.sha256(f"{sha}:crop:{','.join(f'{v:.5f}' for v in square)}".encode()).hexdigest())
+    return keys
+
+
 @torch.no_grad()
 def compute(trunk: Trunk, paths: Sequence[str | Path], size: int, batch_size: int = BATCH,
             desc: str = "trunk features", onnx_file: Path | None = None,
-            device: torch.device | None = None) -> torch.Tensor:
-    """Trunk outputs [N, C, H, W] (float16, on the CPU) of the photos at ``paths``, read and resized to ``size``.
+            device: torch.device | None = None, boxes: Sequence | None = None, pad: float = 1.0) -> torch.Tensor:
+    """Trunk outputs [N, C, H, W] (float16, on the CPU) of the photos at ``paths``, read and resized to ``size``
+    (with ``boxes``: each photo's product crop around its box, ``pad`` times its side).
 
     With ``onnx_file`` the trunk runs on ONNX Runtime (exported there on first use); with a GPU
     ``device``, eager torch there (``onnx_file`` is then not used)."""
@@ -109,7 +122,8 @@ def compute(trunk: Trunk, paths: Sequence[str | Path], size: int, batch_size: in
     with tqdm(total=len(paths), desc=desc, unit="img", disable=len(paths) < batch_size) as bar:
         for i in range(0, len(paths), batch_size):
             chunk = paths[i:i + batch_size]
-            outs.append(run(to_input(load_resized(chunk, size), size)).to(torch.float16).contiguous())
+            images = load_resized(chunk, size) if boxes is None else load_cropped(chunk, boxes[i:i + batch_size], pad, size)
+            outs.append(run(to_input(images, size)).to(torch.float16).contiguous())
             bar.update(len(chunk))
     return torch.cat(outs) if outs else torch.zeros(0, dtype=torch.float16)
 
@@ -152,24 +166,34 @@ def _from_lower(trunk: Trunk, shas: list[str], size: int, root,
 
 
 def trunk_features(trunk: Trunk, paths: Sequence[str | Path], sha256s: Sequence[str], size: int,
-                   root: str | Path | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+                   root: str | Path | None = None, device: torch.device | str | None = None,
+                   boxes: Sequence | None = None, pad: float = 1.0) -> torch.Tensor:
     """Trunk outputs [N, C, H, W] (float16, on the CPU) for the photos, in order; only unseen photos are
     computed, on ``device`` (None: the CPU, ONNX Runtime for many rows). A string is a ``train.device``
-    setting, resolved only when a photo must be computed: reading a full cache needs no GPU."""
+    setting, resolved only when a photo must be computed: reading a full cache needs no GPU.
+
+    ``boxes`` (one normalised product box or None per photo): the outputs of each photo's product crop
+    (:func:`pipelines.serve.images.product_crop`, ``pad``), cached under :func:`crop_keys`."""
     if len(paths) != len(sha256s):
         raise ValueError("paths and sha256s differ in length")
+    if boxes is not None:
+        if len(boxes) != len(paths):
+            raise ValueError("paths and boxes differ in length")
+        sha256s = crop_keys(sha256s, boxes, pad)
     file = cache_file(trunk, size, root)
     index, stored = _load(file)
     missing = list(dict.fromkeys(s for s in sha256s if s not in index))
     if missing:
         device = resolve(device) if isinstance(device, str) else device
         first = {s: p for p, s in zip(paths, sha256s)}
+        box_of = {} if boxes is None else {s: b for s, b in zip(sha256s, boxes)}
         derived = _from_lower(trunk, missing, size, root, device)
         fresh = [s for s in missing if s not in derived]
         computed = compute(trunk, [first[s] for s in fresh], size, GPU_BATCH if _gpu(device) else BATCH,
                            desc=f"trunk features {size}px split {trunk.split}",
                            onnx_file=_onnx_file(trunk, size, root, len(fresh), device=device),
-                           device=device) if fresh else None
+                           device=device, boxes=None if boxes is None else [box_of[s] for s in fresh],
+                           pad=pad) if fresh else None
         by_sha = {**derived, **({s: computed[i] for i, s in enumerate(fresh)} if fresh else {})}
         new = torch.stack([by_sha[s] for s in missing])
         stored = new if stored is None else torch.cat([stored, new])

@@ -62,10 +62,12 @@ class Graph:
     size: int
     output: str                 # score | scores | embedding (pipelines.serve.bundle.OUTPUT_KINDS)
     labels: list[str] | None = None     # one per output column, for ``scores``
+    crop_pad: float | None = None       # reads the product crop (pipelines.serve.images.product_crop), not the photo
 
     def describe(self) -> dict:
         return {"file": f"{self.name}.onnx", "size": self.size, "output": self.output,
-                **({"labels": list(self.labels)} if self.labels is not None else {})}
+                **({"labels": list(self.labels)} if self.labels is not None else {}),
+                **({"crop": {"box": "product", "pad": float(self.crop_pad)}} if self.crop_pad else {})}
 
 
 @dataclass

@@ -12,8 +12,12 @@ import pytest
 import torch
 
 from pipelines.params import load_params
+from pipelines.data.dataset import split_frame
 from pipelines.release.export import export_bundle, parity_photos
-from pipelines.serve.models import ReviewerModels
+from pipelines.serve.images import product_crop
+from pipelines.serve.models import ReviewerModels, product_boxes
+from pipelines.train.families.common import load_frame
+from pipelines.train.families.sku import labelled_boxes
 from pipelines.train import families
 from pipelines.train.families import FAMILIES
 from pipelines.train.onnx_export import export_dynamic_batch
@@ -62,11 +66,16 @@ def test_every_family_names_its_trunk_stages_and_each_stage_runs_once_per_photo(
     deepest = max(splits.values())
     models = ReviewerModels(bundles, threads=2)
     assert len(models.stages) == deepest, sorted(models.stages)       # one session per stage, not per family
+    assert models.cropped == ["sku"] and params.train.sku.crop_pad      # the SKU embedding reads the product crop
     counting = {k: Counting(s) for k, s in models.stages.items()}
     models.stages.update(counting)
     photos = parity_photos(exported["root"], 6)
     answers = models.infer(photos)
-    assert all(sum(c.rows) == len(photos) for c in counting.values()), {k: c.rows for k, c in counting.items()}
+    # once per photo, and once more per crop for the stages the SKU graph runs on its crops
+    inputs = {k: 1 + (k.removesuffix(":int8") in named["sku"]["sku"]) for k in counting}
+    assert sum(inputs.values()) == len(counting) + params.train.sku.trunk_split, inputs
+    assert all(sum(c.rows) == inputs[k] * len(photos) for k, c in counting.items()), \
+        {k: c.rows for k, c in counting.items()}
     assert all({"blur", "manipulation", "sku", "prohibited", "defects", "boxes"} <= set(a) for a in answers)
     one = models.infer(photos[:1])                                   # one photo: the same answer as in the batch
     assert one[0]["blur"] == pytest.approx(answers[0]["blur"], abs=1e-5)
@@ -75,12 +84,22 @@ def test_every_family_names_its_trunk_stages_and_each_stage_runs_once_per_photo(
 def test_the_served_outputs_are_the_whole_networks_and_a_bundle_without_stages_still_serves(exported, tmp_path):
     root, params, bundles = exported["root"], exported["params"], exported["bundles"]
     photos = parity_photos(root, 4)
-    served = ReviewerModels(bundles, threads=2, int8=()).outputs(photos)     # FP32: INT8 twins have their own test
+    models = ReviewerModels(bundles, threads=2, int8=())                     # FP32: INT8 twins have their own test
+    served = models.outputs(photos)
+    detected = product_boxes(models.infer(photos))                          # the product boxes the crop reads
+    # the photos' labelled boxes (every test photo with a product has one): crops that are not the whole photo
+    labelled = labelled_boxes(split_frame(load_frame(root), "test").sort_values("listing_id").head(len(photos)))
+    assert sum(b is not None for b in labelled) >= 2, labelled
+    cropped = models.outputs(photos, boxes=labelled)
     for family in FAMILIES:
         for graph in families.get(family).bundle(root, params).graphs:
-            with torch.no_grad():
-                whole = graph.module.eval()(to_input(list(photos), graph.size)).numpy().reshape(len(photos), -1)
-            np.testing.assert_allclose(served[graph.name], whole, atol=1e-4, err_msg=graph.name)
+            for boxes, out in ((detected, served), (labelled, cropped)):
+                seen = [product_crop(p, b, graph.crop_pad, graph.size) for p, b in zip(photos, boxes)] \
+                    if graph.crop_pad else list(photos)
+                with torch.no_grad():
+                    whole = graph.module.eval()(to_input(seen, graph.size)).numpy().reshape(len(photos), -1)
+                np.testing.assert_allclose(out[graph.name], whole, atol=1e-4, err_msg=graph.name)
+    assert not np.allclose(cropped["sku"], served["sku"], atol=1e-3) or detected == labelled   # crops are read
 
     # a bundle registered before the shared trunk: one whole graph reading the photos
     old = tmp_path / "blur"

@@ -130,8 +130,10 @@ def test_the_recorded_project_is_up_to_date_and_dvc_lock_holds_the_trained_outpu
 ])
 def test_one_familys_settings_stale_that_family_only(pipeline, family, keys, value):
     categories = load_params(pipeline / "params.yaml").prohibited.categories
-    # the whole reviewer (it exports every family with its settings) is re-evaluated too
-    expected = train_stages(family, categories) | {f"evaluate@{family}", "reviewer"}
+    # the whole reviewer (it exports every family with its settings) is re-evaluated too, and the detector's
+    # settings re-evaluate the SKU check, which reads the product crop by the detector's boxes
+    expected = train_stages(family, categories) | {f"evaluate@{family}", "reviewer"} | \
+        ({"evaluate@sku"} if family == "detector" else set())
     with params_changed(pipeline, setting(*keys, value=value)):
         status = stale(pipeline)
         assert set(status) == expected, status

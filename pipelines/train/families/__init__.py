@@ -23,7 +23,7 @@ from types import ModuleType
 
 from pipelines.params import Params, load_params
 
-FAMILIES = ("sku", "blur", "detector", "prohibited", "manipulation")
+FAMILIES = ("detector", "sku", "blur", "prohibited", "manipulation")    # the detector first: sku crops by its boxes
 
 
 @dataclass(frozen=True)

@@ -48,12 +48,14 @@ def make_trunk(params: Params, split: int) -> Trunk:
     return Trunk(split, pretrained=params.train.pretrained)
 
 
-def features(root: Path, params: Params, trunk: Trunk, df: pd.DataFrame, size: int | None = None) -> torch.Tensor:
+def features(root: Path, params: Params, trunk: Trunk, df: pd.DataFrame, size: int | None = None,
+             boxes: list | None = None, pad: float = 1.0) -> torch.Tensor:
     """Trunk outputs (float16, on the CPU) of the rows of ``df`` at ``size`` px (default: params), from the
-    cache; the photos it lacks are computed on the training device (``train.device``, resolved only then)."""
+    cache; the photos it lacks are computed on the training device (``train.device``, resolved only then).
+    ``boxes``: each row's product crop instead (:func:`pipelines.train.features.trunk_features`)."""
     torch.set_num_threads(params.train.threads)
     return trunk_features(trunk, list(df["path"]), list(df["sha256"]), size or params.train.input_size(), root=root,
-                          device=params.train.device)
+                          device=params.train.device, boxes=boxes, pad=pad)
 
 
 class Tensors(Dataset):

@@ -122,6 +122,55 @@ def pk_batches(labels: np.ndarray, p: int, k: int, seed: int):
     return sampler
 
 
+def labelled_boxes(d: pd.DataFrame) -> list:
+    """Each photo's labelled product box (x0, y0, x1, y1) or None: what annotation gives the training photos."""
+    def product(boxes):
+        for b in boxes if boxes is not None else ():
+            if b["label"] == "product":
+                return (float(b["x0"]), float(b["y0"]), float(b["x1"]), float(b["y1"]))
+        return None
+    return [product(b) for b in d["boxes"]] if "boxes" in d else [None] * len(d)
+
+
+def detected_boxes(root: Path, params: Params, d: pd.DataFrame) -> list:
+    """Each photo's product box as the trained detector finds it (its most confident product box; None: none
+    found), what the service crops by (:meth:`pipelines.serve.models.ReviewerModels.infer`); cached in
+    ``.cache/boxes/`` under the detector's weights and settings, by photo SHA-256."""
+    import json
+
+    from pipelines.train.families import detector
+
+    weights = detector.model_path(Path(root))
+    if not weights.exists():
+        raise FileNotFoundError(f"{weights} does not exist: the SKU check crops by the detector's product box "
+                                f"(train.sku.crop_pad); run `reviewops train detector` (or `dvc repro`) first")
+    key = hashlib.sha256(weights.read_bytes() + json.dumps(
+        [detector.image_size(params), params.train.detector.conf]).encode()).hexdigest()[:16]
+    file = Path(root) / ".cache" / "boxes" / f"{key}.json"
+    cache = json.loads(file.read_text()) if file.exists() else {}
+    todo = d[~d["sha256"].isin(cache)].drop_duplicates("sha256")
+    if len(todo):
+        model = detector.load_detector(root, params.train.threads)
+        for sha, det in zip(todo["sha256"], detector.detect(model, list(todo["path"]), params)):
+            cache[sha] = det["product"]
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(cache))
+        tmp.replace(file)
+    return [None if cache[s] is None else tuple(cache[s]) for s in d["sha256"]]
+
+
+def embed_input(root: Path, params: Params, net: SkuNet, arch: dict, d: pd.DataFrame, boxes: str) -> torch.Tensor:
+    """The frozen trunk's outputs the embedding reads for the photos ``d``: of each photo's product crop when the
+    net was trained on crops (``arch["crop_pad"]``), by the ``boxes`` named (``labelled`` or ``detected``), else
+    of the whole photo."""
+    pad = arch.get("crop_pad")
+    if not pad:
+        return common.features(root, params, net.trunk, d, size=arch["image_size"])
+    found = labelled_boxes(d) if boxes == "labelled" else detected_boxes(root, params, d)
+    return common.features(root, params, net.trunk, d, size=arch["image_size"], boxes=found, pad=pad)
+
+
 def match(query: torch.Tensor, gallery: torch.Tensor, gallery_skus, n: int) -> list[list[list]]:
     """Each photo's best ``n`` SKUs ``[[sku, similarity], ...]``, by the service's own rule."""
     sims = (query.float() @ gallery.float().T).cpu().numpy()
@@ -143,15 +192,15 @@ def train(root: Path, params: Params) -> dict:
     classes = sorted(train_df["sku_id"].unique())
     arch = {"trunk_split": settings.trunk_split, "pretrained": params.train.pretrained,
             "image_size": params.train.input_size(FAMILY), "embedding_dim": settings.embedding_dim,
-            "classes": classes, "holdout_skus": held}
+            "classes": classes, "holdout_skus": held, "crop_pad": settings.crop_pad}
     net = SkuNet(Trunk(settings.trunk_split, pretrained=params.train.pretrained), settings.embedding_dim,
                  len(classes)).to(memory_format=torch.channels_last)
-    x_train = common.features(root, params, net.trunk, train_df, size=arch["image_size"])
-    x_val = common.features(root, params, net.trunk, val_known, size=arch["image_size"])
+    x_train = embed_input(root, params, net, arch, train_df, "labelled")
+    x_val = embed_input(root, params, net, arch, val_known, "labelled")
     y_train = torch.as_tensor(train_df["sku_id"].map({c: i for i, c in enumerate(classes)}).to_numpy())
     # model selection: validation top-1 against a gallery of the trained SKUs' training photos
     gallery_df = pick(train_df, classes, settings.gallery_per_sku, settings.gallery_blur_cutoff)
-    x_gallery = common.features(root, params, net.trunk, gallery_df, size=arch["image_size"])
+    x_gallery = embed_input(root, params, net, arch, gallery_df, "labelled")
     ce = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
 
     def loss_fn(model, batch):
@@ -192,9 +241,10 @@ def load_model(root: Path) -> tuple[SkuNet, dict]:
 def embed_gallery(root: Path, params: Params, net: SkuNet, arch: dict,
                   device: torch.device | None = None) -> tuple[torch.Tensor, np.ndarray, pd.DataFrame]:
     """The enrolled gallery (:func:`pipelines.data.gallery.read_gallery`): embeddings (on the CPU), SKU per
-    row, the rows. ``device``: where ``net`` is (None: the CPU, as the bundle exports it)."""
+    row, the rows. ``device``: where ``net`` is (None: the CPU, as the bundle exports it). Crops are the
+    detector's, as ``reviewops gallery deploy`` embeds the gallery through the service."""
     gallery = read_gallery(root).reset_index(drop=True)
-    x = common.features(root, params, net.trunk, gallery, size=arch["image_size"])
+    x = embed_input(root, params, net, arch, gallery, "detected")
     return common.predict(net.embed_features, x, device=device), gallery["sku_id"].to_numpy(), gallery
 
 
@@ -238,7 +288,7 @@ def _scored(root: Path, params: Params, df: pd.DataFrame, net: SkuNet, arch: dic
     d = products(split_frame(df, split))
     if outside_only:
         d = d[~d["sku_id"].isin(set(g_skus))].reset_index(drop=True)
-    x = common.features(root, params, net.trunk, d, size=arch["image_size"])
+    x = embed_input(root, params, net, arch, d, "detected")
     cands = match(common.predict(net.embed_features, x, device=device), vectors, g_skus, params.train.sku.candidates)
     return scored_frame(d, cands, set(g_skus), arch["classes"])
 
@@ -362,7 +412,7 @@ def bundle(root: Path, params: Params) -> Bundle:
     net, arch = load_model(root)
     vectors, skus, rows = embed_gallery(root, params, net, arch)
     embeddings = vectors.float().numpy()
-    return Bundle([Graph("sku", net, arch["image_size"], "embedding")],
+    return Bundle([Graph("sku", net, arch["image_size"], "embedding", crop_pad=arch.get("crop_pad"))],
                   meta={"gallery_skus": [str(s) for s in skus], "candidates": params.train.sku.candidates,
                         "sku_categories": {str(k): str(v) for k, v in zip(rows["sku_id"], rows["category"])}},
                   files={GALLERY_FILE: lambda path: np.save(path, embeddings)})
