@@ -166,7 +166,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.section and args.family != "detector":
         ap.error("--section defects needs the family detector")
-    out = args.out or RESULTS / f"{args.section or args.family}_variants.json"
+    out = (args.out or RESULTS / f"{args.section or args.family}_variants.json").resolve()   # before the chdir below
     workspace = args.workspace.resolve()
     base_params = args.params.resolve() if args.params else None     # relative to where it was started
     os.chdir(workspace)                      # relative paths (feature cache) resolve in the workspace, as in dvc repro

@@ -31,6 +31,10 @@ def exported(trained_project, tmp_path_factory) -> dict:
     bundles = {f: out / f for f in FAMILIES}
     for family, path in bundles.items():
         export_bundle(family, trained_project, params, path)
+    # the SKU graph served on the product crop (what train.sku.crop_pad sets; off by default): serving's side of it
+    meta = json.loads((bundles["sku"] / "meta.json").read_text())
+    meta["graphs"]["sku"].setdefault("crop", {"box": "product", "pad": 1.25})
+    (bundles["sku"] / "meta.json").write_text(json.dumps(meta))
     return {"root": trained_project, "params": params, "bundles": bundles}
 
 
@@ -66,7 +70,7 @@ def test_every_family_names_its_trunk_stages_and_each_stage_runs_once_per_photo(
     deepest = max(splits.values())
     models = ReviewerModels(bundles, threads=2)
     assert len(models.stages) == deepest, sorted(models.stages)       # one session per stage, not per family
-    assert models.cropped == ["sku"] and params.train.sku.crop_pad      # the SKU embedding reads the product crop
+    assert models.cropped == ["sku"]                                   # the SKU embedding reads the product crop
     counting = {k: Counting(s) for k, s in models.stages.items()}
     models.stages.update(counting)
     photos = parity_photos(exported["root"], 6)
@@ -89,13 +93,15 @@ def test_the_served_outputs_are_the_whole_networks_and_a_bundle_without_stages_s
     detected = product_boxes(models.infer(photos))                          # the product boxes the crop reads
     # the photos' labelled boxes (every test photo with a product has one): crops that are not the whole photo
     labelled = labelled_boxes(split_frame(load_frame(root), "test").sort_values("listing_id").head(len(photos)))
+    pads = {name: (g.get("crop") or {}).get("pad") for path in bundles.values()
+            for name, g in json.loads((path / "meta.json").read_text())["graphs"].items()}
     assert sum(b is not None for b in labelled) >= 2, labelled
     cropped = models.outputs(photos, boxes=labelled)
     for family in FAMILIES:
         for graph in families.get(family).bundle(root, params).graphs:
             for boxes, out in ((detected, served), (labelled, cropped)):
-                seen = [product_crop(p, b, graph.crop_pad, graph.size) for p, b in zip(photos, boxes)] \
-                    if graph.crop_pad else list(photos)
+                seen = [product_crop(p, b, pads[graph.name], graph.size) for p, b in zip(photos, boxes)] \
+                    if pads[graph.name] else list(photos)
                 with torch.no_grad():
                     whole = graph.module.eval()(to_input(seen, graph.size)).numpy().reshape(len(photos), -1)
                 np.testing.assert_allclose(out[graph.name], whole, atol=1e-4, err_msg=graph.name)
