@@ -44,25 +44,29 @@ def entries(meta: dict) -> list[tuple[str, dict]]:
             for stage in [*graph.get("trunk", ()), graph]]
 
 
-def calibration_photos(root: Path, params: Params) -> np.ndarray:
-    """The first ``serving.int8.calibration_photos`` validation photos by listing id (uint8, data side)."""
+def _calibration_rows(root: Path, params: Params):
+    """The first ``serving.int8.calibration_photos`` validation rows by listing id."""
     from pipelines.data.dataset import split_frame, versioned_manifest
-    from pipelines.serve.images import load_resized
 
     df = split_frame(versioned_manifest(root), "val").sort_values("listing_id").head(params.serving.int8.calibration_photos)
     if df.empty:
         raise ValueError("INT8 calibration needs validation photos; the validation split is empty")
-    return load_resized(list(df["path"]), params.data.image_size)
+    return df
+
+
+def calibration_photos(root: Path, params: Params) -> np.ndarray:
+    """The first ``serving.int8.calibration_photos`` validation photos by listing id (uint8, data side)."""
+    from pipelines.serve.images import load_resized
+
+    return load_resized(list(_calibration_rows(root, params)["path"]), params.data.image_size)
 
 
 def calibration_boxes(root: Path, params: Params) -> list:
     """The labelled product box (or None) of each :func:`calibration_photos` photo, in order: what a graph that
     reads the product crop is calibrated on."""
-    from pipelines.data.dataset import split_frame, versioned_manifest
     from pipelines.train.families.sku import labelled_boxes
 
-    df = split_frame(versioned_manifest(root), "val").sort_values("listing_id").head(params.serving.int8.calibration_photos)
-    return labelled_boxes(df)
+    return labelled_boxes(_calibration_rows(root, params))
 
 
 def _session(path: Path):

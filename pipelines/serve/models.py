@@ -162,7 +162,7 @@ class ReviewerModels:
         """Every graph over ``photos``, one after another on this thread, into ``out``."""
         for name in self.yolo:
             self._boxes(name, photos, out)
-        inputs = self._trunk_chunk(photos, product_boxes(out) if self.yolo else None, "all")
+        inputs = self._trunk_chunk(photos, product_boxes(out) if self.yolo and self.cropped else None, "all")
         for name in self.graphs:
             self._graph(name, inputs, out)
 
