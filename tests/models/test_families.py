@@ -67,7 +67,9 @@ def _check_metrics(repo: Path, params, test: dict) -> None:
       manipulation AUC    trained 0.18-0.91   untrained 0.14-0.96   (1 positive)
       prohibited AUC      trained 0.33-0.77   untrained 0.32-0.75   (mean over the categories with a positive)
     Only calibration separates them (trained thresholds 0.002-0.12, untrained 0.12-0.85): a floor between would be
-    noise, or one that cannot fail. The gate's floors (tests/release/test_gate_criteria.py) judge quality.
+    noise, or one that cannot fail. What does separate them is the fit on the training photos, the floor of
+    :func:`test_each_family_learned_its_training_photos`; the gate's floors (tests/release/test_gate_criteria.py)
+    judge held-out quality.
     """
     from pipelines.data.dataset import split_frame, versioned_manifest
 
@@ -132,6 +134,18 @@ def _photos(repo: Path, n: int = 6) -> torch.Tensor:
     df = versioned_manifest(repo).head(n)
     size = load_params(repo / "params.yaml").train.input_size("prohibited")
     return to_input(load_resized(list(df["path"]), size), size)
+
+
+def test_each_family_learned_its_training_photos(trained_project):
+    """The tiny profile's quality floor (tests/models/training_fit.py): every family, as served, ranks the photos
+    it was trained on above the floor that untrained weights stay under in every measured seed
+    (benchmarks/results/tiny_quality_floors.json), on enough positives that chance cannot reach it."""
+    from tests.models.training_fit import FLOORS, below_floors, training_fit
+
+    fit = training_fit(trained_project)
+    assert fit["sticker_missing_positives"] >= 3 and fit["dirt_positives"] >= 3 and fit["manipulation_positives"] >= 3
+    assert min(fit["prohibited_positives"].values()) >= 3 and fit["sku_classes"] >= 10, fit
+    assert not below_floors(fit), {"below": below_floors(fit), "floors": FLOORS, "fit": fit}
 
 
 def test_adding_or_retraining_a_prohibited_category_leaves_the_others_bit_identical(copy_project):
