@@ -41,7 +41,7 @@ def training_fit(repo: Path) -> dict:
     the counts it rests on."""
     from pipelines.data.dataset import split_frame, versioned_manifest
     from pipelines.params import load_params
-    from pipelines.release.reviewer import OUT_DIR, _flat
+    from pipelines.release.reviewer import OUT_DIR, _flat, truth
     from pipelines.serve.models import ReviewerModels
     from pipelines.train.review import review
 
@@ -52,25 +52,25 @@ def training_fit(repo: Path) -> dict:
     photos = split_frame(versioned_manifest(repo), "train").reset_index(drop=True)
     raw = pd.DataFrame([_flat(answer, r) for answer, r in review(models, photos, params)])
 
+    cats = list(params.prohibited.categories)
+    t = truth(photos, set(models.metas["sku"].get("gallery_skus", [])), cats)     # the labels, as the reviewer reads them
     rated = ~photos["blur_dropped"].astype(bool)
     stickered = photos["stickers_expected"] > 0
     product = photos["category"] != "none"
-    shown = photos["prohibited"].map(list)
     out = {
         "photos": len(photos),
         "blur_photos": int(rated.sum()),
         "sticker_missing_photos": int(stickered.sum()),
         "dirt_photos": int(product.sum()),
         "blur_spearman": float(spearmanr(photos.loc[rated, "blur_score"], raw.loc[rated, "blur_score"]).statistic),
-        "sticker_missing_auc": _auc(photos.loc[stickered, "sticker_missing"], raw.loc[stickered, "sticker_missing_score"]),
-        "sticker_missing_positives": int(photos.loc[stickered, "sticker_missing"].sum()),
-        "dirt_auc": _auc(photos.loc[product, "dirt"], raw.loc[product, "dirt_score"]),
-        "dirt_positives": int(photos.loc[product, "dirt"].sum()),
-        "manipulation_auc": _auc(photos["manipulated"], raw["manipulation_score"]),
-        "manipulation_positives": int(photos["manipulated"].sum()),
-        "prohibited_auc": {c: _auc(shown.map(lambda v, c=c: c in v), raw[f"prohibited_score.{c}"])
-                           for c in params.prohibited.categories},
-        "prohibited_positives": {c: int(shown.map(lambda v, c=c: c in v).sum()) for c in params.prohibited.categories},
+        "sticker_missing_auc": _auc(t.loc[stickered, "sticker_missing"], raw.loc[stickered, "sticker_missing_score"]),
+        "sticker_missing_positives": int(t.loc[stickered, "sticker_missing"].sum()),
+        "dirt_auc": _auc(t.loc[product, "dirt"], raw.loc[product, "dirt_score"]),
+        "dirt_positives": int(t.loc[product, "dirt"].sum()),
+        "manipulation_auc": _auc(t["manipulation"], raw["manipulation_score"]),
+        "manipulation_positives": int(t["manipulation"].sum()),
+        "prohibited_auc": {c: _auc(t[f"prohibited:{c}"], raw[f"prohibited_score.{c}"]) for c in cats},
+        "prohibited_positives": {c: int(t[f"prohibited:{c}"].sum()) for c in cats},
     }
     measured = [v for v in out["prohibited_auc"].values() if v is not None]
     out["prohibited_auc_min"] = min(measured) if measured else None
