@@ -4,7 +4,8 @@ Every ONNX graph of an exported bundle (each frozen trunk stage and each family 
 *unit*, named by its trunk stage id or its graph name. :func:`quantize_bundle` writes each requested
 unit's INT8 twin beside it (QDQ format, weights per output channel as int8, activations as uint8 with
 min-max ranges read on ``serving.int8.calibration_photos`` validation photos, inputs of a family graph
-computed through its FP32 trunk), times both at batch 1 on one thread, and records in ``meta.json``:
+computed through its FP32 trunk; a family graph's :func:`score_tail` stays FP32, so its scores keep the
+resolution its thresholds were calibrated at), times both at batch 1 on one thread, and records in ``meta.json``:
 
     "int8": {"file": "prohibited.int8.onnx", "fp32_ms": 43.3, "int8_ms": 16.9, "max_abs_diff": 0.006},
     "precision": "fp32"
@@ -110,8 +111,32 @@ class _Calibration:
         return next(self.items, None)
 
 
-def quantize_graph(src: Path, dst: Path, x: np.ndarray, store: Path | None = None) -> None:
-    """``dst``: ``src`` statically quantized (QDQ, per-channel int8 weights, uint8 activations) on inputs ``x``.
+LINEAR_OPS = {"Gemm", "MatMul", "Conv"}
+
+
+def score_tail(model) -> list[str]:
+    """The nodes between a graph's outputs and the last linear layer(s) before them, those included: the ops that
+    turn features into scores (Gemm, Sigmoid, the concatenation of the prohibited categories' logits, the SKU
+    embedding's normalisation). They stay FP32. Quantized, a probability keeps 1/255 steps (uint8 over [0, 1]):
+    every score under 0.002 reads 0, so a threshold calibrated under one step on FP32 validation scores (the
+    dirt check's, 0.0009 on the demo data) stops flagging what it was set to flag, and the INT8 reviewer's
+    figures move with the step instead of with the model (benchmarks/results/int8_score_tail.json)."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    tail, todo, seen = [], [o.name for o in model.graph.output], set()
+    while todo:
+        node = producer.get(todo.pop())
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        tail.append(node.name)
+        if node.op_type not in LINEAR_OPS:
+            todo.extend(i for i in node.input if i)
+    return tail
+
+
+def quantize_graph(src: Path, dst: Path, x: np.ndarray, store: Path | None = None, *, scorer: bool = True) -> None:
+    """``dst``: ``src`` statically quantized (QDQ, per-channel int8 weights, uint8 activations) on inputs ``x``,
+    but for its :func:`score_tail` when it is a ``scorer`` (a family graph; a trunk stage's output is a feature map).
 
     With ``store`` (a project's ``.cache/int8``), the result is kept there under the digest of what determines it
     (the graph's bytes, the calibration inputs, ONNX Runtime's version and these settings): the register step
@@ -127,7 +152,8 @@ def quantize_graph(src: Path, dst: Path, x: np.ndarray, store: Path | None = Non
 
     kept = None
     if store is not None:
-        h = hashlib.sha256(f"qdq per-channel u8/s8 asymmetric; onnxruntime {onnxruntime.__version__}".encode())
+        h = hashlib.sha256(f"qdq per-channel u8/s8 asymmetric, {'fp32 score tail' if scorer else ''}; "
+                           f"onnxruntime {onnxruntime.__version__}".encode())
         h.update(Path(src).read_bytes())
         h.update(str(x.shape).encode() + np.ascontiguousarray(x).tobytes())
         kept = Path(store) / f"{h.hexdigest()[:32]}.onnx"
@@ -143,7 +169,11 @@ def quantize_graph(src: Path, dst: Path, x: np.ndarray, store: Path | None = Non
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre))               # shapes inferred, constants folded
         out = Path(tmp) / "int8.onnx"
+        import onnx
+
+        tail = score_tail(onnx.load(str(pre))) if scorer else []
         quantize_static(str(pre), str(out), Reader(name, x), quant_format=QuantFormat.QDQ, per_channel=True,
+                        nodes_to_exclude=tail,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         extra_options={"CalibTensorRangeSymmetric": False})
         if kept is not None:
@@ -194,7 +224,7 @@ def quantize_bundle(bundle: Path, photos: np.ndarray, wanted: Iterable[str] | No
                     report[unit] = cache[unit][1]
                 else:
                     session = _session(src)
-                    quantize_graph(src, dst, x, store)
+                    quantize_graph(src, dst, x, store, scorer=stage is graph)
                     quantized, one = _session(dst), x[:1]
                     report[unit] = {"file": int8_file(stage["file"]), "fp32_ms": _ms(session, one),
                                     "int8_ms": _ms(quantized, one),

@@ -22,6 +22,8 @@ def test_int8_holds_keeps_every_floor_and_the_auto_pass_within_the_allowed_drop(
     fp32 = figures(0.30)
     assert int8_holds(figures(0.295, dirt=0.91), fp32, params) == []                # floor kept, drop 0.005
     assert int8_holds(figures(0.285), fp32, params) == ["clean auto-pass 0.285 < 0.300 - 0.01"]
+    assert int8_holds(figures(0.305), fp32, params) == []
+    assert int8_holds(figures(0.315), fp32, params) == ["clean auto-pass 0.315 > 0.300 + 0.01"]   # moved: not the same
     assert int8_holds(figures(0.30, dirt=0.85), fp32, params) == ["photo recall dirt 0.850 < 0.900"]
     assert int8_holds(figures(0.30, **{"prohibited:cash": 0.8}), fp32, params) == \
         ["photo recall prohibited:cash 0.800 < 0.900"]
@@ -100,3 +102,40 @@ def test_the_reviewer_stage_quantizes_chooses_and_register_remakes_the_same_int8
     path.write_text(json.dumps(doc))
     other = export_bundle(family, repo, params, tmp_path / "other")
     assert all(entry.get("precision", "fp32") == "fp32" for _, entry in entries(other))
+
+
+def test_a_quantized_graph_keeps_its_score_tail_in_fp32(tmp_path):
+    """Scores far under 1/255 survive quantization: the threshold of a rare defect sits there (dirt's: 0.0009)."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from pipelines.release.quantize import quantize_graph, score_tail
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(8, 2), torch.nn.Sigmoid()).eval()
+    with torch.no_grad():
+        net[0].weight.abs_()
+        net[4].weight.fill_(1.0)
+        net[4].bias.fill_(-8.0)
+    x = np.abs(np.random.default_rng(0).normal(size=(32, 3, 16, 16))).astype(np.float32) * 0.1
+    x[::2] *= 40                                  # half the photos score near 1, half near 0.0004: the range read
+    src, dst = tmp_path / "scorer.onnx", tmp_path / "scorer.int8.onnx"
+    torch.onnx.export(net, torch.from_numpy(x[:1]), str(src), input_names=["x"], output_names=["out"],
+                      dynamic_axes={"x": {0: "n"}, "out": {0: "n"}}, dynamo=False)
+    model = onnx.load(str(src))
+    assert sorted(n.op_type for n in model.graph.node if n.name in score_tail(model)) == ["Gemm", "Sigmoid"]
+
+    def run(path):
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+    fp32 = run(src)
+    low = fp32[1::2]
+    assert fp32[::2].min() > 0.5 and low.max() < 1 / 510         # under half a step of 1/255
+    quantize_graph(src, dst, x)
+    int8 = run(dst)[1::2]
+    assert (int8 > 0).all() and np.abs(np.log(int8) - np.log(low)).max() < 0.2        # same scores, in log space
+    assert {n.op_type for n in onnx.load(str(dst)).graph.node} >= {"QuantizeLinear", "DequantizeLinear"}
+    quantize_graph(src, dst, x, scorer=False)                 # quantized through the sigmoid: steps of 1/255
+    assert (run(dst)[1::2] == 0).all()
