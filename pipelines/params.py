@@ -163,6 +163,21 @@ class ProhibitedTrain(TimmFamily):
     neck_epochs: int = Field(default=8, gt=0)
 
 
+class DefectsTrain(TimmFamily):
+    """The detector family's sticker-missing and dirt net: a :class:`TimmFamily` that may also learn from extra
+    generated photos whose defects are common (``extra_photos`` of them, generator ``extra_rates``)."""
+    extra_photos: int = Field(default=0, ge=0)    # 0: the versioned training split only
+    extra_rates: dict[str, float] = {}            # generator knobs of the extra photos (e.g. dirt_rate: 0.5)
+
+    @field_validator("extra_rates")
+    @classmethod
+    def _knobs(cls, v):
+        unknown = sorted(set(v) - set(GeneratorParams.model_fields))
+        if unknown:
+            raise ValueError(f"train.defects.extra_rates: unknown generator knob(s) {unknown}")
+        return v
+
+
 class DetectorTrain(_Strict):
     model: str                              # ultralytics model yaml (from scratch: no weights are fetched)
     imgsz: int = Field(ge=32)
@@ -179,6 +194,7 @@ class TrainProfile(_Strict):
     detector_epochs: int | None = Field(default=None, gt=0)
     image_size: int | None = Field(default=None, ge=32)
     real_samples: int | None = Field(default=None, ge=0)   # real-photo training samples of a family
+    extra_photos: int | None = Field(default=None, ge=0)   # extra generated training photos (train.defects)
 
 
 class TrainParams(_Strict):
@@ -195,7 +211,7 @@ class TrainParams(_Strict):
     prohibited: ProhibitedTrain
     manipulation: TimmFamily
     detector: DetectorTrain
-    defects: TimmFamily                     # the detector family's sticker-missing and dirt checks
+    defects: DefectsTrain                   # the detector family's sticker-missing and dirt checks
 
     @model_validator(mode="after")
     def _profile(self):
@@ -226,6 +242,9 @@ class TrainParams(_Strict):
         real = self.caps.real_samples
         if real is not None and getattr(settings, "real_samples", 0) > real:
             settings = settings.model_copy(update={"real_samples": real})
+        extra = self.caps.extra_photos
+        if extra is not None and getattr(settings, "extra_photos", 0) > extra:
+            settings = settings.model_copy(update={"extra_photos": extra})
         return settings
 
 

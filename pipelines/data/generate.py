@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from pipelines.data.manifest import IMAGES_DIR, write_manifest
+from pipelines.data.manifest import IMAGES_DIR, read_manifest, write_manifest
 from pipelines.params import GeneratorParams, Params, load_params
 from pipelines.data.synth.scene import SceneConfig, render_photo
 
@@ -60,19 +60,44 @@ def live_mix_shift(params: Params) -> dict[str, str]:
     return {k: str(v) for k, v in params.live_mix.rates.items()}
 
 
+def cached_batch(out_dir: str | Path, prefix: str, n: int, seed: int, params: Params, shift: dict[str, str],
+                 *, categories: list[str] | None = None, progress: bool = False) -> Path:
+    """``n`` photos of the generator under ``shift`` in ``out_dir/<prefix>-<digest>``, rendered once: the digest
+    covers everything that determines them (count, seed, shift, generator, labels, categories, size).
+    ``categories``: the prohibited items drawn (default ``prohibited.categories``; [] draws none)."""
+    categories = list(params.prohibited.categories if categories is None else categories)
+    key = hashlib.sha256(json.dumps([n, seed, shift, params.generator.model_dump(), params.labels.model_dump(),
+                                     categories, params.data.image_size],
+                                    sort_keys=True).encode()).hexdigest()[:10]
+    dest = Path(out_dir) / f"{prefix}-{key}"
+    if (dest / "manifest.parquet").is_file():
+        return dest
+    return generate_batch(out_dir, dest.name, n, seed, params, shift, categories=categories, progress=progress)
+
+
 def live_mix_batch(out_dir: str | Path, params: Params, *, n: int | None = None, seed: int | None = None,
                    progress: bool = False) -> Path:
     """A sample of the live mix in ``out_dir`` (rendered once: same params, size and seed give the same batch)."""
     n = n or params.live_mix.n.get(params.train.profile, max(params.live_mix.n.values()))
     seed = params.live_mix.seed if seed is None else seed
-    shift = live_mix_shift(params)
-    key = hashlib.sha256(json.dumps([n, seed, shift, params.generator.model_dump(), params.labels.model_dump(),
-                                     list(params.prohibited.categories), params.data.image_size],
-                                    sort_keys=True).encode()).hexdigest()[:10]
-    dest = Path(out_dir) / f"live-mix-{key}"
-    if (dest / "manifest.parquet").is_file():
-        return dest
-    return generate_batch(out_dir, dest.name, n, seed, params, shift, progress=progress)
+    return cached_batch(out_dir, "live-mix", n, seed, params, live_mix_shift(params), progress=progress)
+
+
+ENRICHED_DIR = Path(".reviewops/enriched")  # under a project: extra training photos of a family (never validated on)
+
+
+def enriched_photos(root: str | Path, params: Params, family: str, n: int, rates: dict[str, float], salt: int,
+                    *, progress: bool = False) -> pd.DataFrame:
+    """``n`` extra training photos for ``family``, the generator's rates overridden by ``rates`` (its defects made
+    common), rendered once under the project's ``.reviewops/enriched``; the manifest's rows with their paths.
+    Their seed is ``seed * 1000 + salt``: no versioned batch shares their streams. They show no prohibited item
+    (the versioned photos do), so the prohibited category list does not change them: a new category retrains
+    that category only."""
+    batch = cached_batch(Path(root) / ENRICHED_DIR, family, n, params.seed * 1000 + salt, params,
+                         {k: str(v) for k, v in rates.items()}, categories=[], progress=progress)
+    df = read_manifest(batch)
+    df["path"] = [str(batch / rel) for rel in df["image"]]
+    return df
 
 
 _CFG: SceneConfig | None = None
@@ -97,15 +122,16 @@ def _render(args: tuple[int, int, str, str]) -> dict:
 
 def generate_batch(out_dir: str | Path, batch_id: str, n: int, seed: int, params: Params | None = None,
                    shift: dict[str, str] | None = None, workers: int | None = None,
-                   progress: bool = False) -> Path:
-    """Render ``n`` photos into ``out_dir/batch_id`` (images/ + manifest.parquet); return that path."""
+                   progress: bool = False, categories: list[str] | None = None) -> Path:
+    """Render ``n`` photos into ``out_dir/batch_id`` (images/ + manifest.parquet); return that path.
+    ``categories``: the prohibited items that may be drawn (default ``prohibited.categories``; [] none)."""
     if n <= 0:
         raise ValueError("n must be positive")
     if not batch_id or "/" in batch_id or batch_id.startswith("."):
         raise ValueError(f"bad batch id {batch_id!r}")
     params = params or load_params()
     cfg = SceneConfig(params.data.image_size, shifted(params.generator, shift), params.labels,
-                      params.prohibited.categories)
+                      tuple(params.prohibited.categories if categories is None else categories))
     dest = Path(out_dir) / batch_id
     if dest.exists():
         raise FileExistsError(f"{dest} already exists; choose another batch id or remove it")

@@ -216,6 +216,26 @@ def test_the_live_mix_is_mostly_clean_and_rendered_once(tmp_path):
     assert df["blurred"].mean() < params.generator.blur_rate and t["prohibited"].mean() < 0.06
 
 
+def test_enriched_photos_make_a_familys_defects_common_and_are_rendered_once(tmp_path):
+    """train.defects.extra_photos: generated training photos at the rates given, under the project, cached."""
+    from pipelines.data.generate import ENRICHED_DIR, enriched_photos
+
+    params = load_params()
+    rates = {"dirt_rate": 0.6, "sticker_missing_rate": 0.6}
+    df = enriched_photos(tmp_path, params, "defects", 60, rates, salt=11)
+    assert len(df) == 60 and all(Path(p).is_file() and Path(p).is_relative_to(tmp_path / ENRICHED_DIR)
+                                 for p in df["path"])
+    assert (df["category"] != "none").all() and not any(len(p) for p in df["prohibited"])  # no prohibited item
+    assert df["dirt"].mean() > 2 * params.generator.dirt_rate                             # visible spots on ~half
+    again = enriched_photos(tmp_path, params, "defects", 60, rates, salt=11)
+    assert list(again["sha256"]) == list(df["sha256"])
+    assert len(list((tmp_path / ENRICHED_DIR).iterdir())) == 1                            # not rendered again
+    other = enriched_photos(tmp_path, params, "defects", 60, rates, salt=12)              # another stream
+    assert not set(other["sha256"]) & set(df["sha256"])
+    with pytest.raises(ValueError, match="unknown generator knob"):
+        load_params().train.defects.model_validate({**params.train.defects.model_dump(), "extra_rates": {"dust": 1}})
+
+
 def test_wrong_claims_are_colour_twins_layout_twins_or_others():
     from pipelines.data.synth.scene import _claimed
 

@@ -148,6 +148,21 @@ def test_each_family_learned_its_training_photos(trained_project):
     assert not below_floors(fit), {"below": below_floors(fit), "floors": FLOORS, "fit": fit}
 
 
+def test_the_sticker_dirt_net_also_learns_from_its_extra_photos_and_is_calibrated_on_versioned_ones(trained_project):
+    """train.defects.extra_photos (capped at 32 by the tiny profile) join training only: validation, where the
+    thresholds are chosen, is the versioned split."""
+    from pipelines.data.dataset import split_frame, versioned_manifest
+    from pipelines.data.generate import ENRICHED_DIR
+
+    params = load_params(trained_project / "params.yaml")
+    record = json.loads((trained_project / "models" / "detector" / "train.json").read_text())["defects"]
+    manifest = versioned_manifest(trained_project)
+    assert record["extra_train_photos"] == params.train.family("defects").extra_photos == 32
+    assert record["train_photos"] == len(split_frame(manifest, "train"))
+    assert record["val_photos"] == len(split_frame(manifest, "val"))
+    assert len(list((trained_project / ENRICHED_DIR).glob("defects-*/images/*.jpg"))) == 32
+
+
 def test_adding_or_retraining_a_prohibited_category_leaves_the_others_bit_identical(copy_project):
     """Categories share the frozen trunk and neck; a category's head alone is retrained or added."""
     from pipelines.train.families.prohibited import load_combined, train as train_prohibited, train_neck

@@ -58,7 +58,8 @@ def random_crop(x: torch.Tensor, fraction: float) -> torch.Tensor:
 def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.DataFrame], pd.DataFrame],
                  target: Callable[[pd.DataFrame], np.ndarray], loss: str,
                  val_score: Callable[[np.ndarray, np.ndarray], float], salt: int, *, name: str = "model",
-                 settings_key: str | None = None, extra: Callable[[int, int, int], Samples] | None = None) -> dict:
+                 settings_key: str | None = None, extra: Callable[[int, int, int], Samples] | None = None,
+                 more_train: pd.DataFrame | None = None) -> dict:
     """Fit a score net on ``rows(train)`` against ``target``; early stopping on ``val_score``.
 
     ``loss``: ``mse`` (on the sigmoid, for scores in [0, 1]) or ``bce`` (binary labels, or scores in [0, 1] as
@@ -69,6 +70,8 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
 
     ``extra(n, size, seed)``: ``n`` samples made in memory (real photographs, :mod:`pipelines.data.real_photos`)
     added to training (``train.<key>.real_samples`` of them) and to validation (a quarter as many, another seed).
+    ``more_train``: photos with manifest rows (generated, not versioned) added to the training split only, so
+    thresholds are still chosen on the versioned validation split.
     """
     started = time.perf_counter()
     key = settings_key or family
@@ -78,6 +81,9 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
     train_df, val_df = rows(split_frame(df, "train")), rows(split_frame(df, "val"))
     if train_df.empty or val_df.empty:
         raise common.NoData(f"{family}: no usable train or validation photos in the versioned data")
+    versioned_train = len(train_df)
+    if more_train is not None and len(more_train):
+        train_df = pd.concat([train_df, rows(more_train)], ignore_index=True)
     y_train_np = np.asarray(target(train_df), dtype=np.float32)
     arch = {"trunk_split": settings.trunk_split, "pretrained": params.train.pretrained,
             "image_size": params.train.input_size(key), "tail_stages": settings.tail_stages,
@@ -126,7 +132,8 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
     common.save(family, root, name, net, arch)
     common.finish_run(run)
     record = dict(epochs_run=result.epochs_run, best_epoch=result.best_epoch, best_val_score=result.best_score,
-                  fit_seconds=round(result.seconds, 1), history=result.history, train_photos=len(train_df),
+                  fit_seconds=round(result.seconds, 1), history=result.history, train_photos=versioned_train,
+                  extra_train_photos=len(train_df) - versioned_train,
                   val_photos=len(val_df), real_photo_samples=added or None)
     if name != "model":
         return {"seconds": round(time.perf_counter() - started, 1), "device": devices.describe(device), **record}
