@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from family_variants import LINKED
 from results_header import header
 
 RESULTS = Path(__file__).parent / "results"
-LINKED = ("data", ".cache", "gallery")
 CHECKS = {  # served score column -> (family metrics file, threshold key, truth column)
     "sticker_missing_score": ("detector", "sticker_missing", "truth.sticker_missing"),
     "dirt_score": ("detector", "dirt", "truth.dirt"),

@@ -60,6 +60,17 @@ class GeneratorParams(_Strict):
         return v
 
 
+def generator_rates(v: dict[str, float], where: str) -> dict[str, float]:
+    """``v`` checked as generator rate overrides: known ``*_rate`` knobs of ``generator``, each in [0, 1]."""
+    unknown = sorted(k for k in v if not k.endswith("_rate") or k not in GeneratorParams.model_fields)
+    if unknown:
+        raise ValueError(f"{where}: unknown generator rate(s) {unknown}")
+    bad = sorted(k for k, r in v.items() if not 0.0 <= r <= 1.0)
+    if bad:
+        raise ValueError(f"{where}: {bad} must lie in [0, 1]")
+    return v
+
+
 class LiveMixParams(_Strict):
     """The traffic a marketplace sends (most photos clean), as generator knobs over ``generator``."""
     rates: dict[str, float]                 # generator knob -> value (rates only); the rest as in ``generator``
@@ -70,13 +81,7 @@ class LiveMixParams(_Strict):
     @field_validator("rates")
     @classmethod
     def _rates(cls, v):
-        unknown = sorted(k for k in v if not k.endswith("_rate") or k not in GeneratorParams.model_fields)
-        if unknown:
-            raise ValueError(f"live_mix.rates: unknown generator rate(s) {unknown}")
-        bad = sorted(k for k, r in v.items() if not 0.0 <= r <= 1.0)
-        if bad:
-            raise ValueError(f"live_mix.rates: {bad} must lie in [0, 1]")
-        return v
+        return generator_rates(v, "live_mix.rates")
 
 
 class VisibilityParams(_Strict):
@@ -167,15 +172,12 @@ class DefectsTrain(TimmFamily):
     """The detector family's sticker-missing and dirt net: a :class:`TimmFamily` that may also learn from extra
     generated photos whose defects are common (``extra_photos`` of them, generator ``extra_rates``)."""
     extra_photos: int = Field(default=0, ge=0)    # 0: the versioned training split only
-    extra_rates: dict[str, float] = {}            # generator knobs of the extra photos (e.g. dirt_rate: 0.5)
+    extra_rates: dict[str, float] = {}            # generator rates of the extra photos (e.g. dirt_rate: 0.5)
 
     @field_validator("extra_rates")
     @classmethod
-    def _knobs(cls, v):
-        unknown = sorted(set(v) - set(GeneratorParams.model_fields))
-        if unknown:
-            raise ValueError(f"train.defects.extra_rates: unknown generator knob(s) {unknown}")
-        return v
+    def _rates(cls, v):
+        return generator_rates(v, "train.defects.extra_rates")
 
 
 class DetectorTrain(_Strict):
@@ -239,12 +241,10 @@ class TrainParams(_Strict):
             settings = settings.model_copy(update={key: cap})
         if cap is not None and getattr(settings, "neck_epochs", 0) > cap:
             settings = settings.model_copy(update={"neck_epochs": cap})
-        real = self.caps.real_samples
-        if real is not None and getattr(settings, "real_samples", 0) > real:
-            settings = settings.model_copy(update={"real_samples": real})
-        extra = self.caps.extra_photos
-        if extra is not None and getattr(settings, "extra_photos", 0) > extra:
-            settings = settings.model_copy(update={"extra_photos": extra})
+        for key in ("real_samples", "extra_photos"):      # sample counts the profile caps
+            cap = getattr(self.caps, key)
+            if cap is not None and getattr(settings, key, 0) > cap:
+                settings = settings.model_copy(update={key: cap})
         return settings
 
 

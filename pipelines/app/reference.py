@@ -28,11 +28,9 @@ def _validation_photos(root: Path) -> tuple[pd.DataFrame, str]:
 
 
 def _batch_photos(batch_dir: Path) -> tuple[pd.DataFrame, str]:
-    from pipelines.data.manifest import read_manifest
+    from pipelines.data.manifest import read_photos
 
-    df = read_manifest(batch_dir)
-    df["path"] = [str(Path(batch_dir) / rel) for rel in df["image"]]
-    return df, f"batch {Path(batch_dir).resolve()}"
+    return read_photos(batch_dir), f"batch {Path(batch_dir).resolve()}"
 
 
 def _live_mix_photos(root: Path, params: Params, progress: bool) -> tuple[pd.DataFrame, str]:

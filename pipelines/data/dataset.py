@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.data.manifest import COLUMNS, MANIFEST_NAME, read_manifest
+from pipelines.data.manifest import COLUMNS, MANIFEST_NAME, read_photos
 from pipelines.data.splits import SPLITS
 
 BATCHES_DIR = Path("data/batches")
@@ -42,11 +42,10 @@ def versioned_manifest(repo: str | Path | None = None) -> pd.DataFrame:
     frames = []
     for pointer in pointers:
         batch_dir = batches / pointer.stem
-        df = read_manifest(batch_dir)
+        df = read_photos(batch_dir)
         if "split" not in df.columns:
             raise ValueError(f"{batch_dir / MANIFEST_NAME} has no split column: not versioned by pipelines.data.version")
         df["batch"] = pointer.stem
-        df["path"] = [str(batch_dir / rel) for rel in df["image"]]
         frames.append(df)
     if not frames:
         return pd.DataFrame(columns=[*COLUMNS, "split", "phash", "path"])

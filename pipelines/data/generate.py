@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from pipelines.data.manifest import IMAGES_DIR, read_manifest, write_manifest
+from pipelines.data.manifest import IMAGES_DIR, read_photos, write_manifest
 from pipelines.params import GeneratorParams, Params, load_params
 from pipelines.data.synth.scene import SceneConfig, render_photo
 
@@ -95,9 +95,7 @@ def enriched_photos(root: str | Path, params: Params, family: str, n: int, rates
     that category only."""
     batch = cached_batch(Path(root) / ENRICHED_DIR, family, n, params.seed * 1000 + salt, params,
                          {k: str(v) for k, v in rates.items()}, categories=[], progress=progress)
-    df = read_manifest(batch)
-    df["path"] = [str(batch / rel) for rel in df["image"]]
-    return df
+    return read_photos(batch)
 
 
 _CFG: SceneConfig | None = None

@@ -95,3 +95,10 @@ def read_manifest(batch_dir: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"no {MANIFEST_NAME} in {batch_dir}")
     return pq.read_table(path).to_pandas()
+
+
+def read_photos(batch_dir: str | Path) -> pd.DataFrame:
+    """A batch's manifest with each photo's ``path`` (its ``image`` under ``batch_dir``)."""
+    df = read_manifest(batch_dir)
+    df["path"] = [str(Path(batch_dir) / rel) for rel in df["image"]]
+    return df

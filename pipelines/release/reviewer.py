@@ -159,16 +159,13 @@ def score(root: Path, params: Params, models, *, progress: bool = False,
     """Every photo of ``splits`` (validation, test and live mix) reviewed by ``models`` (the candidates'
     ReviewerModels): claims, truth, raw scores, answer."""
     from pipelines.data.generate import LIVE_MIX_DIR, live_mix_batch
-    from pipelines.data.manifest import read_manifest
+    from pipelines.data.manifest import read_photos
 
     gallery = set(models.metas["sku"].get("gallery_skus", [])) if "sku" in models.metas else set()
     manifest = versioned_manifest(root)
     parts = [(s, split_frame(manifest, s)) for s in SPLITS if s in splits]
     if LIVE in splits:
-        live_dir = live_mix_batch(root / LIVE_MIX_DIR, params, progress=progress)
-        live = read_manifest(live_dir)
-        live["path"] = [str(live_dir / rel) for rel in live["image"]]
-        parts.append((LIVE, live))
+        parts.append((LIVE, read_photos(live_mix_batch(root / LIVE_MIX_DIR, params, progress=progress))))
     frames = []
     for split, photos in parts:
         if photos.empty:

@@ -232,7 +232,7 @@ def test_enriched_photos_make_a_familys_defects_common_and_are_rendered_once(tmp
     assert len(list((tmp_path / ENRICHED_DIR).iterdir())) == 1                            # not rendered again
     other = enriched_photos(tmp_path, params, "defects", 60, rates, salt=12)              # another stream
     assert not set(other["sha256"]) & set(df["sha256"])
-    with pytest.raises(ValueError, match="unknown generator knob"):
+    with pytest.raises(ValueError, match="unknown generator rate"):
         load_params().train.defects.model_validate({**params.train.defects.model_dump(), "extra_rates": {"dust": 1}})
 
 
