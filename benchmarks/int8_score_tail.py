@@ -11,7 +11,8 @@ and trained candidates, the reviewer stage runs again with this checkout (:func:
 evaluate_reviewer`: INT8 chosen again, every split reviewed): the "after" row. Per check it records how many
 distinct values the served score takes, the family's threshold (calibrated on FP32 validation scores) and the
 validation recall the served scores reach at it against the recall the threshold was calibrated for; per split
-the whole reviewer's clean auto-pass and lowest photo recall, FP32 and as served.
+the whole reviewer's clean auto-pass and lowest photo recall, FP32 and as served; each graph's time at batch 1,
+FP32 and INT8 (as the reviewer stage measured it).
 Writes benchmarks/results/int8_score_tail.json.
 """
 
@@ -85,6 +86,7 @@ def reviewer_row(metrics: dict, scores: pd.DataFrame, root: Path) -> dict:
                                "photo_recall": metrics[split]["photo_recall"]}
                        for split in ("val", "test", "live_mix") if split in metrics},
             "live_mix_auto_pass": metrics.get("live_mix_auto_pass"),
+            "unit_ms_fp32_int8": {u: [r["fp32_ms"], r["int8_ms"]] for u, r in (int8.get("units") or {}).items()},
             "checks": served_checks(scores, root)}
 
 
