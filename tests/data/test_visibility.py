@@ -64,6 +64,31 @@ def test_blur_hides_a_small_faint_spot_not_a_large_dark_one(rule):
     assert spot_visibility(rule.dirt_min_area_px / 2, 0.9, 1.0, "none", 0.0, rule)[0] < 1   # a pixel: too small
 
 
+def test_dirt_lies_on_the_plain_body_only(monkeypatch):
+    """No spot spills onto the rim or the backdrop (the sprite's alpha is untouched, every changed pixel is on the
+    eroded body) or lies on the camera (lens rings and module are outside the plain body), and the area counted
+    is what lies on the body."""
+    from pipelines.data.synth.catalog import catalogue_skus
+    plains = []
+    real = products._plain_body
+    monkeypatch.setattr(products, "_plain_body", lambda *a: plains.append(real(*a)) or plains[-1])
+    phones = [s for s in catalogue_skus() if s.product_type == "phone" and s.family.camera != "none"]
+    checked = 0
+    for k, sku in enumerate(phones[:6]):
+        clean = products.render_product(sku, 150, np.random.default_rng(k))
+        dirty = products.render_product(sku, 150, np.random.default_rng(k), dirt_spots=3)
+        plain = plains[-1]
+        changed = np.abs(dirty.rgba[..., :3] - clean.rgba[..., :3]).max(axis=2) > 1e-6
+        assert np.array_equal(dirty.rgba[..., 3], clean.rgba[..., 3])
+        assert changed.any() and not (changed & (plain == 0)).any()
+        lens = (np.abs(clean.rgba[..., :3] - (0.03, 0.03, 0.05)).max(axis=2) < 0.01) & (clean.rgba[..., 3] > 0.99)
+        assert lens.any() and not (plain[lens] > 0).any()
+        for spot in dirty.dirt:
+            assert spot.area <= changed.sum() + 1e-6
+        checked += 1
+    assert checked == 6
+
+
 @pytest.mark.parametrize("kind,px,radius", [("defocus", 3.0, 1.5), ("defocus", 4.0, 3.0), ("motion", 8.0, 2.0),
                                             ("motion", 3.0, 2.0)])
 def test_the_blur_model_is_what_camera_blur_does_to_a_round_spot(kind, px, radius):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from pipelines.data.synth import draw
@@ -38,6 +39,8 @@ STICKER_SPOTS: dict[str, list[tuple[float, float]]] = {
 STICKER_SIZE = {"phone": (0.26, 0.1), "tablet": (0.12, 0.06), "laptop": (0.075, 0.05), "headphones": (0, 0)}
 # dirt colours: dust, grey grime, dark grease, light residue
 DIRT_COLOURS = ((0.33, 0.25, 0.17), (0.45, 0.42, 0.38), (0.2, 0.18, 0.15), (0.78, 0.76, 0.7))
+# dirt keeps this share of the product's long side (about 2 px of a 256 px photo) inside the body's edge
+DIRT_INSET = 0.015
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ def _lens(cv, cx, cy, r, rng):
     draw.circle(cv, cx - r * 0.3, cy - r * 0.3, max(0.8, r * 0.18), (0.85, 0.88, 0.95), alpha=0.8)
 
 
-def _camera(cv, sku: Sku, x0, y0, w, rng, scale=1.0):
+def _camera(cv, sku: Sku, x0, y0, w, rng, scale=1.0) -> tuple[float, float, float, float] | None:
     lenses, module = CAMERA_LAYOUTS[sku.family.camera]
     body = np.array(sku.rgb) / 255.0
     if module:
@@ -78,6 +81,18 @@ def _camera(cv, sku: Sku, x0, y0, w, rng, scale=1.0):
     if lenses:  # flash beside the last lens
         lx, ly = lenses[-1]
         draw.circle(cv, x0 + (lx + 0.12) * w, y0 + ly * w, r * 0.35, (0.95, 0.9, 0.7))
+    # the camera's footprint (module, lens rings, flash) with a lens radius of margin: where dirt is not drawn
+    parts = [(x0 + lx * w - 1.25 * r, y0 + ly * w - 1.25 * r, x0 + lx * w + 1.25 * r, y0 + ly * w + 1.25 * r)
+             for lx, ly in lenses]
+    if lenses:
+        parts.append((x0 + (lx + 0.12) * w - 0.35 * r, y0 + ly * w - 0.35 * r,
+                      x0 + (lx + 0.12) * w + 0.35 * r, y0 + ly * w + 0.35 * r))
+    if module:
+        parts.append((x0 + mx0 * w, y0 + my0 * w, x0 + mx1 * w, y0 + my1 * w))
+    if not parts:
+        return None
+    return (min(p[0] for p in parts) - r, min(p[1] for p in parts) - r,
+            max(p[2] for p in parts) + r, max(p[3] for p in parts) + r)
 
 
 def _logo(cv, kind, cx, cy, size, body):
@@ -178,9 +193,12 @@ def _sticker(cv, x0, y0, x1, y1, rng):
 
 
 def _dirt(cv, mask, area: float, rng) -> DirtSpot | None:
-    """One dirt spot (dust, grease or a stain) of about ``area`` px inside the body mask, measured as drawn:
-    its covered area and the mean change it made where it lies on the product (the canvas is read before and
-    after; no random draw is added, so the photos stay as they were).
+    """One dirt spot (dust, grease or a stain) of about ``area`` px on the plain body ``mask`` (0..255: where dirt
+    can lie and be seen as dirt), measured as drawn: its covered area and the mean change it made (the canvas is
+    read before and after; no random draw is added, so the photos stay as they were).
+
+    The spot is clipped to ``mask``: a blot spilling past the body's edge would lie on the shadowed rim or on the
+    backdrop, where no one reads it as dirt on the product, and its area counted only what lies on the body.
 
     The change is taken in the RGB channel it moves most, not in luminance alone: a brown spot on a red body
     or a grey one on a lavender body barely moves luminance, yet a person sees it at once by its colour. The
@@ -195,29 +213,42 @@ def _dirt(cv, mask, area: float, rng) -> DirtSpot | None:
     r = max(0.8, np.sqrt(area / np.pi))
     rgb = rng.choice(DIRT_COLOURS)
     alpha = rng.uniform(0.55, 0.9)
-    x0, y0, x1, y1 = cx, cy, cx, cy
     for _ in range(rng.integers(1, 5)):
         ox, oy = rng.normal(0, r * 0.5, 2)
         ax, ay = r * rng.uniform(0.5, 1.0), r * rng.uniform(0.3, 1.0)
         ang = rng.uniform(0, 180)
         np.maximum(coverage, draw.ellipse(cv, cx + ox, cy + oy, ax, ay, ang, rgb, alpha=alpha), out=coverage)
-        reach = max(ax, ay)
-        x0, y0 = min(x0, cx + ox - reach), min(y0, cy + oy - reach)
-        x1, y1 = max(x1, cx + ox + reach), max(y1, cy + oy + reach)
-    cov = coverage.astype(np.float32) / 255.0
-    # contrast per covered px, over the product only (a spot spilling past the body's edge onto the transparent
-    # canvas has no known backdrop there): sum of the changes / sum of the coverage, so an antialiased edge px,
-    # changed half as much at half coverage, counts half
-    on_body = cov * (before[..., 3] > 0.5)
+    allowed = mask.astype(np.float32) / 255.0
+    cv[..., :3] = before[..., :3] + (cv[..., :3] - before[..., :3]) * allowed[..., None]   # clipped to the body
+    cv[..., 3] = before[..., 3]
+    cov = coverage.astype(np.float32) / 255.0 * allowed
+    if cov.sum() <= 0:
+        return None
+    # contrast per covered px: sum of the changes / sum of the coverage, so an antialiased edge px, changed half
+    # as much at half coverage, counts half
     change = np.abs(cv[..., :3] - before[..., :3]).max(axis=2)
-    contrast = float((change * (on_body > 0)).sum() / on_body.sum()) if on_body.sum() > 0 else 0.0
-    return DirtSpot((x0, y0, x1, y1), (cx, cy), float(cov.sum()), contrast)
+    contrast = float((change * (cov > 0)).sum() / cov.sum())
+    yy, xx = np.nonzero(cov > 0)
+    box = (float(xx.min()), float(yy.min()), float(xx.max() + 1), float(yy.max() + 1))
+    return DirtSpot(box, (cx, cy), float(cov.sum()), contrast)
+
+
+def _plain_body(mask: np.ndarray, features: list[tuple[float, float, float, float]], inset: float) -> np.ndarray:
+    """Where a dirt spot reads as dirt: the body mask eroded by ``inset`` px (the rounded rim, its shading and the
+    antialiased edge hide a spot there) less the ``features`` boxes (the camera module, lenses and flash: a dark
+    blot among lenses looks like one more lens). Falls back to the whole body for a body too small to erode."""
+    k = max(1, int(round(inset)))
+    plain = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)))
+    for fx0, fy0, fx1, fy1 in features:
+        plain[max(0, int(fy0)):max(0, int(np.ceil(fy1))), max(0, int(fx0)):max(0, int(np.ceil(fx1)))] = 0
+    return plain if (plain > 200).any() else mask
 
 
 def render_product(sku: Sku, long_side: int, rng: np.random.Generator, *, stickers_missing: int = 0,
                    dirt_spots: int = 0) -> Sprite:
     """Draw ``sku`` with its long side ``long_side`` px; drop ``stickers_missing`` stickers, add dirt."""
     ptype = sku.product_type
+    features: list[tuple[float, float, float, float]] = []   # sprite boxes where dirt is not drawn
     if ptype == "headphones":
         cv, mask = _headphones(sku, long_side, rng)
         x0 = y0 = 3
@@ -232,7 +263,8 @@ def render_product(sku: Sku, long_side: int, rng: np.random.Generator, *, sticke
             else:
                 _logo(cv, sku.family.logo, x0 + w / 2, y0 + h / 2, w * 0.1, body)
         else:
-            _camera(cv, sku, x0, y0, w, rng, scale=1.0 if ptype == "phone" else 0.6)
+            camera_box = _camera(cv, sku, x0, y0, w, rng, scale=1.0 if ptype == "phone" else 0.6)
+            features += [camera_box] if camera_box else []
             logo_size = w * (0.16 if ptype == "phone" else 0.12)
             _logo(cv, sku.family.logo, x0 + w / 2, y0 + h * (0.5 if sku.family.logo != "wordmark" else 0.7),
                   logo_size, body)
@@ -253,9 +285,10 @@ def render_product(sku: Sku, long_side: int, rng: np.random.Generator, *, sticke
         _sticker(cv, bx0, by0, bx1, by1, rng)
         sprite.boxes.append(("sticker", bx0, by0, bx1, by1))
     body_area = float((mask > 127).sum())
+    plain = _plain_body(mask, features, DIRT_INSET * long_side) if dirt_spots else mask
     for _ in range(dirt_spots):
         area = body_area * float(np.exp(rng.uniform(np.log(4.0 / body_area), np.log(0.05))))
-        spot = _dirt(cv, mask, area, rng)
+        spot = _dirt(cv, plain, area, rng)
         if spot:
             sprite.dirt.append(spot)
     return sprite
