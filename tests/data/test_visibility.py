@@ -73,7 +73,7 @@ def test_dirt_lies_on_the_plain_body_only(monkeypatch):
     real = products._plain_body
     monkeypatch.setattr(products, "_plain_body", lambda *a: plains.append(real(*a)) or plains[-1])
     phones = [s for s in catalogue_skus() if s.product_type == "phone" and s.family.camera != "none"]
-    checked = 0
+    assert len(phones) >= 6
     for k, sku in enumerate(phones[:6]):
         clean = products.render_product(sku, 150, np.random.default_rng(k))
         dirty = products.render_product(sku, 150, np.random.default_rng(k), dirt_spots=3)
@@ -85,8 +85,6 @@ def test_dirt_lies_on_the_plain_body_only(monkeypatch):
         assert lens.any() and not (plain[lens] > 0).any()
         for spot in dirty.dirt:
             assert spot.area <= changed.sum() + 1e-6
-        checked += 1
-    assert checked == 6
 
 
 @pytest.mark.parametrize("kind,px,radius", [("defocus", 3.0, 1.5), ("defocus", 4.0, 3.0), ("motion", 8.0, 2.0),

@@ -78,15 +78,13 @@ def _camera(cv, sku: Sku, x0, y0, w, rng, scale=1.0) -> tuple[float, float, floa
     r = 0.062 * w * scale
     for lx, ly in lenses:
         _lens(cv, x0 + lx * w, y0 + ly * w, r, rng)
-    if lenses:  # flash beside the last lens
-        lx, ly = lenses[-1]
-        draw.circle(cv, x0 + (lx + 0.12) * w, y0 + ly * w, r * 0.35, (0.95, 0.9, 0.7))
     # the camera's footprint (module, lens rings, flash) with a lens radius of margin: where dirt is not drawn
     parts = [(x0 + lx * w - 1.25 * r, y0 + ly * w - 1.25 * r, x0 + lx * w + 1.25 * r, y0 + ly * w + 1.25 * r)
              for lx, ly in lenses]
-    if lenses:
-        parts.append((x0 + (lx + 0.12) * w - 0.35 * r, y0 + ly * w - 0.35 * r,
-                      x0 + (lx + 0.12) * w + 0.35 * r, y0 + ly * w + 0.35 * r))
+    if lenses:  # flash beside the last lens
+        fx, fy = x0 + (lenses[-1][0] + 0.12) * w, y0 + lenses[-1][1] * w
+        draw.circle(cv, fx, fy, r * 0.35, (0.95, 0.9, 0.7))
+        parts.append((fx - 0.35 * r, fy - 0.35 * r, fx + 0.35 * r, fy + 0.35 * r))
     if module:
         parts.append((x0 + mx0 * w, y0 + my0 * w, x0 + mx1 * w, y0 + my1 * w))
     if not parts:
@@ -195,7 +193,7 @@ def _sticker(cv, x0, y0, x1, y1, rng):
 def _dirt(cv, mask, area: float, rng) -> DirtSpot | None:
     """One dirt spot (dust, grease or a stain) of about ``area`` px on the plain body ``mask`` (0..255: where dirt
     can lie and be seen as dirt), measured as drawn: its covered area and the mean change it made (the canvas is
-    read before and after; no random draw is added, so the photos stay as they were).
+    read before and after; no random draw is added, so photos without dirt are not changed by the measuring).
 
     The spot is clipped to ``mask``: a blot spilling past the body's edge would lie on the shadowed rim or on the
     backdrop, where no one reads it as dirt on the product, and its area counted only what lies on the body.
