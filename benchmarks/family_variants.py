@@ -67,8 +67,9 @@ def reviewer_view(metrics: dict) -> dict:
 
 
 def scratch_project(workspace: Path, scratch: Path, family: str, overrides: dict, seed: int | None,
-                    base_params: Path | None = None, section: str | None = None) -> dict:
-    """A project in ``scratch`` whose params are the workspace's with the variant's; returns the raw params."""
+                    base_params: Path | None = None, section: str | None = None, family_only: bool = False) -> dict:
+    """A project in ``scratch`` whose params are the workspace's with the variant's; returns the raw params.
+    ``family_only``: the other families may be missing from the workspace (none is linked then)."""
     from pipelines.train import families
 
     shutil.rmtree(scratch, ignore_errors=True)
@@ -78,7 +79,7 @@ def scratch_project(workspace: Path, scratch: Path, family: str, overrides: dict
     (scratch / MODELS).mkdir()
     (scratch / METRICS).mkdir()
     for other in families.FAMILIES:                 # the other candidates as trained in the workspace
-        if other != family:
+        if other != family and not (family_only and not (workspace / MODELS / other).exists()):
             os.symlink(workspace / MODELS / other, scratch / MODELS / other)
             shutil.copy(workspace / METRICS / f"{other}.json", scratch / METRICS / f"{other}.json")
     raw = yaml.safe_load((base_params or workspace / "params.yaml").read_text())
@@ -93,7 +94,8 @@ def scratch_project(workspace: Path, scratch: Path, family: str, overrides: dict
 
 
 def run_variant(workspace: Path, scratch: Path, family: str, overrides: dict, seed: int | None,
-                base_params: Path | None = None, section: str | None = None, reuse: bool = False) -> dict:
+                base_params: Path | None = None, section: str | None = None, reuse: bool = False,
+                family_only: bool = False) -> dict:
     from pipelines.params import load_params
     from pipelines.release.reviewer import evaluate_reviewer
     from pipelines.train import families
@@ -104,7 +106,7 @@ def run_variant(workspace: Path, scratch: Path, family: str, overrides: dict, se
     if reused:                                      # the model an earlier run trained, in a fresh scratch copy
         shutil.rmtree(kept, ignore_errors=True)
         shutil.move(scratch / MODELS / family, kept)
-    raw = scratch_project(workspace, scratch, family, overrides, seed, base_params, section)
+    raw = scratch_project(workspace, scratch, family, overrides, seed, base_params, section, family_only)
     if reused:
         shutil.move(kept, scratch / MODELS / family)
     params = load_params(scratch / "params.yaml")
@@ -119,7 +121,7 @@ def run_variant(workspace: Path, scratch: Path, family: str, overrides: dict, se
         record = families.train(family, scratch, params)
     metrics = families.evaluate(family, scratch, params)
     trained = time.perf_counter() - started
-    reviewer = evaluate_reviewer(scratch, params)
+    reviewer = None if family_only else evaluate_reviewer(scratch, params)
     gate, auto_pass = families.get(family).gate_values(metrics["test"])
     return {"overrides": overrides, "seed": raw["seed"], "train_seconds": record.get("seconds"),
             **({"reused": "trained by an earlier run in the scratch copy; evaluated and reviewed again"} if reused else {}),
@@ -127,22 +129,22 @@ def run_variant(workspace: Path, scratch: Path, family: str, overrides: dict, se
             "reviewer_seconds": round(time.perf_counter() - started - trained, 1),
             "thresholds": metrics.get("thresholds"), "gate_values": gate, "family_auto_pass": auto_pass,
             "summary": families.get(family).summary(metrics["test"]),
-            "test": numbers(metrics["test"]), "reviewer": reviewer_view(reviewer)}
+            "test": numbers(metrics["test"]), "reviewer": None if reviewer is None else reviewer_view(reviewer)}
 
 
-def baseline_row(workspace: Path, family: str) -> dict:
+def baseline_row(workspace: Path, family: str, family_only: bool = False) -> dict:
     """The workspace's own candidate as a row like :func:`run_variant`'s, from its metrics files (no training)."""
     from pipelines.train import families
 
     metrics = json.loads((workspace / METRICS / f"{family}.json").read_text())
-    reviewer = json.loads((workspace / METRICS / "reviewer.json").read_text())
+    reviewer = None if family_only else json.loads((workspace / METRICS / "reviewer.json").read_text())
     gate, auto_pass = families.get(family).gate_values(metrics["test"])
     return {"overrides": {}, "seed": yaml.safe_load((workspace / "params.yaml").read_text()).get("seed"),
             "source": f"the workspace's metrics/{family}.json and metrics/reviewer.json",
             "train_seconds": metrics.get("train_seconds"), "thresholds": metrics.get("thresholds"),
             "gate_values": gate, "family_auto_pass": auto_pass,
             "summary": families.get(family).summary(metrics["test"]),
-            "test": numbers(metrics["test"]), "reviewer": reviewer_view(reviewer)}
+            "test": numbers(metrics["test"]), "reviewer": None if reviewer is None else reviewer_view(reviewer)}
 
 
 def main() -> None:
@@ -162,6 +164,9 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true",
                     help="a variant whose scratch copy already holds a trained model is not retrained: evaluated and "
                          "reviewed again under the params given (not with --section)")
+    ap.add_argument("--family-only", action="store_true",
+                    help="the family's own figures only, for a workspace whose other families are not trained: the "
+                         "whole reviewer is not run (its rows say reviewer: null)")
     ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/<family>_variants.json")
     args = ap.parse_args()
     if args.section and args.family != "detector":
@@ -170,28 +175,32 @@ def main() -> None:
     workspace = args.workspace.resolve()
     base_params = args.params.resolve() if args.params else None     # relative to where it was started
     os.chdir(workspace)                      # relative paths (feature cache) resolve in the workspace, as in dvc repro
-    results = [{"variant": "baseline", **baseline_row(workspace, args.family)}] if args.baseline else []
+    results = [{"variant": "baseline", **baseline_row(workspace, args.family, args.family_only)}] if args.baseline else []
+    command = (f"python benchmarks/family_variants.py <demo workspace> {args.family} "
+               + (f"--params {args.params} " if args.params else "")
+               + (f"--section {args.section} " if args.section else "") + ("--baseline " if args.baseline else "")
+               + ("--reuse " if args.reuse else "") + ("--family-only " if args.family_only else "")
+               + " ".join(f"--variant {' '.join(v)}" for v in args.variant)
+               + (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [None] else ""))
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write() -> None:                     # after every row: a long run that stops keeps what it measured
+        out.write_text(json.dumps({
+            "command": command, "date": datetime.date.today().isoformat(),
+            "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "workspace_revision": _revision(workspace), "results": results}, indent=1) + "\n")
     for name, *pairs in args.variant:
         overrides = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in pairs)}
         for seed in args.seeds:
             row = run_variant(workspace, args.scratch / f"{args.family}-{name}-{seed}", args.family, overrides, seed,
-                              base_params, args.section, args.reuse)
+                              base_params, args.section, args.reuse, args.family_only)
             results.append({"variant": name, **row})
-            test = row["reviewer"].get("test", {})
+            write()
+            test = (row["reviewer"] or {}).get("test", {})
             print(json.dumps({"variant": name, "seed": row["seed"], "summary": row["summary"],
                               "reviewer_clean_auto_pass_test": test.get("clean_auto_pass"),
-                              "live_mix_auto_pass": row["reviewer"]["live_mix_auto_pass"]}), flush=True)
-    command = (f"python benchmarks/family_variants.py <demo workspace> {args.family} "
-               + (f"--params {args.params} " if args.params else "")
-               + (f"--section {args.section} " if args.section else "") + ("--baseline " if args.baseline else "")
-               + ("--reuse " if args.reuse else "")
-               + " ".join(f"--variant {' '.join(v)}" for v in args.variant)
-               + (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [None] else ""))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "command": command, "date": datetime.date.today().isoformat(),
-        "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-        "workspace_revision": _revision(workspace), "results": results}, indent=1) + "\n")
+                              "live_mix_auto_pass": (row["reviewer"] or {}).get("live_mix_auto_pass")}), flush=True)
+    write()
     print(f"wrote {out}")
 
 

@@ -159,6 +159,8 @@ class SkuTrain(TimmFamily):
     holdout_skus: int = Field(ge=1)         # catalogue SKUs kept out of training: the "new SKUs" of the open set
     crop_pad: float | None = Field(default=None, ge=1.0, le=4.0)  # the embedding reads the square around the product
                                             # box, this many times its longer side (null: the whole photo)
+    twins: int = Field(default=0, ge=0)     # each batch pairs half its SKUs with one of their this many most
+                                            # confusable SKUs (sku.confusable); 0: SKUs drawn at random
 
 
 class ProhibitedTrain(TimmFamily):
@@ -256,6 +258,9 @@ class RecallTargets(_Strict):
     """Recall each flag must reach on validation, with ``confidence``; its threshold is chosen there to meet it."""
     confidence: float = Field(ge=0.0, lt=1.0)   # one-sided confidence of the recall's lower bound (0: the point estimate)
     sku_mismatch: float = Fraction          # wrong claimed SKU (a catalogue SKU shown, another claimed)
+    sku_mismatch_claims: Literal["labelled", "every", "every_kind"] = "every"   # what sku_mismatch is reached over
+                                            # (sku.calibrate_frame): the labelled wrong claims, or every wrong claim of
+                                            # every validation photo (kinds mixed as labelled, or each on its own)
     unknown_sku: float = Fraction           # a product outside the catalogue, listed under the catalogue SKU most like it
     blur: float = Fraction
     sticker_missing: float = Fraction

@@ -64,6 +64,21 @@ def threshold_for_recall(scores, labels, target: float, confidence: float = 0.0)
     return float(pos[need - 1])
 
 
+def threshold_for_weighted_recall(scores, weights, n: int, target: float, confidence: float = 0.0) -> float:
+    """:func:`threshold_for_recall` for weighted positives that stand for ``n`` independent ones (several
+    positives drawn from one photo share its weight): the highest threshold t at which the positives' weighted
+    share with ``score >= t`` reaches the smallest ``k / n`` whose recall lower bound reaches ``target``."""
+    scores, weights = np.asarray(scores, dtype=np.float64), np.asarray(weights, dtype=np.float64)
+    if len(scores) == 0 or n < 1 or weights.sum() <= 0:
+        raise ValueError("no positive example on validation: cannot choose a threshold for a recall target")
+    need = max(1, math.ceil(target * n - 1e-9))
+    while need < n and recall_lower_bound(need, n, confidence) < target:
+        need += 1
+    order = np.argsort(-scores, kind="stable")
+    share = np.cumsum(weights[order]) / weights.sum()
+    return float(scores[order][min(int(np.searchsorted(share, need / n - 1e-12)), len(scores) - 1)])
+
+
 UNCALIBRATED = "uncalibrated: no positive on validation (the check flags every photo)"
 
 

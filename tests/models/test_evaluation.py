@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from pipelines.train.evaluate import binary_metrics, pr_curve, threshold_for_recall, write_json
+from pipelines.train.evaluate import (binary_metrics, pr_curve, threshold_for_recall, threshold_for_weighted_recall,
+                                      write_json)
 from pipelines.serve.decision import sku_alarm, sku_candidates, sku_scores
 from pipelines.train.evaluate import UNCALIBRATED
-from pipelines.train.families.sku import batch_hard_triplet, calibrate_alarm, holdout_skus, match, pk_batches
+from pipelines.train.families.sku import (batch_hard_triplet, calibrate_alarm, calibrate_frame, confusable, every_claim,
+                                         every_claim_recall, holdout_skus, match, pk_batches, scored_frame)
 
 
 def test_threshold_reaches_the_recall_target_and_no_lower():
@@ -42,6 +45,70 @@ def test_a_confidence_bound_asks_for_more_caught_positives_the_fewer_there_are()
         assert caught == 1 or recall_lower_bound(caught - 1, n, 0.7) < 0.9            # ...and catches no more than needed
     few = np.r_[np.linspace(0.5, 1.0, 10), np.zeros(5)]
     assert threshold_for_recall(few, np.r_[np.ones(10, bool), np.zeros(5, bool)], 0.98, 0.7) == 0.5   # unreachable: all
+
+
+def test_a_weighted_threshold_counts_photos_not_claims():
+    rng = np.random.default_rng(3)
+    scores, labels = rng.random(40), np.r_[np.ones(20, bool), np.zeros(20, bool)]
+    for confidence in (0.0, 0.7):                     # unit weights: the labelled rule
+        assert threshold_for_weighted_recall(scores[labels], np.ones(20), 20, 0.9, confidence) == \
+            threshold_for_recall(scores, labels, 0.9, confidence)
+    # four photos; the third carries three claims of weight 1/3: 3 of 4 photos' weight is caught at 0.5, not 0.7
+    claims, weights = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.1]), np.array([1, 1, 1 / 3, 1 / 3, 1 / 3, 1])
+    assert threshold_for_weighted_recall(claims, weights, 4, 0.75) == 0.5
+    assert threshold_for_weighted_recall(claims, weights, 4, 1.0) == 0.1
+    with pytest.raises(ValueError, match="no positive"):
+        threshold_for_weighted_recall(np.array([]), np.array([]), 0, 0.9)
+
+
+def _claims_frame():
+    """Photos of nova-12-blue and nova-12-pro-blue (layout twins; nova-12-black is nova-12-blue's colour twin,
+    slate-pro-silver another product) with their candidates, one labelled wrong claim, one outside product."""
+    rows = [("nova-12-blue", "nova-12-blue", [["nova-12-blue", 0.9], ["nova-12-pro-blue", 0.7], ["nova-12-black", 0.5]]),
+            ("nova-12-blue", "nova-12-blue", [["nova-12-pro-blue", 0.8], ["nova-12-blue", 0.75], ["nova-12-black", 0.3]]),
+            ("nova-12-pro-blue", "nova-12-pro-blue", [["nova-12-pro-blue", 0.9], ["nova-12-blue", 0.85],
+                                                      ["slate-pro-silver", 0.2]]),
+            ("nova-12-pro-blue", "nova-12-blue", [["nova-12-pro-blue", 0.9], ["nova-12-blue", 0.4],
+                                                  ["nova-12-black", 0.3]]),
+            ("nova-13-teal", "nova-12-pro-blue", [["nova-12-pro-blue", 0.6], ["nova-12-blue", 0.55],
+                                                  ["nova-12-black", 0.2]])]
+    d = pd.DataFrame({"listing_id": [f"l{i}" for i in range(len(rows))], "sku_id": [r[0] for r in rows],
+                      "claimed_sku": [r[1] for r in rows]})
+    enrolled = {"nova-12-blue", "nova-12-black", "nova-12-pro-blue", "slate-pro-silver"}
+    return scored_frame(d, [r[2] for r in rows], enrolled, enrolled), enrolled
+
+
+def test_every_claim_of_every_photo_each_kind_weighing_one_per_photo():
+    s, enrolled = _claims_frame()
+    claims = every_claim(s, enrolled)
+    assert set(claims["photo"]) == {0, 1, 2, 3}                      # the outside product is in no gallery
+    shown = s["sku_id"].to_numpy()
+    assert not (shown[claims["photo"]] == claims["claim"]).any()     # a photo's own SKU is never a wrong claim
+    assert claims.groupby(["photo", "kind"])["weight"].sum().eq(1.0).all()
+    first = claims[claims["photo"] == 0].set_index("claim")["kind"].to_dict()
+    assert first == {"nova-12-black": "colour", "nova-12-pro-blue": "layout", "slate-pro-silver": "other"}
+    # photo 1's own SKU trails nova-12-pro-blue: a claim of nova-12-pro-blue leads by 0.05, so a margin
+    # threshold of 0 misses that layout claim of 4 (2 of 4 photos x 1 layout claim each: 1 missed)
+    recall = every_claim_recall(s, {"margin": 0.0, "similarity": -1.0}, enrolled)
+    assert recall["photos"] == 4 and recall["layout_variant"] == 0.75 and recall["colour_variant"] == 1.0
+
+
+def test_every_claim_calibration_reaches_the_target_over_every_photo():
+    s, enrolled = _claims_frame()
+    targets = {"sku_mismatch": 1.0, "unknown_sku": 1.0}
+    labelled, _ = calibrate_frame(s, targets, 0.0)
+    assert labelled["margin"] == pytest.approx(-0.5)                 # the one labelled wrong claim
+    # the labelled wrong claim is a layout swap: kinds weigh as labelled, so layout claims alone count
+    thr, source = calibrate_frame(s, targets, 0.0, "every", enrolled)
+    assert thr["margin"] == pytest.approx(0.05)                      # the layout claim that leads by 0.05
+    assert source["margin"].startswith("validation: every wrong claim") and "layout 1.00" in source["margin"]
+    assert every_claim_recall(s, thr, enrolled)["layout_variant"] == 1.0
+    thr, source = calibrate_frame(s, {"sku_mismatch": 0.5, "unknown_sku": 1.0}, 0.0, "every_kind", enrolled)
+    recall = every_claim_recall(s, thr, enrolled)
+    assert min(recall[k] for k in ("colour_variant", "layout_variant", "other")) >= 0.5
+    assert "each swap kind on its own" in source["margin"]
+    none = calibrate_frame(s[s["outside"]], targets, 0.0, "every", enrolled)   # no photo of an enrolled SKU
+    assert none == ({"margin": None, "similarity": None}, {"margin": UNCALIBRATED, "similarity": UNCALIBRATED})
 
 
 def test_alarm_thresholds_meet_each_kinds_target_on_its_own_positives():
@@ -130,6 +197,28 @@ def test_pk_batches_hold_p_skus_of_k_photos_and_depend_only_on_the_epoch():
     for b in batches:
         assert len(b) == 12 and len(set(labels[b])) == 4
     assert sampler(0) == batches and sampler(1) != batches
+
+
+def test_twin_batches_pair_half_their_skus_with_a_confusable_one():
+    labels = np.repeat(np.arange(12), 6)
+    pairs = np.array([[c ^ 1] for c in range(12)])                  # each class's one neighbour: 0-1, 2-3, ...
+    sampler = pk_batches(labels, p=6, k=3, seed=1, neighbours=lambda epoch: None if epoch == 0 else pairs)
+    assert sampler(0) == pk_batches(labels, p=6, k=3, seed=1)(0)    # no neighbours yet: random SKUs as before
+    for b in sampler(1):
+        classes = set(labels[b])
+        assert len(b) == 18 and len(classes) == 6
+        assert all(c ^ 1 in classes for c in classes)                # every SKU came with its twin
+    assert sampler(1) == sampler(1)
+
+
+def test_confusable_skus_are_the_nearest_classifier_rows():
+    classifier = torch.nn.Linear(4, 4, bias=False)
+    with torch.no_grad():
+        classifier.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0.9, 0.1, 0, 0], [0, 0, 1, 0], [0, 0, 0.8, 0.3]]))
+    net = type("Net", (), {"classifier": classifier})()
+    near = confusable(net, 1)
+    assert near(0) is None and confusable(net, 0)(3) is None         # untrained rows, or twins off
+    assert near(1)[:, 0].tolist() == [1, 0, 3, 2]
 
 
 def test_holdout_skus_are_stable_and_leave_the_rest(tmp_path):

@@ -95,6 +95,8 @@ def _check_metrics(repo: Path, params, test: dict) -> None:
                         ("outside_catalogue_recall", sku["outside_catalogue_photos"])):
         assert _fraction(sku[key]) if photos else sku[key] is None, (key, sku)
     assert _fraction(sku["auto_pass_share"])
+    every = sku["every_claim_recall"]                    # every enrolled SKU claimed of every photo of another one
+    assert every["photos"] == len(enrolled) and all(_fraction(every[k]) for k in every if k != "photos"), every
 
     blur = test["blur"]
     kept = t[~t["blur_dropped"]]
