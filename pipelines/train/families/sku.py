@@ -290,7 +290,8 @@ def _share(flag: np.ndarray, mask: np.ndarray) -> float:
 
 def calibrate_alarm(margin: np.ndarray, similarity: np.ndarray, wrong_claim: np.ndarray, outside: np.ndarray,
                     targets: dict[str, float], confidence: float = 0.0,
-                    margin_threshold: float | None = None) -> tuple[dict[str, float | None], dict[str, str]]:
+                    margin_threshold: float | None = None,
+                    margin_source: str = "given") -> tuple[dict[str, float | None], dict[str, str]]:
     """The alarm's two thresholds on validation, each for its own kind of positive.
 
     ``margin``: the claimed SKU's similarity minus its best rival's; ``similarity``: the claimed SKU's
@@ -300,13 +301,14 @@ def calibrate_alarm(margin: np.ndarray, similarity: np.ndarray, wrong_claim: np.
     and the similarity threshold is the lowest that brings the rest to ``targets["unknown_sku"]``
     (-1 when the margin alone reaches it). A kind with no positive on validation leaves its threshold
     None (uncalibrated: the service alarms every claim) and says so in the source. ``margin_threshold``: the
-    margin threshold chosen elsewhere (:func:`calibrate_frame`); the similarity is calibrated after it.
+    margin threshold chosen elsewhere (:func:`calibrate_frame`), ``margin_source`` how; the similarity is
+    calibrated after it.
     """
     wrong_claim, outside = np.asarray(wrong_claim, bool), np.asarray(outside, bool)
     thresholds: dict[str, float | None] = {"margin": None, "similarity": None}
     source = {"margin": UNCALIBRATED, "similarity": UNCALIBRATED}
     if margin_threshold is not None:
-        thresholds["margin"], source["margin"] = float(margin_threshold), "given"
+        thresholds["margin"], source["margin"] = float(margin_threshold), margin_source
     elif wrong_claim.any():
         thresholds["margin"] = -threshold_for_recall(-margin, wrong_claim, targets["sku_mismatch"], confidence)
         source["margin"] = "validation"
@@ -350,10 +352,14 @@ def scored_frame(d: pd.DataFrame, cands: list, enrolled: set[str], trained) -> p
                  zip(truth, claimed, wrong)]})
 
 
+def _alarm_each(candidates, claims, thresholds: dict, known) -> np.ndarray:
+    """The service's SKU alarm for each (candidates, claimed SKU) pair."""
+    return np.array([sku_alarm(c, k, thresholds, known) is not None for c, k in zip(candidates, claims)], dtype=bool)
+
+
 def alarms(scored: pd.DataFrame, thresholds: dict, known) -> np.ndarray:
     """The service's SKU alarm for every photo of a :func:`_scored` frame."""
-    return np.array([sku_alarm(c, k, thresholds, known) is not None
-                     for c, k in zip(scored["candidates"], scored["claimed"])], dtype=bool)
+    return _alarm_each(scored["candidates"], scored["claimed"], thresholds, known)
 
 
 def open_set_metrics(s: pd.DataFrame, alarm: np.ndarray) -> dict:
@@ -404,9 +410,7 @@ def every_claim(s: pd.DataFrame, enrolled) -> pd.DataFrame:
 
 def claim_alarms(s: pd.DataFrame, claims: pd.DataFrame, thresholds: dict, known) -> np.ndarray:
     """The service's SKU alarm for each claim of :func:`every_claim` on the photos of ``s``."""
-    cands = s["candidates"].to_numpy()
-    return np.array([sku_alarm(cands[i], c, thresholds, known) is not None
-                     for i, c in zip(claims["photo"], claims["claim"])], dtype=bool)
+    return _alarm_each(s["candidates"].to_numpy()[claims["photo"].to_numpy()], claims["claim"], thresholds, known)
 
 
 def every_claim_recall(s: pd.DataFrame, thresholds: dict, known) -> dict:
@@ -476,8 +480,8 @@ def calibrate_frame(cal: pd.DataFrame, targets: dict[str, float], confidence: fl
     else:
         margin_thr, how = every_claim_margin(cal, known, targets["sku_mismatch"], confidence, per_kind=claims == "every_kind")
         thresholds, source = calibrate_alarm(margin, cal["similarity"].to_numpy(), np.zeros(len(cal), bool),
-                                             cal["outside"].to_numpy(), targets, confidence, margin_threshold=margin_thr)
-        source["margin"] = how if margin_thr is not None else UNCALIBRATED
+                                             cal["outside"].to_numpy(), targets, confidence,
+                                             margin_threshold=margin_thr, margin_source=how)
     if source["similarity"] == "validation" and "split" in cal and (cal["outside"] & (cal["split"] == "train")).any():
         source["similarity"] = "validation and the training split's outside-catalogue photos"
     return thresholds, source
@@ -492,20 +496,19 @@ def every_claim_margin(cal: pd.DataFrame, known, target: float, confidence: floa
         return None, UNCALIBRATED
     cands = cal["candidates"].to_numpy()
     m = np.array([sku_scores(cands[i], c)[1] for i, c in zip(every["photo"], every["claim"])], dtype=float)
+
+    def highest(rows: np.ndarray, weight: np.ndarray) -> float:   # the margin threshold of these claims, these weights
+        return -threshold_for_weighted_recall(-m[rows], weight[rows], int(every["photo"][rows].nunique()), target,
+                                              confidence)
     if per_kind:
-        found = {}
-        for kind in SWAP_KINDS:
-            k = (every["kind"] == kind).to_numpy()
-            if k.any():
-                found[kind] = -threshold_for_weighted_recall(-m[k], every["weight"].to_numpy()[k],
-                                                             int(every["photo"][k].nunique()), target, confidence)
+        found = {kind: highest((every["kind"] == kind).to_numpy(), every["weight"].to_numpy())
+                 for kind in SWAP_KINDS if (every["kind"] == kind).any()}
         return max(found.values()), ("validation: every wrong claim of every photo, each swap kind on its own "
                                      "(the highest of " + ", ".join(f"{k} {v:.4f}" for k, v in found.items()) + ")")
     labelled = cal.loc[cal["wrong_claim"], "swap"]
     shares = labelled.value_counts(normalize=True) if len(labelled) else pd.Series(1.0, index=every["kind"].unique())
     weight = every["weight"].to_numpy() * every["kind"].map(shares).fillna(0.0).to_numpy()
-    threshold = -threshold_for_weighted_recall(-m, weight, int(every["photo"].nunique()), target, confidence)
-    return threshold, ("validation: every wrong claim of every photo, swap kinds weighed as "
+    return highest(np.ones(len(every), bool), weight), ("validation: every wrong claim of every photo, swap kinds weighed as "
                        + ("the labelled wrong claims' (" if len(labelled) else "equals, no wrong claim being labelled (")
                        + ", ".join(f"{k} {v:.2f}" for k, v in shares.items()) + ")")
 
