@@ -143,6 +143,10 @@ class TimmFamily(_Strict):
                                                 # training split (a quarter as many to validation); 0: none
 
 
+class ManipulationTrain(TimmFamily):
+    real_edited_share: float = Field(default=0.5, ge=0.0, le=1.0)   # of the real samples, the share edited
+
+
 class BlurTrain(TimmFamily):
     loss: Literal["mse", "bce"] = "mse"     # on the sigmoid against the score (mse), or cross-entropy with soft targets
 
@@ -213,7 +217,7 @@ class TrainParams(_Strict):
     sku: SkuTrain
     blur: BlurTrain
     prohibited: ProhibitedTrain
-    manipulation: TimmFamily
+    manipulation: ManipulationTrain
     detector: DetectorTrain
     defects: DefectsTrain                   # the detector family's sticker-missing and dirt checks
 

@@ -172,16 +172,19 @@ class Samples:
     kinds: list[str]                  # "authentic", an edit kind, or "gaussian:<sigma>" / "motion:<px>"
 
 
-def manipulation_samples(refs: Sequence[str], n: int, size: int, seed: int, visibility) -> Samples:
-    """``n`` real-photo samples, half authentic (target 0) and half edited visibly (target 1), of ``refs``: random
-    square crops, edited or not, saved as a camera's JPEG."""
+def manipulation_samples(refs: Sequence[str], n: int, size: int, seed: int, visibility,
+                         edited_share: float = 0.5) -> Samples:
+    """``n`` real-photo samples of ``refs``, ``edited_share`` of them edited visibly (target 1), the rest authentic
+    (target 0), interleaved: random square crops, edited or not, saved as a camera's JPEG."""
+    if not 0.0 <= edited_share <= 1.0:
+        raise ValueError(f"edited_share {edited_share} is not a share")
     rng = np.random.default_rng(seed)
     photos = [load(r) for r in refs]
     images, targets, kinds = [], [], []
     while len(images) < n:
         k = int(rng.integers(len(photos)))
         img = square_crop(rng, photos[k], size)
-        if len(images) % 2 == 0:
+        if sum(targets) >= edited_share * (len(images) + 1):           # this one authentic keeps the share
             images.append(camera_jpeg(rng, img))
             targets.append(0.0)
             kinds.append("authentic")

@@ -38,7 +38,7 @@ def test_the_params_loader_keeps_checks_apart_from_training(tmp_path, change, me
         load_params(tmp_path / "params.yaml")
 
 
-def test_manipulation_samples_are_half_authentic_half_visible_edits_and_repeatable():
+def test_manipulation_samples_are_visible_edits_at_the_share_asked_and_repeatable():
     vis = PARAMS.labels.visibility
     a = rp.manipulation_samples(PARAMS.real_photos.train, 40, 96, seed=3, visibility=vis)
     b = rp.manipulation_samples(PARAMS.real_photos.train, 40, 96, seed=3, visibility=vis)
@@ -46,6 +46,11 @@ def test_manipulation_samples_are_half_authentic_half_visible_edits_and_repeatab
     assert a.targets.sum() == 20 and a.kinds.count("authentic") == 20
     assert set(a.kinds) - {"authentic"} <= set(rp.EDIT_KINDS) and len(set(a.kinds)) >= 4
     assert all(np.array_equal(x, y) for x, y in zip(a.images, b.images))
+    few = rp.manipulation_samples(PARAMS.real_photos.train, 40, 96, seed=3, visibility=vis, edited_share=0.125)
+    assert few.targets.sum() == 5 and few.kinds.count("authentic") == 35
+    assert few.targets[:8].sum() == 1                     # interleaved, not all at the end
+    with pytest.raises(ValueError, match="share"):
+        rp.manipulation_samples(PARAMS.real_photos.train, 4, 96, seed=3, visibility=vis, edited_share=1.5)
 
 
 def test_each_edit_changes_the_photo_visibly_or_says_it_did_not():

@@ -30,10 +30,12 @@ def _ap(pred: np.ndarray, y: np.ndarray) -> float:
 
 
 def real_samples(params: Params):
-    """``(n, size, seed) -> Samples``: authentic and visibly edited crops of real_photos.train (target 0 / 1)."""
+    """``(n, size, seed) -> Samples``: authentic and visibly edited crops of real_photos.train (target 0 / 1),
+    ``train.manipulation.real_edited_share`` of them edited."""
     from pipelines.data.real_photos import manipulation_samples
 
-    return lambda n, size, seed: manipulation_samples(params.real_photos.train, n, size, seed, params.labels.visibility)
+    return lambda n, size, seed: manipulation_samples(params.real_photos.train, n, size, seed, params.labels.visibility,
+                                                      params.train.manipulation.real_edited_share)
 
 
 def train(root: Path, params: Params) -> dict:
