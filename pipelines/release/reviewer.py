@@ -154,14 +154,28 @@ def _flat(answer: dict, raw: dict) -> dict:
             "product_box": None if product is None else [float(v) for v in product[:5]]}
 
 
+def _frame(split: str, photos: pd.DataFrame, answers: list[tuple[dict, dict]], gallery: set[str],
+           params: Params) -> pd.DataFrame:
+    """One split's rows of the scores frame: claims, truth, raw scores and answer of every photo."""
+    t = truth(photos, gallery, list(params.prohibited.categories)).add_prefix("truth.")
+    rows = pd.DataFrame([{"decision": a["decision"], "reasons": list(a["reasons"]), **_flat(a, raw)}
+                         for a, raw in answers])
+    keep = photos[["listing_id", "path", "sku_id", "claimed_sku", "category"]]
+    return pd.concat([keep.assign(split=split), t.reset_index(drop=True), rows], axis=1)
+
+
+def _gallery(metas: dict) -> set[str]:
+    return set(metas["sku"].get("gallery_skus", [])) if "sku" in metas else set()
+
+
 def score(root: Path, params: Params, models, *, progress: bool = False,
-          splits: tuple[str, ...] = (*SPLITS, LIVE)) -> pd.DataFrame:
+          splits: tuple[str, ...] = (*SPLITS, LIVE), answered: dict[str, list] | None = None) -> pd.DataFrame:
     """Every photo of ``splits`` (validation, test and live mix) reviewed by ``models`` (the candidates'
-    ReviewerModels): claims, truth, raw scores, answer."""
+    ReviewerModels): claims, truth, raw scores, answer. ``answered``: splits whose ``(answer, raw)`` pairs are
+    already known (the INT8 choice reviewed the test split with the units chosen), not reviewed again."""
     from pipelines.data.generate import LIVE_MIX_DIR, live_mix_batch
     from pipelines.data.manifest import read_photos
 
-    gallery = set(models.metas["sku"].get("gallery_skus", [])) if "sku" in models.metas else set()
     manifest = versioned_manifest(root)
     parts = [(s, split_frame(manifest, s)) for s in SPLITS if s in splits]
     if LIVE in splits:
@@ -170,13 +184,69 @@ def score(root: Path, params: Params, models, *, progress: bool = False,
     for split, photos in parts:
         if photos.empty:
             continue
-        answers = review(models, photos, params, progress=progress)
-        t = truth(photos, gallery, list(params.prohibited.categories)).add_prefix("truth.")
-        rows = pd.DataFrame([{"decision": a["decision"], "reasons": list(a["reasons"]), **_flat(a, raw)}
-                             for a, raw in answers])
-        keep = photos[["listing_id", "path", "sku_id", "claimed_sku", "category"]]
-        frames.append(pd.concat([keep.assign(split=split), t.reset_index(drop=True), rows], axis=1))
+        answers = (answered or {}).get(split) or review(models, photos, params, progress=progress)
+        frames.append(_frame(split, photos, answers, _gallery(models.metas), params))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+class GraphMemo:
+    """One split reviewed with any choice of INT8 units, each graph run once per precision: the INT8 choice tries
+    up to one set of units per graph, and a graph's raw outputs change only where its own precision or that of a
+    trunk stage it reads does (the SKU embedding's also with the detector's boxes, which never run INT8). The
+    photos are decoded once and batched as :func:`pipelines.train.review.review` batches them, so every answer
+    is the one a full review with those units gives, bit for bit (``tests/release/test_quantize.py``)."""
+
+    def __init__(self, params: Params, bundles: dict[str, Path], photos: pd.DataFrame, *, progress: bool = False):
+        from pipelines.serve.bundle import read_meta
+        from pipelines.train.review import decoded_batches
+
+        self.params, self.bundles, self.photos = params, bundles, photos.reset_index(drop=True)
+        self.metas = {family: read_meta(path) for family, path in bundles.items()}
+        self.batches = list(decoded_batches(self.photos, params, progress=progress))
+        self.outputs: dict[tuple, list] = {}          # signature -> every photo's raw output of that graph
+        self.runs: list[list[str]] = []               # the families each review ran (what the memo saved is the rest)
+
+    def _signatures(self, units: frozenset) -> dict[str, tuple[str, tuple]]:
+        """graph or detector output name -> (its family, what its raw output depends on)."""
+        def precision(unit: str, entry: dict) -> str:
+            return "int8" if "int8" in entry and unit in units else "fp32"
+
+        out = {}
+        for family, meta in self.metas.items():
+            for name, graph in meta.get("graphs", {}).items():
+                out[name] = (family, (name, precision(name, graph),
+                                      tuple((s["id"], precision(s["id"], s)) for s in graph.get("trunk", ()))))
+            if "yolo" in meta:
+                out["boxes"] = (family, ("boxes",))
+        return out
+
+    def answers(self, units) -> list[tuple[dict, dict]]:
+        """``(answer, raw)`` of every photo with ``units`` (stage ids, graph names) as INT8, every other FP32."""
+        from pipelines.serve.decision import decide
+        from pipelines.serve.models import ReviewerModels
+        from pipelines.train.review import claims
+
+        sigs = self._signatures(frozenset(units))
+        todo = {family for family, sig in sigs.values() if sig not in self.outputs}
+        if any(graph.get("crop") for f in todo for graph in self.metas[f].get("graphs", {}).values()):
+            todo |= {family for family, meta in self.metas.items() if "yolo" in meta}   # crops need the boxes
+        if todo:
+            models = ReviewerModels({f: str(self.bundles[f]) for f in sorted(todo)}, threads=self.params.train.threads,
+                                    int8=list(units))
+            raws = [raw for rgbs in self.batches for raw in (models.infer(rgbs) if len(rgbs) else [])]
+            for name, (family, sig) in sigs.items():
+                if family in todo:
+                    self.outputs[sig] = [raw.get(name) for raw in raws]
+            self.runs.append(sorted(todo))
+        raws = [{name: self.outputs[sig][i] for name, (_, sig) in sigs.items() if self.outputs[sig][i] is not None}
+                for i in range(len(self.photos))]
+        return [(decide(raw, self.metas, **claims(row)), raw) for raw, (_, row) in zip(raws, self.photos.iterrows())]
+
+    def figures(self, units) -> dict:
+        """The whole reviewer's clean auto-pass and photo recall on the memo's split with ``units`` as INT8."""
+        frame = _frame("test", self.photos, self.answers(units), _gallery(self.metas), self.params)
+        m = split_metrics(frame, defects_of(frame))
+        return {"clean_auto_pass": m["clean_auto_pass"], "photo_recall": m["photo_recall"]}
 
 
 def evaluate_reviewer(root: str | Path, params: Params, *, progress: bool = False) -> dict:
@@ -186,9 +256,13 @@ def evaluate_reviewer(root: str | Path, params: Params, *, progress: bool = Fals
     from pipelines.serve.models import ReviewerModels
 
     bundles = export_candidates(root, params, out / "bundles")
-    int8 = choose_int8(root, params, bundles, progress=progress) if params.serving.int8.enabled else None
+    int8, answered = None, None
+    if params.serving.int8.enabled:
+        memo = GraphMemo(params, bundles, split_frame(versioned_manifest(root), "test"), progress=progress)
+        int8 = choose_int8(root, params, bundles, memo, progress=progress)
+        answered = {"test": memo.answers(int8["served"])}          # reviewed already, with the units chosen
     models = ReviewerModels({f: str(p) for f, p in bundles.items()}, threads=params.train.threads)
-    frame = score(root, params, models, progress=progress)
+    frame = score(root, params, models, progress=progress, answered=answered)
     frame.to_parquet(out / "scores.parquet", index=False)
     defects = defects_of(frame)
     metrics = {split: split_metrics(frame[frame["split"] == split], defects)
@@ -207,16 +281,6 @@ def evaluate_reviewer(root: str | Path, params: Params, *, progress: bool = Fals
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
     return metrics
-
-
-def _test_figures(root: Path, params: Params, bundles: dict[str, Path], int8: list[str]) -> dict:
-    """The whole reviewer's test-split figures with the units ``int8`` served as INT8 (every other FP32)."""
-    from pipelines.serve.models import ReviewerModels
-
-    models = ReviewerModels({f: str(p) for f, p in bundles.items()}, threads=params.train.threads, int8=int8)
-    frame = score(root, params, models, splits=("test",))
-    m = split_metrics(frame, defects_of(frame))
-    return {"clean_auto_pass": m["clean_auto_pass"], "photo_recall": m["photo_recall"]}
 
 
 def int8_holds(figures: dict, fp32: dict, params: Params) -> list[str]:
@@ -268,9 +332,10 @@ def select_int8(offered: list[str], figures_of, params: Params, *, progress: boo
     return kept, tried, fp32
 
 
-def choose_int8(root: Path, params: Params, bundles: dict[str, Path], *, progress: bool = False) -> dict:
-    """Quantize every graph of the candidates' ``bundles``, keep as INT8 those the whole reviewer holds with, and
-    write the choice into each bundle's ``meta.json``. All faster units are tried at once; when that does not
+def choose_int8(root: Path, params: Params, bundles: dict[str, Path], memo: GraphMemo, *,
+                progress: bool = False) -> dict:
+    """Quantize every graph of the candidates' ``bundles``, keep as INT8 those the whole reviewer holds with (its
+    test figures through ``memo``), and write the choice into each bundle's ``meta.json``. All faster units are tried at once; when that does not
     hold, one at a time, the largest saving first, each kept only if the reviewer holds with it and those kept
     before. Returns the record ``metrics/reviewer.json`` keeps under ``int8``."""
     from pipelines.release.quantize import STORE, calibration_boxes, calibration_photos, quantize_bundle, set_precision
@@ -283,15 +348,15 @@ def choose_int8(root: Path, params: Params, bundles: dict[str, Path], *, progres
     report = {unit: r for units in per_family.values() for unit, r in units.items()}
     offered = sorted((u for u, r in report.items() if r["fp32_ms"] >= cfg.min_speedup * r["int8_ms"]),
                      key=lambda u: report[u]["int8_ms"] - report[u]["fp32_ms"])
-    kept, tried, fp32 = select_int8(offered, lambda units: _test_figures(root, params, bundles, units), params,
-                                    progress=progress)
+    kept, tried, fp32 = select_int8(offered, memo.figures, params, progress=progress)
     for path in bundles.values():
         set_precision(path, kept)
     return {"served": kept, "fp32_test": fp32, "tried": tried,
             "families": {family: sorted(u for u in kept if u in units) for family, units in per_family.items()},
             "units": {u: {**r, "offered": u in offered, "served": u in kept} for u, r in sorted(report.items())},
             "content_hashes": {family: content_hash(family, root) for family in bundles},
-            "calibration_photos": len(photos)}
+            "calibration_photos": len(photos),
+            "graph_runs": memo.runs}         # the families each test review ran: the rest came from the memo
 
 
 def lowest_photo_recall(split: dict) -> tuple[str | None, float | None]:

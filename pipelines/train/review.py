@@ -45,18 +45,25 @@ def _batches(photos: pd.DataFrame, params: Params, batch_size: int, progress: bo
         yield photos.iloc[start:start + batch_size]
 
 
-def review(models: ReviewerModels, photos: pd.DataFrame, params: Params, *, batch_size: int = 32,
+BATCH_SIZE = 32
+
+
+def decoded_batches(photos: pd.DataFrame, params: Params, *, batch_size: int = BATCH_SIZE,
+                    progress: bool = False) -> Iterator[np.ndarray]:
+    """The photos of ``photos`` (``path``), in order, decoded like uploads: uint8 [n, S, S, 3] per batch."""
+    limits, size = photo_limits(params), params.data.image_size
+    for chunk in _batches(photos.reset_index(drop=True), params, batch_size, progress):
+        rgbs = [prepare(decode_photo(Path(p).read_bytes(), **limits), size) for p in chunk["path"]]
+        yield np.stack(rgbs) if rgbs else np.zeros((0, size, size, 3), np.uint8)
+
+
+def review(models: ReviewerModels, photos: pd.DataFrame, params: Params, *, batch_size: int = BATCH_SIZE,
            progress: bool = False) -> list[tuple[dict, dict]]:
     """``(answer, raw)`` for every row of ``photos`` (``path``, optional ``claimed_sku`` and ``category``)."""
-    limits, size = photo_limits(params), params.data.image_size
-    out: list[tuple[dict, dict]] = []
+    raws = [raw for rgbs in decoded_batches(photos, params, batch_size=batch_size, progress=progress)
+            for raw in (models.infer(rgbs) if len(rgbs) else [])]
     rows = photos.reset_index(drop=True)
-    for chunk in _batches(rows, params, batch_size, progress):
-        rgbs = [prepare(decode_photo(Path(p).read_bytes(), **limits), size) for p in chunk["path"]]
-        raws = models.infer(np.stack(rgbs)) if rgbs else []
-        for raw, (_, row) in zip(raws, chunk.iterrows()):
-            out.append((decide(raw, models.metas, **claims(row)), raw))
-    return out
+    return [(decide(raw, models.metas, **claims(row)), raw) for raw, (_, row) in zip(raws, rows.iterrows())]
 
 
 def records(models: ReviewerModels, versions: Mapping[str, str], photos: pd.DataFrame, params: Params, *,

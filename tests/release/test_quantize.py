@@ -81,6 +81,27 @@ def test_the_reviewer_stage_quantizes_chooses_and_register_remakes_the_same_int8
     worst = {g: float(np.abs(int8[g] - fp32[g]).max()) for g in ("blur", "manipulation", "prohibited") if g in quantized}
     assert all(v < 0.25 for v in worst.values()), worst
 
+    # the stage's memo: each set of units answers as a full review with those units would, bit for bit, and a
+    # graph runs again only where its precision or that of a trunk stage it reads changed
+    from pipelines.data.dataset import split_frame, versioned_manifest
+    from pipelines.release.reviewer import GraphMemo
+    from pipelines.train.review import review
+
+    test = split_frame(versioned_manifest(trained_project), "test")
+    memo = GraphMemo(params, bundles, test)
+    stage = next(u for u in units if u.endswith("-stage4"))
+    for chosen in ([], ["prohibited"], ["prohibited", stage], []):
+        full = review(ReviewerModels({f: str(p) for f, p in bundles.items()}, threads=params.train.threads,
+                                     int8=chosen), test, params)
+        assert memo.answers(chosen) == full, chosen
+    owner = next(f for f, b in bundles.items() if "prohibited" in read_meta(b)["graphs"])
+    assert memo.runs[0] == sorted(bundles) and memo.runs[1] == [owner] and len(memo.runs) == 3   # [] again: no run
+    metas = {f: read_meta(b) for f, b in bundles.items()}
+    reading = {f for f, m in metas.items() if any(s["id"] == stage for g in m["graphs"].values() for s in g.get("trunk", ()))}
+    if any(g.get("crop") for f in reading for g in metas[f]["graphs"].values()):
+        reading |= {f for f, m in metas.items() if "yolo" in m}
+    assert memo.runs[2] == sorted(reading) and len(reading) < len(bundles)
+
     # register: the chosen units of this very candidate come back byte for byte, quantized again (no stored copy);
     # another candidate gets none
     family = next(f for f, b in bundles.items() if any(u in record["served"] for u, _ in entries(read_meta(b))))
