@@ -51,6 +51,24 @@ def test_select_int8_tries_all_then_one_at_a_time_keeping_only_what_holds():
     assert select_int8([], figures_of, params)[:2] == ([], [])
 
 
+def test_paired_timing_alternates_the_two_runs_and_reads_their_fastest():
+    import time
+
+    from pipelines.release.quantize import paired_ms
+
+    order = []
+
+    def run(name, seconds):
+        def call():
+            order.append(name)
+            time.sleep(seconds)
+        return call
+
+    slow, fast = paired_ms(run("a", 0.004), run("b", 0.001), repeats=5, warmup=1)
+    assert order == ["a", "b"] * 6                        # alternated, warm-up included: both see the same load
+    assert 4.0 <= slow < 40 and 1.0 <= fast < slow        # the fastest of each, in milliseconds
+
+
 @pytest.mark.slow
 def test_the_reviewer_stage_quantizes_chooses_and_register_remakes_the_same_int8_graphs(trained_project, tmp_path):
     from pipelines.release.export import export_bundle, parity_photos
