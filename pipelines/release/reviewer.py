@@ -197,22 +197,28 @@ class GraphMemo:
     is the one a full review with those units gives, bit for bit (``tests/release/test_quantize.py``)."""
 
     def __init__(self, params: Params, bundles: dict[str, Path], photos: pd.DataFrame, *, progress: bool = False):
-        from pipelines.serve.bundle import read_meta
         from pipelines.train.review import decoded_batches
 
         self.params, self.bundles, self.photos = params, bundles, photos.reset_index(drop=True)
-        self.metas = {family: read_meta(path) for family, path in bundles.items()}
         self.batches = list(decoded_batches(self.photos, params, progress=progress))
         self.outputs: dict[tuple, list] = {}          # signature -> every photo's raw output of that graph
         self.runs: list[list[str]] = []               # the families each review ran (what the memo saved is the rest)
 
-    def _signatures(self, units: frozenset) -> dict[str, tuple[str, tuple]]:
+    @property
+    def metas(self) -> dict[str, dict]:
+        """The bundles' ``meta.json`` as they are now: the INT8 twins are added to them after the memo is made
+        (:func:`choose_int8`), and a graph's signature must see them."""
+        from pipelines.serve.bundle import read_meta
+
+        return {family: read_meta(path) for family, path in self.bundles.items()}
+
+    def _signatures(self, metas: dict[str, dict], units: frozenset) -> dict[str, tuple[str, tuple]]:
         """graph or detector output name -> (its family, what its raw output depends on)."""
         def precision(unit: str, entry: dict) -> str:
             return "int8" if "int8" in entry and unit in units else "fp32"
 
         out = {}
-        for family, meta in self.metas.items():
+        for family, meta in metas.items():
             for name, graph in meta.get("graphs", {}).items():
                 out[name] = (family, (name, precision(name, graph),
                                       tuple((s["id"], precision(s["id"], s)) for s in graph.get("trunk", ()))))
@@ -226,10 +232,11 @@ class GraphMemo:
         from pipelines.serve.models import ReviewerModels
         from pipelines.train.review import claims
 
-        sigs = self._signatures(frozenset(units))
+        metas = self.metas
+        sigs = self._signatures(metas, frozenset(units))
         todo = {family for family, sig in sigs.values() if sig not in self.outputs}
-        if any(graph.get("crop") for f in todo for graph in self.metas[f].get("graphs", {}).values()):
-            todo |= {family for family, meta in self.metas.items() if "yolo" in meta}   # crops need the boxes
+        if any(graph.get("crop") for f in todo for graph in metas[f].get("graphs", {}).values()):
+            todo |= {family for family, meta in metas.items() if "yolo" in meta}   # crops need the boxes
         if todo:
             models = ReviewerModels({f: str(self.bundles[f]) for f in sorted(todo)}, threads=self.params.train.threads,
                                     int8=list(units))
@@ -240,7 +247,7 @@ class GraphMemo:
             self.runs.append(sorted(todo))
         raws = [{name: self.outputs[sig][i] for name, (_, sig) in sigs.items() if self.outputs[sig][i] is not None}
                 for i in range(len(self.photos))]
-        return [(decide(raw, self.metas, **claims(row)), raw) for raw, (_, row) in zip(raws, self.photos.iterrows())]
+        return [(decide(raw, metas, **claims(row)), raw) for raw, (_, row) in zip(raws, self.photos.iterrows())]
 
     def figures(self, units) -> dict:
         """The whole reviewer's clean auto-pass and photo recall on the memo's split with ``units`` as INT8."""

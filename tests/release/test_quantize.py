@@ -88,6 +88,8 @@ def test_the_reviewer_stage_quantizes_chooses_and_register_remakes_the_same_int8
     assert record["served"], "no unit is served as INT8 (the tiny project offers every unit: open_gate)"
     assert record["tried"] and all(t["holds"] == (t["why"] == []) for t in record["tried"])
     assert record["served"] in [t["int8"] for t in record["tried"] if t["holds"]]
+    # the stage's memo saw the INT8 twins quantized after it was made: the first attempt ran INT8 graphs
+    assert len(record["graph_runs"]) >= 2 and record["graph_runs"][1], record["graph_runs"]
 
     served = ReviewerModels({f: str(p) for f, p in bundles.items()}, threads=1)       # as the stage scored them
     assert {u for u, p in served.precision.items() if p == "int8"} == set(record["served"])
