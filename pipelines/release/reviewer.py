@@ -214,8 +214,10 @@ class GraphMemo:
 
     def _signatures(self, metas: dict[str, dict], units: frozenset) -> dict[str, tuple[str, tuple]]:
         """graph or detector output name -> (its family, what its raw output depends on)."""
+        from pipelines.serve.models import served_unit
+
         def precision(unit: str, entry: dict) -> str:
-            return "int8" if "int8" in entry and unit in units else "fp32"
+            return served_unit(unit, entry, units)[1]
 
         out = {}
         for family, meta in metas.items():
@@ -240,7 +242,7 @@ class GraphMemo:
         if todo:
             models = ReviewerModels({f: str(self.bundles[f]) for f in sorted(todo)}, threads=self.params.train.threads,
                                     int8=list(units))
-            raws = [raw for rgbs in self.batches for raw in (models.infer(rgbs) if len(rgbs) else [])]
+            raws = [raw for rgbs in self.batches for raw in models.infer(rgbs)]
             for name, (family, sig) in sigs.items():
                 if family in todo:
                     self.outputs[sig] = [raw.get(name) for raw in raws]
@@ -342,9 +344,9 @@ def select_int8(offered: list[str], figures_of, params: Params, *, progress: boo
 def choose_int8(root: Path, params: Params, bundles: dict[str, Path], memo: GraphMemo, *,
                 progress: bool = False) -> dict:
     """Quantize every graph of the candidates' ``bundles``, keep as INT8 those the whole reviewer holds with (its
-    test figures through ``memo``), and write the choice into each bundle's ``meta.json``. All faster units are tried at once; when that does not
-    hold, one at a time, the largest saving first, each kept only if the reviewer holds with it and those kept
-    before. Returns the record ``metrics/reviewer.json`` keeps under ``int8``."""
+    test figures through ``memo``), and write the choice into each bundle's ``meta.json``. All faster units are
+    tried at once; when that does not hold, one at a time, the largest saving first, each kept only if the
+    reviewer holds with it and those kept before. Returns the record ``metrics/reviewer.json`` keeps under ``int8``."""
     from pipelines.release.quantize import STORE, calibration_boxes, calibration_photos, quantize_bundle, set_precision
     from pipelines.release.registry import content_hash
 

@@ -32,6 +32,14 @@ def _pad(graph: dict) -> float | None:
     return float(crop["pad"]) if crop else None
 
 
+def served_unit(unit: str, entry: dict, int8: set[str] | frozenset[str] | None) -> tuple[str, str]:
+    """(file, precision) a unit (trunk stage id or graph name, its bundle entry ``entry``) runs: INT8 where it has an
+    INT8 twin and ``int8`` names it, or, with ``int8`` None, where its entry's ``precision`` says so."""
+    if "int8" in entry and (entry.get("precision") == "int8" if int8 is None else unit in int8):
+        return entry["int8"]["file"], "int8"
+    return entry["file"], "fp32"
+
+
 def product_boxes(raws: list[dict], name: str = "boxes") -> list:
     """Each raw answer's most confident product box (x0, y0, x1, y1), or None: what a crop graph crops by."""
     out = []
@@ -80,10 +88,7 @@ class ReviewerModels:
         chosen = None if int8 is None else set(int8)
 
         def served(unit: str, entry: dict) -> tuple[str, str]:
-            """(file, precision) the unit runs."""
-            if "int8" in entry and (entry.get("precision") == "int8" if chosen is None else unit in chosen):
-                return entry["int8"]["file"], "int8"
-            return entry["file"], "fp32"
+            return served_unit(unit, entry, chosen)
 
         self.precision: dict[str, str] = {}          # unit -> the precision it runs
         for family, path in bundles.items():

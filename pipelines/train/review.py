@@ -54,14 +54,14 @@ def decoded_batches(photos: pd.DataFrame, params: Params, *, batch_size: int = B
     limits, size = photo_limits(params), params.data.image_size
     for chunk in _batches(photos.reset_index(drop=True), params, batch_size, progress):
         rgbs = [prepare(decode_photo(Path(p).read_bytes(), **limits), size) for p in chunk["path"]]
-        yield np.stack(rgbs) if rgbs else np.zeros((0, size, size, 3), np.uint8)
+        yield np.stack(rgbs)
 
 
 def review(models: ReviewerModels, photos: pd.DataFrame, params: Params, *, batch_size: int = BATCH_SIZE,
            progress: bool = False) -> list[tuple[dict, dict]]:
     """``(answer, raw)`` for every row of ``photos`` (``path``, optional ``claimed_sku`` and ``category``)."""
     raws = [raw for rgbs in decoded_batches(photos, params, batch_size=batch_size, progress=progress)
-            for raw in (models.infer(rgbs) if len(rgbs) else [])]
+            for raw in models.infer(rgbs)]
     rows = photos.reset_index(drop=True)
     return [(decide(raw, models.metas, **claims(row)), raw) for raw, (_, row) in zip(raws, rows.iterrows())]
 
