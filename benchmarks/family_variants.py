@@ -20,7 +20,8 @@ metrics/reviewer.json (not retrained: the figures the variants are compared with
 whose scratch copy (``--scratch``/<family>-<name>-<seed>) already holds its trained model is not retrained: the copy
 is made afresh from the params given, the model moved into it, and it is evaluated and reviewed again (after a
 change to evaluation, calibration or recall targets).
-Writes benchmarks/results/<family>_variants.json.
+With ``--real-photos`` each row also carries the real-photo checks (pipelines.release.real_photos) scored on its
+bundles. Writes benchmarks/results/<family>_variants.json.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def scratch_project(workspace: Path, scratch: Path, family: str, overrides: dict
 
 def run_variant(workspace: Path, scratch: Path, family: str, overrides: dict, seed: int | None,
                 base_params: Path | None = None, section: str | None = None, reuse: bool = False,
-                family_only: bool = False) -> dict:
+                family_only: bool = False, real_photos: bool = False) -> dict:
     from pipelines.params import load_params
     from pipelines.release.reviewer import evaluate_reviewer
     from pipelines.train import families
@@ -122,6 +123,11 @@ def run_variant(workspace: Path, scratch: Path, family: str, overrides: dict, se
     metrics = families.evaluate(family, scratch, params)
     trained = time.perf_counter() - started
     reviewer = None if family_only else evaluate_reviewer(scratch, params)
+    real = None
+    if real_photos and not family_only:           # the real-photo checks on the bundles the reviewer stage exported
+        from pipelines.release.real_photos import evaluate_real_photos
+
+        real = real_view(evaluate_real_photos(scratch, params))
     gate, auto_pass = families.get(family).gate_values(metrics["test"])
     return {"overrides": overrides, "seed": raw["seed"], "train_seconds": record.get("seconds"),
             **({"reused": "trained by an earlier run in the scratch copy; evaluated and reviewed again"} if reused else {}),
@@ -129,10 +135,20 @@ def run_variant(workspace: Path, scratch: Path, family: str, overrides: dict, se
             "reviewer_seconds": round(time.perf_counter() - started - trained, 1),
             "thresholds": metrics.get("thresholds"), "gate_values": gate, "family_auto_pass": auto_pass,
             "summary": families.get(family).summary(metrics["test"]),
-            "test": numbers(metrics["test"]), "reviewer": None if reviewer is None else reviewer_view(reviewer)}
+            "test": numbers(metrics["test"]), "reviewer": None if reviewer is None else reviewer_view(reviewer),
+            **({"real_photos": real} if real_photos else {})}
 
 
-def baseline_row(workspace: Path, family: str, family_only: bool = False) -> dict:
+def real_view(metrics: dict) -> dict:
+    """The real-photo checks' headline figures (metrics/real_photos.json)."""
+    blur, manipulation = metrics.get("blur", {}), metrics.get("manipulation", {})
+    return {"blur_pooled_spearman": blur.get("pooled_spearman"), "blur_sharp_flagged": blur.get("sharp_flagged"),
+            "manipulation_false_alarm_rate": manipulation.get("false_alarm_rate"),
+            "manipulation_edit_recall": manipulation.get("edit_recall"),
+            "manipulation_median_score_unedited": manipulation.get("median_score_unedited")}
+
+
+def baseline_row(workspace: Path, family: str, family_only: bool = False, real_photos: bool = False) -> dict:
     """The workspace's own candidate as a row like :func:`run_variant`'s, from its metrics files (no training)."""
     from pipelines.train import families
 
@@ -144,7 +160,9 @@ def baseline_row(workspace: Path, family: str, family_only: bool = False) -> dic
             "train_seconds": metrics.get("train_seconds"), "thresholds": metrics.get("thresholds"),
             "gate_values": gate, "family_auto_pass": auto_pass,
             "summary": families.get(family).summary(metrics["test"]),
-            "test": numbers(metrics["test"]), "reviewer": None if reviewer is None else reviewer_view(reviewer)}
+            "test": numbers(metrics["test"]), "reviewer": None if reviewer is None else reviewer_view(reviewer),
+            **({"real_photos": real_view(json.loads((workspace / METRICS / "real_photos.json").read_text()))}
+               if real_photos else {})}
 
 
 def main() -> None:
@@ -167,6 +185,9 @@ def main() -> None:
     ap.add_argument("--family-only", action="store_true",
                     help="the family's own figures only, for a workspace whose other families are not trained: the "
                          "whole reviewer is not run (its rows say reviewer: null)")
+    ap.add_argument("--real-photos", action="store_true",
+                    help="also score the real-photo checks (pipelines.release.real_photos) on each variant's bundles; "
+                         "the baseline row reads the workspace's metrics/real_photos.json")
     ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/<family>_variants.json")
     args = ap.parse_args()
     if args.section and args.family != "detector":
@@ -175,11 +196,13 @@ def main() -> None:
     workspace = args.workspace.resolve()
     base_params = args.params.resolve() if args.params else None     # relative to where it was started
     os.chdir(workspace)                      # relative paths (feature cache) resolve in the workspace, as in dvc repro
-    results = [{"variant": "baseline", **baseline_row(workspace, args.family, args.family_only)}] if args.baseline else []
+    results = [{"variant": "baseline", **baseline_row(workspace, args.family, args.family_only,
+                                                                    args.real_photos)}] if args.baseline else []
     command = (f"python benchmarks/family_variants.py <demo workspace> {args.family} "
                + (f"--params {args.params} " if args.params else "")
                + (f"--section {args.section} " if args.section else "") + ("--baseline " if args.baseline else "")
                + ("--reuse " if args.reuse else "") + ("--family-only " if args.family_only else "")
+               + ("--real-photos " if args.real_photos else "")
                + " ".join(f"--variant {' '.join(v)}" for v in args.variant)
                + (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [None] else ""))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -193,7 +216,7 @@ def main() -> None:
         overrides = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in pairs)}
         for seed in args.seeds:
             row = run_variant(workspace, args.scratch / f"{args.family}-{name}-{seed}", args.family, overrides, seed,
-                              base_params, args.section, args.reuse, args.family_only)
+                              base_params, args.section, args.reuse, args.family_only, args.real_photos)
             results.append({"variant": name, **row})
             write()
             test = (row["reviewer"] or {}).get("test", {})

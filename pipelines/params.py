@@ -141,6 +141,8 @@ class TimmFamily(_Strict):
     balanced: bool = False      # binary families: every training batch half positives (pipelines.train.families.common)
     real_samples: int = Field(default=0, ge=0)  # blur, manipulation: samples made from real_photos.train added to the
                                                 # training split (a quarter as many to validation); 0: none
+    camera_views: int = Field(default=0, ge=0, le=4)  # score families: each training photo also seen this many times as
+                                                # a camera would make it (train.camera, pipelines.train.camera); 0: none
 
 
 class ManipulationTrain(TimmFamily):
@@ -205,6 +207,29 @@ class TrainProfile(_Strict):
     extra_photos: int | None = Field(default=None, ge=0)   # extra generated training photos (train.defects)
 
 
+class CameraAugment(_Strict):
+    """What real cameras and uploads do to a photo (pipelines.train.camera): the ranges training views draw from."""
+    exposure: float = Field(ge=0.0, le=2.0)              # brightness gain 2^U(-e, e), in linear light
+    white_balance: float = Field(ge=0.0, lt=1.0)         # per-channel gain 1 + U(-w, w), in linear light
+    noise: tuple[float, float]                           # Gaussian sensor noise, std in 8-bit levels, U(lo, hi)
+    resize: float = Field(gt=0.0, le=1.0)                # down to U(r, 1) of the side and back up (a smaller upload)
+    jpeg_quality: tuple[int, int]                        # re-encoded at U(lo, hi): the platform's or the app's JPEG
+
+    @field_validator("noise")
+    @classmethod
+    def _noise(cls, v):
+        if not 0 <= v[0] <= v[1]:
+            raise ValueError("train.camera.noise must be [lo, hi] with 0 <= lo <= hi")
+        return v
+
+    @field_validator("jpeg_quality")
+    @classmethod
+    def _quality(cls, v):
+        if not 10 <= v[0] <= v[1] <= 100:
+            raise ValueError("train.camera.jpeg_quality must be [lo, hi] with 10 <= lo <= hi <= 100")
+        return v
+
+
 class TrainParams(_Strict):
     profile: str
     profiles: dict[str, TrainProfile]
@@ -220,6 +245,7 @@ class TrainParams(_Strict):
     manipulation: ManipulationTrain
     detector: DetectorTrain
     defects: DefectsTrain                   # the detector family's sticker-missing and dirt checks
+    camera: CameraAugment                   # the training views of train.<family>.camera_views
 
     @model_validator(mode="after")
     def _profile(self):

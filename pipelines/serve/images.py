@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -66,19 +66,34 @@ def to_array(rgbs: Sequence[np.ndarray] | np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def load_resized(paths: Sequence[str | Path], size: int, threads: int = 4) -> np.ndarray:
-    """All photos decoded and resized to ``size`` x ``size``: uint8 [N, size, size, 3]."""
+def _read(path: str | Path, prepare: Callable[[np.ndarray], np.ndarray] | None) -> np.ndarray:
+    return read_rgb(path) if prepare is None else prepare(read_rgb(path))
+
+
+def load_resized(paths: Sequence[str | Path], size: int, threads: int = 4,
+                 prepare: Sequence[Callable[[np.ndarray], np.ndarray] | None] | None = None) -> np.ndarray:
+    """All photos decoded and resized to ``size`` x ``size``: uint8 [N, size, size, 3]. ``prepare``: one function
+    per photo applied to it as decoded, before the resize (training's camera views, :mod:`pipelines.train.camera`)."""
+    prepare = [None] * len(paths) if prepare is None else prepare
+    if len(prepare) != len(paths):
+        raise ValueError("paths and prepare differ in length")
     with ThreadPoolExecutor(threads) as pool:
-        return np.stack(list(pool.map(lambda p: resize(read_rgb(p), size), paths))) if len(paths) else \
+        return np.stack(list(pool.map(lambda pp: resize(_read(*pp), size), zip(paths, prepare)))) if len(paths) else \
             np.zeros((0, size, size, 3), np.uint8)
 
 
-def load_cropped(paths: Sequence[str | Path], boxes: Sequence, pad: float, size: int, threads: int = 4) -> np.ndarray:
-    """:func:`load_resized` of each photo's :func:`product_crop` around its box (None: the whole photo)."""
+def load_cropped(paths: Sequence[str | Path], boxes: Sequence, pad: float, size: int, threads: int = 4,
+                 prepare: Sequence[Callable[[np.ndarray], np.ndarray] | None] | None = None) -> np.ndarray:
+    """:func:`load_resized` of each photo's :func:`product_crop` around its box (None: the whole photo); ``prepare``
+    as there, before the crop."""
     if len(paths) != len(boxes):
         raise ValueError("paths and boxes differ in length")
+    prepare = [None] * len(paths) if prepare is None else prepare
+    if len(prepare) != len(paths):
+        raise ValueError("paths and prepare differ in length")
     with ThreadPoolExecutor(threads) as pool:
-        return np.stack(list(pool.map(lambda pb: product_crop(read_rgb(pb[0]), pb[1], pad, size), zip(paths, boxes)))) \
+        return np.stack(list(pool.map(lambda pbp: product_crop(_read(pbp[0], pbp[2]), pbp[1], pad, size),
+                                      zip(paths, boxes, prepare)))) \
             if len(paths) else np.zeros((0, size, size, 3), np.uint8)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from functools import partial
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -110,9 +111,11 @@ def crop_keys(sha256s: Sequence[str], boxes: Sequence, pad: float) -> list[str]:
 @torch.no_grad()
 def compute(trunk: Trunk, paths: Sequence[str | Path], size: int, batch_size: int = BATCH,
             desc: str = "trunk features", onnx_file: Path | None = None,
-            device: torch.device | None = None, boxes: Sequence | None = None, pad: float = 1.0) -> torch.Tensor:
+            device: torch.device | None = None, boxes: Sequence | None = None, pad: float = 1.0,
+            prepare: Sequence | None = None) -> torch.Tensor:
     """Trunk outputs [N, C, H, W] (float16, on the CPU) of the photos at ``paths``, read and resized to ``size``
-    (with ``boxes``: each photo's product crop around its box, ``pad`` times its side).
+    (with ``boxes``: each photo's product crop around its box, ``pad`` times its side; with ``prepare``: one
+    function per photo applied to it as decoded, :func:`pipelines.serve.images.load_resized`).
 
     With ``onnx_file`` the trunk runs on ONNX Runtime (exported there on first use); with a GPU
     ``device``, eager torch there (``onnx_file`` is then not used)."""
@@ -122,7 +125,9 @@ def compute(trunk: Trunk, paths: Sequence[str | Path], size: int, batch_size: in
     with tqdm(total=len(paths), desc=desc, unit="img", disable=len(paths) < batch_size) as bar:
         for i in range(0, len(paths), batch_size):
             chunk = paths[i:i + batch_size]
-            images = load_resized(chunk, size) if boxes is None else load_cropped(chunk, boxes[i:i + batch_size], pad, size)
+            how = None if prepare is None else prepare[i:i + batch_size]
+            images = load_resized(chunk, size, prepare=how) if boxes is None else \
+                load_cropped(chunk, boxes[i:i + batch_size], pad, size, prepare=how)
             outs.append(run(to_input(images, size)).to(torch.float16).contiguous())
             bar.update(len(chunk))
     return torch.cat(outs) if outs else torch.zeros(0, dtype=torch.float16)
@@ -167,19 +172,24 @@ def _from_lower(trunk: Trunk, shas: list[str], size: int, root,
 
 def trunk_features(trunk: Trunk, paths: Sequence[str | Path], sha256s: Sequence[str], size: int,
                    root: str | Path | None = None, device: torch.device | str | None = None,
-                   boxes: Sequence | None = None, pad: float = 1.0) -> torch.Tensor:
+                   boxes: Sequence | None = None, pad: float = 1.0, view=None) -> torch.Tensor:
     """Trunk outputs [N, C, H, W] (float16, on the CPU) for the photos, in order; only unseen photos are
     computed, on ``device`` (None: the CPU, ONNX Runtime for many rows). A string is a ``train.device``
     setting, resolved only when a photo must be computed: reading a full cache needs no GPU.
 
     ``boxes`` (one normalised product box or None per photo): the outputs of each photo's product crop
-    (:func:`pipelines.serve.images.product_crop`, ``pad``), cached under :func:`crop_keys`."""
+    (:func:`pipelines.serve.images.product_crop`, ``pad``), cached under :func:`crop_keys`.
+
+    ``view`` (a :class:`pipelines.train.camera.CameraView`): the outputs of each photo as that camera view makes it
+    (before any crop), cached under ``view.key`` of the photo's key."""
     if len(paths) != len(sha256s):
         raise ValueError("paths and sha256s differ in length")
     if boxes is not None:
         if len(boxes) != len(paths):
             raise ValueError("paths and boxes differ in length")
         sha256s = crop_keys(sha256s, boxes, pad)
+    if view is not None:
+        sha256s = [view.key(s) for s in sha256s]
     file = cache_file(trunk, size, root)
     index, stored = _load(file)
     missing = list(dict.fromkeys(s for s in sha256s if s not in index))
@@ -193,7 +203,8 @@ def trunk_features(trunk: Trunk, paths: Sequence[str | Path], sha256s: Sequence[
                            desc=f"trunk features {size}px split {trunk.split}",
                            onnx_file=_onnx_file(trunk, size, root, len(fresh), device=device),
                            device=device, boxes=None if boxes is None else [box_of[s] for s in fresh],
-                           pad=pad) if fresh else None
+                           pad=pad, prepare=None if view is None else [partial(view, key=s) for s in fresh]) \
+            if fresh else None
         by_sha = {**derived, **({s: computed[i] for i, s in enumerate(fresh)} if fresh else {})}
         new = torch.stack([by_sha[s] for s in missing])
         stored = new if stored is None else torch.cat([stored, new])

@@ -190,6 +190,14 @@ def test_shared_training_code_stales_every_train_stage(pipeline):
     assert stale(pipeline) == {}
 
 
+def test_the_camera_view_ranges_retrain_every_family(pipeline):
+    """train.camera is read by every family's training (train.<family>.camera_views picks whether it trains on views):
+    a change retrains them all, and re-evaluates nothing before they have."""
+    categories = load_params(pipeline / "params.yaml").prohibited.categories
+    with params_changed(pipeline, setting("train", "camera", "noise", value=[0.0, 6.0])):
+        assert set(stale(pipeline)) == {s for f in FAMILIES for s in train_stages(f, categories)} | {"reviewer"}
+
+
 def test_a_new_prohibited_category_trains_that_category_only(pipeline):
     with params_changed(pipeline, lambda raw: raw["prohibited"]["categories"].append("fireworks")):
         status = stale(pipeline)

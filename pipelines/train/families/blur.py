@@ -45,7 +45,8 @@ def real_samples(params: Params):
 
 def train(root: Path, params: Params) -> dict:
     return scalar.train_scalar(FAMILY, root, params, usable, lambda d: d["blur_score"].to_numpy(np.float32),
-                               params.train.blur.loss, _spearman, salt=2, extra=real_samples(params))
+                               params.train.blur.loss, _spearman, salt=2, extra=real_samples(params),
+                               camera_resize=False)
 
 
 def laplacian_variance(path: str) -> float:

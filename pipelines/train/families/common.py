@@ -19,7 +19,9 @@ import torch
 from torch.utils.data import Dataset
 
 from pipelines.data.dataset import versioned_manifest
+from pipelines.train import camera
 from pipelines.train import device as devices
+from pipelines.train.camera import CameraView
 from pipelines.train.evaluate import model_dir, write_json
 from pipelines.train.features import trunk_features
 from pipelines.train.harness import FitConfig
@@ -49,13 +51,20 @@ def make_trunk(params: Params, split: int) -> Trunk:
 
 
 def features(root: Path, params: Params, trunk: Trunk, df: pd.DataFrame, size: int | None = None,
-             boxes: list | None = None, pad: float = 1.0) -> torch.Tensor:
+             boxes: list | None = None, pad: float = 1.0, view: CameraView | None = None) -> torch.Tensor:
     """Trunk outputs (float16, on the CPU) of the rows of ``df`` at ``size`` px (default: params), from the
     cache; the photos it lacks are computed on the training device (``train.device``, resolved only then).
-    ``boxes``: each row's product crop instead (:func:`pipelines.train.features.trunk_features`)."""
+    ``boxes``: each row's product crop instead; ``view``: each photo as that camera view makes it
+    (:func:`pipelines.train.features.trunk_features`)."""
     torch.set_num_threads(params.train.threads)
     return trunk_features(trunk, list(df["path"]), list(df["sha256"]), size or params.train.input_size(), root=root,
-                          device=params.train.device, boxes=boxes, pad=pad)
+                          device=params.train.device, boxes=boxes, pad=pad, view=view)
+
+
+def camera_views(params: Params, settings: TimmFamily, salt: int, resize: bool = True) -> list[CameraView]:
+    """The camera views (``train.camera``) a family trains on besides its photos: ``settings.camera_views`` of
+    them, drawn for this seed and family (``salt``); ``resize=False`` keeps each photo's resolution."""
+    return camera.views(params.train.camera, settings.camera_views, params.seed * 1000 + salt, resize)
 
 
 class Tensors(Dataset):

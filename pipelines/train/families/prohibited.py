@@ -129,12 +129,24 @@ def _arch(params: Params) -> dict:
 
 
 def _trunk_outputs(root: Path, params: Params):
-    """``arch``, the frozen trunk, and the training and validation frames with their cached trunk outputs."""
+    """``arch``, the frozen trunk, and the training and validation frames with their cached trunk outputs. With
+    ``train.prohibited.camera_views`` the training frame holds each photo once more per camera view (the same for
+    every category and the neck), its outputs those of the view."""
     df = common.load_frame(root)
     arch = _arch(params)
     trunk = Trunk(arch["trunk_split"], pretrained=arch["pretrained"])
-    frames = [split_frame(df, split) for split in ("train", "val")]
-    return arch, trunk, *((f, common.features(root, params, trunk, f, size=arch["image_size"])) for f in frames)
+    train_df, val_df = (split_frame(df, split) for split in ("train", "val"))
+    views = common.camera_views(params, params.train.prohibited, salt=3)
+    x_train = torch.cat([common.features(root, params, trunk, train_df, size=arch["image_size"], view=v)
+                         for v in (None, *views)])
+    train_df = pd.concat([train_df] * (1 + len(views)), ignore_index=True)
+    return arch, trunk, (train_df, x_train), (val_df, common.features(root, params, trunk, val_df,
+                                                                      size=arch["image_size"]))
+
+
+def _views_key(params: Params) -> dict | None:
+    """What the training frame's camera views depend on, for the harness's resume directory."""
+    return params.train.camera.model_dump() if params.train.prohibited.camera_views else None
 
 
 NECK = "_neck"          # models/prohibited/_neck/model.pt: not a category (categories are checked against params)
@@ -185,7 +197,7 @@ def train_neck(root: Path, params: Params) -> dict:
     cfg = common.fit_config(settings, params, progress=True)
     cfg = type(cfg)(**{**cfg.__dict__, "seed": seed, "max_epochs": settings.neck_epochs})
     run = common.run_dir(root, f"{FAMILY}-neck", arch, categories, cfg.__dict__, settings.model_dump(),
-                         list(train_df["sha256"]), list(val_df["sha256"]))
+                         list(train_df["sha256"]), list(val_df["sha256"]), _views_key(params))
     result = fit(neck, common.Tensors(x_train, torch.as_tensor(y_train)), [], loss_fn, score_fn, cfg, run,
                  batch_sampler=batches, name="prohibited:neck", device=device)
     neck.eval()
@@ -282,7 +294,7 @@ def train_category(root: Path, params: Params, category: str) -> dict:
     ceiling = 1.0 if measured and not arch["neck"] else None
     cfg = type(cfg)(**{**cfg.__dict__, "seed": seed, "best_possible": ceiling})
     run = common.run_dir(root, f"{FAMILY}-{category}", arch, neck_digest, cfg.__dict__, settings.model_dump(),
-                         list(train_df["sha256"]), list(val_df["sha256"]))
+                         list(train_df["sha256"]), list(val_df["sha256"]), _views_key(params))
     result = fit(model, common.Tensors(x_train, torch.as_tensor(y_train)), [], loss_fn, score_fn, cfg, run,
                  batch_sampler=batches, name=f"prohibited:{category}", device=device)
     out = model_dir(FAMILY, root) / category

@@ -59,7 +59,7 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
                  target: Callable[[pd.DataFrame], np.ndarray], loss: str,
                  val_score: Callable[[np.ndarray, np.ndarray], float], salt: int, *, name: str = "model",
                  settings_key: str | None = None, extra: Callable[[int, int, int], Samples] | None = None,
-                 more_train: pd.DataFrame | None = None) -> dict:
+                 more_train: pd.DataFrame | None = None, camera_resize: bool = True) -> dict:
     """Fit a score net on ``rows(train)`` against ``target``; early stopping on ``val_score``.
 
     ``loss``: ``mse`` (on the sigmoid, for scores in [0, 1]) or ``bce`` (binary labels, or scores in [0, 1] as
@@ -72,6 +72,10 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
     added to training (``train.<key>.real_samples`` of them) and to validation (a quarter as many, another seed).
     ``more_train``: photos with manifest rows (generated, not versioned) added to the training split only, so
     thresholds are still chosen on the versioned validation split.
+
+    ``train.<key>.camera_views``: each training photo is also trained on as that many camera views
+    (:mod:`pipelines.train.camera`) with its own target; ``camera_resize=False`` keeps their resolution (blur).
+    Validation stays the photos as they are.
     """
     started = time.perf_counter()
     key = settings_key or family
@@ -90,6 +94,11 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
             "outputs": 1 if y_train_np.ndim == 1 else int(y_train_np.shape[1])}
     net = build(arch)
     x_train = common.features(root, params, net.trunk, train_df, size=arch["image_size"])
+    views = common.camera_views(params, settings, salt, camera_resize)
+    if views:
+        x_train = torch.cat([x_train, *(common.features(root, params, net.trunk, train_df, size=arch["image_size"],
+                                                         view=v) for v in views)])
+        y_train_np = np.concatenate([y_train_np] * (1 + len(views)))
     x_val = common.features(root, params, net.trunk, val_df, size=arch["image_size"])
     y_val = np.asarray(target(val_df), dtype=np.float32)
     added = {}
@@ -120,7 +129,8 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
     cfg = common.fit_config(settings, params, salt=salt)
     run = common.run_dir(root, family if name == "model" else f"{family}-{name}", arch, cfg.__dict__,
                          settings.model_dump(), list(train_df["sha256"]), list(val_df["sha256"]),
-                         params.real_photos.model_dump() if added else None)
+                         params.real_photos.model_dump() if added else None,
+                         [v.digest() for v in views] or None)
     sampler = None
     if settings.balanced:
         if loss != "bce" or y_train_np.ndim != 1:
@@ -133,7 +143,7 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
     common.finish_run(run)
     record = dict(epochs_run=result.epochs_run, best_epoch=result.best_epoch, best_val_score=result.best_score,
                   fit_seconds=round(result.seconds, 1), history=result.history, train_photos=versioned_train,
-                  extra_train_photos=len(train_df) - versioned_train,
+                  extra_train_photos=len(train_df) - versioned_train, camera_view_photos=len(views) * len(train_df),
                   val_photos=len(val_df), real_photo_samples=added or None)
     if name != "model":
         return {"seconds": round(time.perf_counter() - started, 1), "device": devices.describe(device), **record}

@@ -194,15 +194,16 @@ def detected_boxes(root: Path, params: Params, d: pd.DataFrame) -> list:
     return [None if cache[s] is None else tuple(cache[s]) for s in d["sha256"]]
 
 
-def embed_input(root: Path, params: Params, net: SkuNet, arch: dict, d: pd.DataFrame, boxes: str) -> torch.Tensor:
+def embed_input(root: Path, params: Params, net: SkuNet, arch: dict, d: pd.DataFrame, boxes: str,
+                view=None) -> torch.Tensor:
     """The frozen trunk's outputs the embedding reads for the photos ``d``: of each photo's product crop when the
     net was trained on crops (``arch["crop_pad"]``), by the ``boxes`` named (``labelled`` or ``detected``), else
-    of the whole photo."""
+    of the whole photo; ``view``: of each photo as that camera view makes it (training only)."""
     pad = arch.get("crop_pad")
     if not pad:
-        return common.features(root, params, net.trunk, d, size=arch["image_size"])
+        return common.features(root, params, net.trunk, d, size=arch["image_size"], view=view)
     found = labelled_boxes(d) if boxes == "labelled" else detected_boxes(root, params, d)
-    return common.features(root, params, net.trunk, d, size=arch["image_size"], boxes=found, pad=pad)
+    return common.features(root, params, net.trunk, d, size=arch["image_size"], boxes=found, pad=pad, view=view)
 
 
 def match(query: torch.Tensor, gallery: torch.Tensor, gallery_skus, n: int) -> list[list[list]]:
@@ -229,9 +230,11 @@ def train(root: Path, params: Params) -> dict:
             "classes": classes, "holdout_skus": held, "crop_pad": settings.crop_pad}
     net = SkuNet(Trunk(settings.trunk_split, pretrained=params.train.pretrained), settings.embedding_dim,
                  len(classes)).to(memory_format=torch.channels_last)
-    x_train = embed_input(root, params, net, arch, train_df, "labelled")
+    views = common.camera_views(params, settings, salt=1)
+    x_train = torch.cat([embed_input(root, params, net, arch, train_df, "labelled", view=v) for v in (None, *views)])
     x_val = embed_input(root, params, net, arch, val_known, "labelled")
-    y_train = torch.as_tensor(train_df["sku_id"].map({c: i for i, c in enumerate(classes)}).to_numpy())
+    y_train = torch.as_tensor(np.tile(train_df["sku_id"].map({c: i for i, c in enumerate(classes)}).to_numpy(),
+                                      1 + len(views)))
     # model selection: validation top-1 against a gallery of the trained SKUs' training photos
     gallery_df = pick(train_df, classes, settings.gallery_per_sku, settings.gallery_blur_cutoff)
     x_gallery = embed_input(root, params, net, arch, gallery_df, "labelled")
@@ -250,7 +253,7 @@ def train(root: Path, params: Params) -> dict:
     cfg = common.fit_config(settings, params, salt=1)
     trainable = [p for n, p in net.named_parameters() if not n.startswith("trunk.") and p.requires_grad]
     run = common.run_dir(root, FAMILY, arch, cfg.__dict__, settings.model_dump(), list(train_df["sha256"]),
-                         list(val_known["sha256"]))
+                         list(val_known["sha256"]), [v.digest() for v in views] or None)
     result = fit(net, common.Tensors(x_train, y_train), [], loss_fn, score_fn, cfg, run,
                  params=trainable, batch_sampler=pk_batches(y_train.numpy(), settings.p, settings.k, cfg.seed,
                                                              confusable(net, settings.twins)),
