@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import yaml
 from sklearn.metrics import roc_auc_score
 
 from results_header import header
+from sku_wrong_claims import scored
 
 
 def _share(flag: np.ndarray, mask: np.ndarray) -> float | None:
@@ -48,18 +48,10 @@ def workspace_params(workspace: Path, scratch: Path):
 
 def measure(workspace: Path, closest: int, scratch: Path) -> dict:
     from pipelines.serve.decision import sku_alarm
-    from pipelines.train.families import common, sku
 
     params = workspace_params(workspace, scratch)
-    os.chdir(workspace)                       # the feature cache and data paths are the workspace's
-    metrics = json.loads((workspace / "metrics" / "sku.json").read_text())
-    thresholds = metrics["thresholds"]
-    df = common.load_frame(workspace)
-    net, arch = sku.load_model(workspace)
-    gallery = sku.embed_gallery(workspace, params, net, arch)
-    known = frozenset(gallery[1])
-    cal = sku.calibration_frame(workspace, params, df, net, arch, gallery)
-    test = sku._scored(workspace, params, df, net, arch, gallery, "test")
+    thresholds = json.loads((workspace / "metrics" / "sku.json").read_text())["thresholds"]
+    cal, test, known, arch = scored(workspace, params)
     out = {"seed": params.seed, "thresholds": thresholds, "holdout_skus": sorted(arch["holdout_skus"])}
     for name, s in (("val", cal[cal["split"] == "val"]), ("test", test)):
         reason = np.array([sku_alarm(c, k, thresholds, known) or "" for c, k in zip(s["candidates"], s["claimed"])])

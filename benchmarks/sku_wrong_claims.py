@@ -30,18 +30,26 @@ FIGURES = ("genuine_false_alarm_rate", "wrong_claim_recall", "wrong_claim_recall
            "wrong_claim_recall_layout_variant", "outside_catalogue_recall", "seen_top1", "enrolled_untrained_top1")
 
 
-def measure(project: Path) -> dict:
-    from pipelines.params import load_params
+def scored(project: Path, params) -> tuple:
+    """The project's trained embedding over its enrolled gallery: ``(calibration frame, test frame, enrolled SKUs,
+    arch)``, the frames as :func:`pipelines.train.families.sku.evaluate` scores them (run from the project)."""
     from pipelines.train.families import common, sku
 
-    params = load_params(project / "params.yaml")
     os.chdir(project)                        # relative paths (feature cache) resolve in the project
     df = common.load_frame(project)
     net, arch = sku.load_model(project)
     gallery = sku.embed_gallery(project, params, net, arch)
-    known = frozenset(gallery[1])
     cal = sku.calibration_frame(project, params, df, net, arch, gallery)
     test = sku._scored(project, params, df, net, arch, gallery, "test")
+    return cal, test, frozenset(gallery[1]), arch
+
+
+def measure(project: Path) -> dict:
+    from pipelines.params import load_params
+    from pipelines.train.families import sku
+
+    params = load_params(project / "params.yaml")
+    cal, test, known, arch = scored(project, params)
     shares = test.loc[test["wrong_claim"], "swap"].value_counts(normalize=True)   # how test's sellers err
     rows = {}
     for mode in MODES:
