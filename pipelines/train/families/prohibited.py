@@ -136,7 +136,7 @@ def _trunk_outputs(root: Path, params: Params):
     arch = _arch(params)
     trunk = Trunk(arch["trunk_split"], pretrained=arch["pretrained"])
     train_df, val_df = (split_frame(df, split) for split in ("train", "val"))
-    views = common.camera_views(params, params.train.prohibited, salt=3)
+    views = _views(params)
     x_train = torch.cat([common.features(root, params, trunk, train_df, size=arch["image_size"], view=v)
                          for v in (None, *views)])
     train_df = pd.concat([train_df] * (1 + len(views)), ignore_index=True)
@@ -144,9 +144,15 @@ def _trunk_outputs(root: Path, params: Params):
                                                                       size=arch["image_size"]))
 
 
-def _views_key(params: Params) -> dict | None:
-    """What the training frame's camera views depend on, for the harness's resume directory."""
-    return params.train.camera.model_dump() if params.train.prohibited.camera_views else None
+def _views(params: Params) -> list:
+    """The camera views every category and the neck train on (one salt: the same views for all)."""
+    return common.camera_views(params, params.train.prohibited, salt=3)
+
+
+def _views_key(params: Params) -> list[str] | None:
+    """What the training frame's camera views depend on, for the harness's resume directory (as the other
+    families key theirs)."""
+    return [v.digest() for v in _views(params)] or None
 
 
 NECK = "_neck"          # models/prohibited/_neck/model.pt: not a category (categories are checked against params)
