@@ -51,7 +51,7 @@ def measure(workspace: Path, closest: int, scratch: Path) -> dict:
 
     params = workspace_params(workspace, scratch)
     thresholds = json.loads((workspace / "metrics" / "sku.json").read_text())["thresholds"]
-    cal, test, known, arch = scored(workspace, params)
+    cal, test, known, arch, _ = scored(workspace, params)
     out = {"seed": params.seed, "thresholds": thresholds, "holdout_skus": sorted(arch["holdout_skus"])}
     for name, s in (("val", cal[cal["split"] == "val"]), ("test", test)):
         reason = np.array([sku_alarm(c, k, thresholds, known) or "" for c, k in zip(s["candidates"], s["claimed"])])

@@ -32,7 +32,8 @@ FIGURES = ("genuine_false_alarm_rate", "wrong_claim_recall", "wrong_claim_recall
 
 def scored(project: Path, params) -> tuple:
     """The project's trained embedding over its enrolled gallery: ``(calibration frame, test frame, enrolled SKUs,
-    arch)``, the frames as :func:`pipelines.train.families.sku.evaluate` scores them (run from the project)."""
+    arch, gallery)``, the frames as :func:`pipelines.train.families.sku.evaluate` scores them (run from the project),
+    the gallery as :func:`pipelines.train.families.sku.embed_gallery` returns it."""
     from pipelines.train.families import common, sku
 
     os.chdir(project)                        # relative paths (feature cache) resolve in the project
@@ -41,7 +42,7 @@ def scored(project: Path, params) -> tuple:
     gallery = sku.embed_gallery(project, params, net, arch)
     cal = sku.calibration_frame(project, params, df, net, arch, gallery)
     test = sku._scored(project, params, df, net, arch, gallery, "test")
-    return cal, test, frozenset(gallery[1]), arch
+    return cal, test, frozenset(gallery[1]), arch, gallery
 
 
 def measure(project: Path) -> dict:
@@ -49,7 +50,7 @@ def measure(project: Path) -> dict:
     from pipelines.train.families import sku
 
     params = load_params(project / "params.yaml")
-    cal, test, known, arch = scored(project, params)
+    cal, test, known, arch, _ = scored(project, params)
     shares = test.loc[test["wrong_claim"], "swap"].value_counts(normalize=True)   # how test's sellers err
     rows = {}
     for mode in MODES:

@@ -50,6 +50,8 @@ class GeneratorParams(_Strict):
     camera_noise: float = Field(ge=0.0, le=10.0)
     new_sku_rate: float = Fraction
     jpeg_quality: tuple[int, int]
+    product_style: Literal["flat", "shaded"] = "flat"
+    white_balance_sd: float = Field(0.03, ge=0.0, le=0.2)
 
     @field_validator("jpeg_quality")
     @classmethod

@@ -91,6 +91,15 @@ def contact_sheet(batch_dir: Path = typer.Argument(..., help="a batch directory"
         _fail(str(exc), 2)
 
 
+@app.command("style-sheet")
+def style_sheet(out: Path = typer.Option(Path("docs/product_styles.png"), help="PNG to write"),
+                columns: int = typer.Option(8, min=1, max=16, help="photos per row")) -> None:
+    """Generated products in each product style beside crops of the real photographs, in one PNG."""
+    from pipelines.data.contact_sheet import write_style_sheet
+
+    typer.echo(f"wrote {write_style_sheet(out, columns=columns)}")
+
+
 def _family_or_fail(name: str) -> None:
     from pipelines.train.families import get
 

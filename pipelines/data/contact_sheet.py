@@ -124,3 +124,62 @@ def write_contact_sheet(batch_dir: str | Path, out: str | Path, count: int = 64,
     out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out), cv2.cvtColor(np.vstack([legend, sheet]), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
     return out
+
+
+def _captioned(img: np.ndarray, text: str) -> np.ndarray:
+    img = cv2.resize(img, (TILE, TILE), interpolation=cv2.INTER_AREA)
+    strip = np.full((18, TILE, 3), 245, np.uint8)
+    cv2.putText(strip, text[:34], (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.36, (20, 20, 20), 1, cv2.LINE_AA)
+    return np.pad(np.vstack([img, strip]), ((2, 2), (2, 2), (0, 0)), constant_values=255)
+
+
+def write_style_sheet(out: str | Path, params=None, columns: int = 8, seed: int = 7) -> Path:
+    """Generated products beside real photographs, for the eye: the same photo indices under each product style
+    (``generator.product_style``; no blur, edit or prohibited item, so the product is what differs), then square
+    crops of the real photographs the generator and training may use (``real_photos.train``) and of the checks
+    nothing learns from (``real_photos.checks``), at the photos' size. Real material missing from this machine
+    (``make photos`` installs it) is left out of its row."""
+    import io
+
+    from PIL import Image
+
+    from pipelines.data import real_photos
+    from pipelines.data.synth.scene import SceneConfig, render_photo
+
+    params = params or load_params()
+    size = params.data.image_size
+    rows: list[tuple[str, list[np.ndarray]]] = []
+    for style in ("flat", "shaded"):
+        gen = params.generator.model_copy(update={"product_style": style, "blur_rate": 0.0, "manipulation_rate": 0.0,
+                                                  "prohibited_rate": 0.0, "new_sku_rate": 0.0})
+        cfg = SceneConfig(size, gen, params.labels, tuple(params.prohibited.categories))
+        tiles = []
+        for index in range(columns):
+            jpeg, rec = render_photo(seed, index, cfg)
+            tiles.append(_captioned(np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")), f"{style}: {rec['sku_id']}"))
+        rows.append((f"generated, product_style {style}", tiles))
+    rng = np.random.default_rng(seed)
+    for name, refs in (("real material (real_photos.train)", params.real_photos.train),
+                       ("real checks, never trained on (real_photos.checks)", params.real_photos.checks)):
+        tiles = []
+        for ref in refs:
+            try:
+                crop = real_photos.square_crop(rng, real_photos.load(ref), size)
+            except real_photos.MissingPhoto:
+                continue
+            tiles.append(_captioned(crop, ref))
+            if len(tiles) == columns:
+                break
+        if tiles:
+            rows.append((name, tiles))
+    width = columns * (TILE + 4)
+    parts = []
+    for title, tiles in rows:
+        head = np.full((24, width, 3), 255, np.uint8)
+        cv2.putText(head, title, (6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (20, 20, 20), 1, cv2.LINE_AA)
+        tiles = tiles + [np.full_like(tiles[0], 255)] * (columns - len(tiles))
+        parts += [head, np.hstack(tiles)]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), cv2.cvtColor(np.vstack(parts), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    return out

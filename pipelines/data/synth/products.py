@@ -132,6 +132,61 @@ def _finish(cv, mask, rng):
         cv[..., :3] += band[..., None]
 
 
+# how glossy each product type's body is under the shaded style: the share of the room's light its surface mirrors
+GLOSS = {"phone": (0.10, 0.24), "tablet": (0.08, 0.18), "laptop": (0.04, 0.10), "headphones": (0.03, 0.08)}
+
+
+def _room(h: int, w: int, rng) -> np.ndarray:
+    """What a product lying in a room mirrors (h x w, 0..1): a ceiling brighter towards one side, and one or two
+    soft windows or lamps, stretched and tilted at random."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy, xx = yy / max(h, 1) - 0.5, xx / max(w, 1) - 0.5
+    theta = rng.uniform(0, 2 * np.pi)
+    env = 0.35 + 0.25 * (xx * np.cos(theta) + yy * np.sin(theta))
+    for _ in range(int(rng.integers(1, 3))):
+        cx, cy = rng.uniform(-0.5, 0.5, 2)
+        a = rng.uniform(0, np.pi)
+        u = (xx - cx) * np.cos(a) + (yy - cy) * np.sin(a)
+        v = -(xx - cx) * np.sin(a) + (yy - cy) * np.cos(a)
+        half_u, half_v = rng.uniform(0.08, 0.3), rng.uniform(0.3, 0.9)
+        window = np.clip(1.0 - np.maximum(np.abs(u) / half_u, np.abs(v) / half_v), 0, None)
+        env += rng.uniform(0.5, 1.0) * np.clip(window * 4.0, 0, 1)
+    return cv2.GaussianBlur(np.clip(env, 0, 1.6), (0, 0), max(1.0, 0.03 * max(h, w)))
+
+
+def _relief(cv, mask, ptype: str, rng) -> None:
+    """The shaded style: a body with rounded edges lit from one side, glints where the rim faces the light, and the
+    room mirrored in its glass or metal (``GLOSS``). Drawn before stickers and dirt, so a dirt spot's contrast is
+    measured on the body as the camera sees it."""
+    body = mask > 127
+    if not body.any():
+        return
+    a = mask.astype(np.float32) / 255.0
+    h, w = mask.shape
+    radius = max(1.5, 0.06 * min(h, w) if ptype != "headphones" else 0.18 * min(h, w))
+    dist = cv2.distanceTransform(body.astype(np.uint8), cv2.DIST_L2, 5)
+    tilt = np.clip(1.0 - dist / radius, 0.0, 1.0)            # sine of the surface's slope: 1 at the rim, 0 where flat
+    smooth = cv2.GaussianBlur(a, (0, 0), radius / 2)
+    gy, gx = np.gradient(smooth)
+    norm = np.hypot(gx, gy) + 1e-6
+    nx, ny, nz = -gx / norm * tilt, -gy / norm * tilt, np.sqrt(1.0 - tilt ** 2)   # the outward normal
+    az, el = rng.uniform(0, 2 * np.pi), rng.uniform(np.radians(35), np.radians(65))
+    lx, ly, lz = np.cos(az) * np.cos(el), np.sin(az) * np.cos(el), np.sin(el)
+    lit = np.clip(nx * lx + ny * ly + nz * lz, 0.0, None) / lz        # 1 on the flat face
+    shade = (0.25 + 0.75 * lit) * a + (1.0 - a)
+    hx, hy, hz = lx, ly, lz + 1.0                                      # half-way between the light and the camera
+    hn = np.sqrt(hx * hx + hy * hy + hz * hz)
+    glint = np.clip((nx * hx + ny * hy + nz * hz) / hn, 0.0, 1.0) ** 40 * tilt * a
+    lo, hi = GLOSS[ptype]
+    gloss = rng.uniform(lo, hi)
+    room = _room(h, w, rng)
+    rgb = cv[..., :3]
+    rgb *= shade[..., None]
+    rgb += (gloss * a * room)[..., None] * (1.0 - rgb)                 # the room mirrored (a screen blend)
+    rgb += (rng.uniform(0.3, 0.7) * glint)[..., None]
+    np.clip(rgb, 0.0, 1.0, out=rgb)
+
+
 def _body_sprite(sku: Sku, long_side: int, rng) -> tuple[np.ndarray, float, float, float, float, np.ndarray]:
     """Canvas and body rectangle (x0, y0, w, h) of a flat product, drawn with its frame."""
     aspect = sku.family.aspect
@@ -243,8 +298,12 @@ def _plain_body(mask: np.ndarray, features: list[tuple[float, float, float, floa
 
 
 def render_product(sku: Sku, long_side: int, rng: np.random.Generator, *, stickers_missing: int = 0,
-                   dirt_spots: int = 0) -> Sprite:
-    """Draw ``sku`` with its long side ``long_side`` px; drop ``stickers_missing`` stickers, add dirt."""
+                   dirt_spots: int = 0, style: str = "flat") -> Sprite:
+    """Draw ``sku`` with its long side ``long_side`` px; drop ``stickers_missing`` stickers, add dirt. ``style``:
+    ``flat`` (drawn colours and a sheen) or ``shaded`` (:func:`_relief` as well: rounded lit edges, glints and the
+    room mirrored), from its own random stream so that the photo's other draws do not move."""
+    if style not in ("flat", "shaded"):
+        raise ValueError(f"unknown product style {style!r}: flat or shaded")
     ptype = sku.product_type
     features: list[tuple[float, float, float, float]] = []   # sprite boxes where dirt is not drawn
     if ptype == "headphones":
@@ -267,6 +326,8 @@ def render_product(sku: Sku, long_side: int, rng: np.random.Generator, *, sticke
             _logo(cv, sku.family.logo, x0 + w / 2, y0 + h * (0.5 if sku.family.logo != "wordmark" else 0.7),
                   logo_size, body)
         _finish(cv, mask, rng)
+    if style == "shaded":                        # seeded by the photo's stream, drawing nothing from it
+        _relief(cv, mask, ptype, np.random.default_rng(rng.bit_generator.state["state"]["state"]))
     sprite = Sprite(cv)
     spots = STICKER_SPOTS[ptype]
     sw, sh = STICKER_SIZE[ptype]

@@ -148,7 +148,7 @@ def render_photo(seed: int, index: int, cfg: SceneConfig) -> tuple[bytes, dict]:
         off_wanted = rng.random() < gen.off_centre_rate
         long_side = size * rng.uniform(0.45, 0.62) * (0.85 if has_prohibited else 1.0)
         sprite = render_product(sku, int(long_side), rng, stickers_missing=int(rng.integers(1, 3)) if missing_wanted else 0,
-                                dirt_spots=dirt_spots)
+                                dirt_spots=dirt_spots, style=gen.product_style)
         h, w = sprite.rgba.shape[:2]
         H = _homography(rng, w, h, long_side, _product_centre(rng, size, cfg.labels.centering_tolerance, off_wanted))
         objects = np.maximum(objects, _composite(img, sprite.rgba, H, size, shadow_rng=rng))
@@ -193,7 +193,7 @@ def render_photo(seed: int, index: int, cfg: SceneConfig) -> tuple[bytes, dict]:
             prohibited.append(cat)
             boxes.append((f"prohibited:{cat}", b))
 
-    img, gain = camera.light(img, rng, gen.lighting)
+    img, gain = camera.light(img, rng, gen.lighting, gen.white_balance_sd)
     blurred_wanted = rng.random() < gen.blur_rate
     kind, strength = camera.sample_blur(rng) if blurred_wanted else ("none", 0.0)
     img = camera.blur(img, rng, kind, strength * size / 256)
