@@ -35,17 +35,14 @@ def main() -> None:
     base = args.params.resolve() if args.params else root / "params.yaml"
     os.chdir(root)
     from pipelines.params import load_params
-    from pipelines.train.families import common, sku
+    from pipelines.train.families import sku
 
     from family_variants import _revision            # this folder's script: the workspace's git revision
 
     params = load_params(base)
-    df = common.load_frame(root)
     net, arch = sku.load_model(root)
-    gallery = sku.embed_gallery(root, params, net, arch)
-    cal = sku.calibration_frame(root, params, df, net, arch, gallery)     # what the family calibrates on
-    scored = {"val": cal[cal["split"] == "val"].reset_index(drop=True),
-              "test": sku._scored(root, params, df, net, arch, gallery, "test")}
+    cal, test, _, gallery = sku.scored_frames(root, params, net, arch)     # cal: what the family calibrates on
+    scored = {"val": cal[cal["split"] == "val"].reset_index(drop=True), "test": test}
     outside = {split: s[s["outside"]].groupby("sku_id").agg(
         claimed=("claimed", "first"), photos=("similarity", "size"), similarity_max=("similarity", "max"),
         similarity_median=("similarity", "median"), margin_median=("margin", "median")).round(4).reset_index()

@@ -32,17 +32,13 @@ FIGURES = ("genuine_false_alarm_rate", "wrong_claim_recall", "wrong_claim_recall
 
 def scored(project: Path, params) -> tuple:
     """The project's trained embedding over its enrolled gallery: ``(calibration frame, test frame, enrolled SKUs,
-    arch, gallery)``, the frames as :func:`pipelines.train.families.sku.evaluate` scores them (run from the project),
-    the gallery as :func:`pipelines.train.families.sku.embed_gallery` returns it."""
-    from pipelines.train.families import common, sku
+    arch, gallery)``, as :func:`pipelines.train.families.sku.evaluate` scores them (run from the project)."""
+    from pipelines.train.families import sku
 
     os.chdir(project)                        # relative paths (feature cache) resolve in the project
-    df = common.load_frame(project)
     net, arch = sku.load_model(project)
-    gallery = sku.embed_gallery(project, params, net, arch)
-    cal = sku.calibration_frame(project, params, df, net, arch, gallery)
-    test = sku._scored(project, params, df, net, arch, gallery, "test")
-    return cal, test, frozenset(gallery[1]), arch, gallery
+    cal, test, known, gallery = sku.scored_frames(project, params, net, arch)
+    return cal, test, known, arch, gallery
 
 
 def measure(project: Path) -> dict:

@@ -38,12 +38,9 @@ TARGETS = (0.95, 0.96, 0.97, 0.98, 0.99)
 
 
 def sku_rows(root: Path, params) -> dict:
-    df = common.load_frame(root)
     net, arch = sku.load_model(root)
-    gallery = sku.embed_gallery(root, params, net, arch)
-    cal = sku.calibration_frame(root, params, df, net, arch, gallery)     # what the family calibrates on
+    cal, test, _, gallery = sku.scored_frames(root, params, net, arch)     # cal: what the family calibrates on
     val = cal[cal["split"] == "val"].reset_index(drop=True)
-    test = sku._scored(root, params, df, net, arch, gallery, "test")
     rows = []
     for target in TARGETS:
         thresholds, _ = sku.calibrate_frame(cal, sku.alarm_targets(params, target), params.recall_targets.confidence)

@@ -516,19 +516,25 @@ def every_claim_margin(cal: pd.DataFrame, known, target: float, confidence: floa
                        + ", ".join(f"{k} {v:.2f}" for k, v in shares.items()) + ")")
 
 
-def evaluate(root: Path, params: Params) -> dict:
+def scored_frames(root: Path, params: Params, net: SkuNet, arch: dict, device: torch.device | None = None) -> tuple:
+    """The trained embedding ``net`` over the enrolled gallery: ``(calibration frame, test frame, enrolled SKUs,
+    gallery)`` (:func:`calibration_frame`, :func:`_scored`, :func:`embed_gallery`), as :func:`evaluate` scores them."""
     df = common.load_frame(root)
+    gallery = embed_gallery(root, params, net, arch, device)
+    cal = calibration_frame(root, params, df, net, arch, gallery, device)
+    test = _scored(root, params, df, net, arch, gallery, "test", device)
+    return cal, test, frozenset(gallery[1]), gallery
+
+
+def evaluate(root: Path, params: Params) -> dict:
     device = common.device(params)
     net, arch = load_model(root)
     net.to(device)
-    gallery = embed_gallery(root, params, net, arch, device)
-    known = frozenset(gallery[1])
+    cal, test, known, gallery = scored_frames(root, params, net, arch, device)
     targets = alarm_targets(params)
-    cal = calibration_frame(root, params, df, net, arch, gallery, device)
     thresholds, source = calibrate_frame(cal, targets, params.recall_targets.confidence,
                                          params.recall_targets.sku_mismatch_claims, known)
     val = cal[cal["split"] == "val"].reset_index(drop=True)
-    test = _scored(root, params, df, net, arch, gallery, "test", device)
     record = common.read_train_record(FAMILY, root)
     metrics = {
         "test": {**open_set_metrics(test, alarms(test, thresholds, known)),
