@@ -5,6 +5,8 @@ default-size `make demo` workspace):
 
     .venv/bin/python benchmarks/seed_spread.py /tmp/seed7 /tmp/seed8 /tmp/seed9
 
+or with a seed's figures as benchmarks/family_variants.py recorded them (``--recorded FILE:VARIANT``, repeated).
+
 For every workspace it reads what the reviewer stage measured (``metrics/reviewer.json``: clean auto-pass per split,
 the live mix's auto-pass, every defect's photo recall, the share of clean photos each check flags) and judges each
 family's candidate by the gate's own criteria (:func:`pipelines.release.gate.judge`: recall floors, the reviewer's
@@ -24,9 +26,10 @@ from results_header import header
 RESULTS = Path(__file__).parent / "results"
 
 
-def figures(root: Path) -> dict:
-    """The reviewer's headline figures of one workspace, flat: ``split.figure[.defect]`` -> value."""
-    doc = json.loads((root / "metrics" / "reviewer.json").read_text())
+def figures(root: Path | None = None, doc: dict | None = None) -> dict:
+    """The reviewer's headline figures of one workspace (or of a recorded ``metrics/reviewer.json`` ``doc``), flat:
+    ``split.figure[.defect]`` -> value."""
+    doc = doc if doc is not None else json.loads((root / "metrics" / "reviewer.json").read_text())
     out = {"live_mix.auto_pass": doc["live_mix_auto_pass"]}
     for split in ("val", "test", "live_mix"):
         m = doc[split]
@@ -60,13 +63,24 @@ def lowest(values: dict, split: str) -> list:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("workspaces", type=Path, nargs="+")
+    ap.add_argument("workspaces", type=Path, nargs="*")
+    ap.add_argument("--recorded", action="append", default=[], metavar="FILE:VARIANT",
+                    help="a seed's figures as a benchmarks/family_variants.py result recorded them (the row of that "
+                         "variant: the reviewer stage's figures with that family retrained); no gate verdicts")
     ap.add_argument("--out", type=Path, default=RESULTS / "seed_spread.json")
     args = ap.parse_args()
 
     from pipelines.params import load_params
 
     runs = {}
+    for ref in args.recorded:
+        path, _, variant = ref.rpartition(":")
+        rows = [r for r in json.loads(Path(path).read_text())["results"] if r["variant"] == variant]
+        if len(rows) != 1:
+            ap.error(f"{ref}: {len(rows)} rows of variant {variant!r}")
+        values = figures(doc=rows[0]["reviewer"])
+        runs[str(rows[0]["seed"])] = {"recorded": f"{Path(path).name}:{variant}", "figures": values, "gate": None,
+                                      "lowest_photo_recall": {s: lowest(values, s) for s in ("test", "live_mix")}}
     for ws in args.workspaces:
         root = ws.resolve()
         seed = load_params(root / "params.yaml").seed
@@ -84,7 +98,10 @@ def main() -> None:
         got = [v for v in vals if v is not None]
         spread[k] = {"per_seed": vals, **({"min": round(min(got), 4), "max": round(max(got), 4),
                                            "mean": round(sum(got) / len(got), 4)} if got else {})}
-    doc = {**header("python benchmarks/seed_spread.py " + " ".join(f"<workspace seed {s}>" for s in runs)),
+    command = "python benchmarks/seed_spread.py " + " ".join(
+        [f"--recorded {r['recorded']}" for r in runs.values() if "recorded" in r]
+        + [f"<workspace seed {s}>" for s, r in runs.items() if "recorded" not in r])
+    doc = {**header(command),
            "seeds": list(runs), "spread": spread,
            "runs": {s: {k: v for k, v in r.items() if k != "figures"} for s, r in runs.items()}}
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
