@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from results_header import header
-from sku_genuine_alarms import workspace_params
+from sku_genuine_alarms import _share, workspace_params
 from sku_wrong_claims import scored
 
 VARIANTS = ("absolute", "offset_mean", "offset_min", "ratio_mean")
@@ -77,11 +77,6 @@ def alarm(frame: pd.DataFrame, score: np.ndarray, thresholds: dict, known) -> np
     margin = frame["margin"].to_numpy(dtype=float)
     return (~enrolled | np.isnan(margin) | (margin <= thresholds["margin"]) | np.isnan(score)
             | (score <= thresholds["similarity"]))
-
-
-def _share(flag: np.ndarray, mask) -> float | None:
-    mask = np.asarray(mask, bool)
-    return round(float(flag[mask].mean()), 4) if mask.any() else None
 
 
 def figures(frame: pd.DataFrame, flag: np.ndarray) -> dict:

@@ -121,8 +121,12 @@ def write_contact_sheet(batch_dir: str | Path, out: str | Path, count: int = 64,
         cv2.rectangle(legend, (x, 8), (x + 14, 20), colour, 2)
         cv2.putText(legend, name, (x + 20, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (20, 20, 20), 1, cv2.LINE_AA)
         x += 130
+    return _save(out, np.vstack([legend, sheet]))
+
+
+def _save(out: Path, rgb: np.ndarray) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(out), cv2.cvtColor(np.vstack([legend, sheet]), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    cv2.imwrite(str(out), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
     return out
 
 
@@ -179,7 +183,4 @@ def write_style_sheet(out: str | Path, params=None, columns: int = 8, seed: int 
         cv2.putText(head, title, (6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (20, 20, 20), 1, cv2.LINE_AA)
         tiles = tiles + [np.full_like(tiles[0], 255)] * (columns - len(tiles))
         parts += [head, np.hstack(tiles)]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(out), cv2.cvtColor(np.vstack(parts), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
-    return out
+    return _save(Path(out), np.vstack(parts))

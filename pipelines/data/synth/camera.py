@@ -27,7 +27,7 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def light(img: np.ndarray, rng: np.random.Generator, mode: str,
-          white_balance_sd: float = 0.03) -> tuple[np.ndarray, float]:
+          white_balance_sd: float) -> tuple[np.ndarray, float]:
     """Global gain, a linear light fall-off in a random direction, colour temperature, vignette. What the camera's
     white balance leaves of the light's colour is a gain per channel of 1 +- ``white_balance_sd``: at 0.03 a silver
     laptop came out lilac one photo in several (green 8% under red and blue)."""
