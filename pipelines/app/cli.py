@@ -87,7 +87,7 @@ def contact_sheet(batch_dir: Path = typer.Argument(..., help="a batch directory"
 
     try:
         typer.echo(f"wrote {write_contact_sheet(batch_dir, out, count, borderline=borderline)}")
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         _fail(str(exc), 2)
 
 
@@ -97,7 +97,10 @@ def style_sheet(out: Path = typer.Option(Path("docs/product_styles.png"), help="
     """Generated products in each product style beside crops of the real photographs, in one PNG."""
     from pipelines.data.contact_sheet import write_style_sheet
 
-    typer.echo(f"wrote {write_style_sheet(out, columns=columns)}")
+    try:
+        typer.echo(f"wrote {write_style_sheet(out, columns=columns)}")
+    except (OSError, ValueError) as exc:
+        _fail(str(exc), 2)
 
 
 def _family_or_fail(name: str) -> None:

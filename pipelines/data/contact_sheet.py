@@ -125,8 +125,11 @@ def write_contact_sheet(batch_dir: str | Path, out: str | Path, count: int = 64,
 
 
 def _save(out: Path, rgb: np.ndarray) -> Path:
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"{out}: a contact sheet is a PNG: name it *.png")
     out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(out), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    if not cv2.imwrite(str(out), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9]):
+        raise ValueError(f"{out}: could not write the PNG (the name must end in .png, in a writable folder)")
     return out
 
 

@@ -97,3 +97,15 @@ def test_the_style_sheet_shows_both_styles_beside_real_photos(tmp_path):
     assert sheet is not None and sheet.shape[1] == 3 * (TILE + 4)
     assert sheet.shape[0] == (2 + real_rows) * (24 + TILE + 18 + 4)   # flat, shaded, then the real rows found
     assert real_rows == 2 or not os.environ.get("CI")    # make test installs the real photos
+
+
+@pytest.mark.parametrize("name", ["sheet.txt", "sheet"])
+def test_the_style_sheet_refuses_a_name_that_is_not_a_png_without_a_traceback(tmp_path, name):
+    from typer.testing import CliRunner
+
+    from pipelines.app.cli import app
+
+    result = CliRunner().invoke(app, ["style-sheet", "--out", str(tmp_path / name), "--columns", "1"])
+    assert result.exit_code == 2 and "name it *.png" in result.output
+    assert not (tmp_path / name).exists()
+    assert result.exception is None or isinstance(result.exception, SystemExit)     # no traceback
