@@ -299,6 +299,8 @@ class RecallTargets(_Strict):
     dirt: float = Fraction
     prohibited: float = Fraction
     manipulation: float = Fraction
+    manipulation_extra_edits: int = Field(default=0, ge=0)   # generated photos, every one edited, whose labelled edits
+                                            # join validation's to set the manipulation threshold (0: validation's alone)
 
 
 class GateParams(_Strict):

@@ -83,7 +83,8 @@ def live_mix_batch(out_dir: str | Path, params: Params, *, n: int | None = None,
     return cached_batch(out_dir, "live-mix", n, seed, params, live_mix_shift(params), progress=progress)
 
 
-ENRICHED_DIR = Path(".reviewops/enriched")  # under a project: extra training photos of a family (never validated on)
+ENRICHED_DIR = Path(".reviewops/enriched")  # under a project: extra photos of a family, to train on or to set a threshold
+                                            # with (never in a reported figure)
 
 
 def enriched_photos(root: str | Path, params: Params, family: str, n: int, rates: dict[str, float], salt: int,

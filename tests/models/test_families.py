@@ -165,6 +165,29 @@ def test_the_sticker_dirt_net_also_learns_from_its_extra_photos_and_is_calibrate
     assert len(list((trained_project / ENRICHED_DIR).glob("defects-*/images/*.jpg"))) == 32
 
 
+def test_the_manipulation_threshold_is_set_on_validations_edits_and_the_extra_generated_ones(trained_project):
+    """recall_targets.manipulation_extra_edits (capped at 32 by the tiny profile): generated photos with an edit drawn
+    on every one, rendered once; their labelled edits join validation's where the threshold is chosen."""
+    from pipelines.data.dataset import split_frame
+    from pipelines.data.generate import ENRICHED_DIR
+    from pipelines.train.evaluate import calibrate
+    from pipelines.train.families import common, manipulation, scalar
+
+    params = load_params(trained_project / "params.yaml")
+    extra = manipulation.calibration_edits(trained_project, params)
+    rendered = list((trained_project / ENRICHED_DIR).glob("manipulation-calibration-*/images/*.jpg"))
+    assert len(rendered) == 32 and 16 <= len(extra) <= 32 and extra["manipulated"].all()
+    val = split_frame(common.load_frame(trained_project), "val")
+    scores = np.concatenate([scalar.scores("manipulation", trained_project, params, d) for d in (val, extra)])
+    labels = np.concatenate([val["manipulated"].to_numpy(bool), np.ones(len(extra), bool)])
+    expected, _ = calibrate(scores, labels, params.recall_targets.manipulation, params.recall_targets.confidence)
+    metrics = json.loads((trained_project / "metrics" / "manipulation.json").read_text())
+    assert metrics["thresholds"]["manipulation"] == pytest.approx(expected, abs=2e-6)
+    assert metrics["calibration"]["val_edits"] == int(val["manipulated"].sum())
+    assert metrics["calibration"]["extra_edits"] == len(extra)
+    assert metrics["threshold_source"]["manipulation"] == f"validation and {len(extra)} generated edits"
+
+
 def test_adding_or_retraining_a_prohibited_category_leaves_the_others_bit_identical(copy_project):
     """Categories share the frozen trunk and neck; a category's head alone is retrained or added."""
     from pipelines.train.families.prohibited import load_combined, train as train_prohibited, train_neck
