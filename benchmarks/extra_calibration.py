@@ -43,9 +43,9 @@ def _extra(root: Path, params, check: str, n: int):
     from pipelines.data.generate import enriched_photos
     from pipelines.train.families import manipulation
 
-    if check == "manipulation":
-        return enriched_photos(root, params, "manipulation-calibration", n, {"manipulation_rate": 1.0},
-                               salt=manipulation.CALIBRATION_SALT)
+    if check == "manipulation":           # the very photos evaluation renders, at ``n`` of them
+        targets = params.recall_targets.model_copy(update={"manipulation_extra_edits": n})
+        return manipulation.calibration_edits(root, params.model_copy(update={"recall_targets": targets}))
     return enriched_photos(root, params, f"{check}-calibration", n, {RATES[check]: 1.0}, salt=DETECTOR_SALT)
 
 
