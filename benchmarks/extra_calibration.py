@@ -1,16 +1,20 @@
 """Where a check's threshold lands when thousands of generated positives join validation's, without retraining.
 
-Usage, after a default-size `make demo` (any workspace with trained manipulation and detector candidates):
+Usage, after a default-size `make demo` (any workspace with trained manipulation and detector candidates and the
+reviewer stage run):
 
-    .venv/bin/python benchmarks/extra_calibration.py /tmp/demo --n 2000 --out benchmarks/results/extra_calibration.json
+    .venv/bin/python benchmarks/extra_calibration.py /tmp/demo --n 2000 [--targets 0.90 0.93 0.95] \
+        --out benchmarks/results/extra_calibration.json
 
 For manipulation, sticker_missing and dirt: ``n`` generated photos with that defect drawn on every one (the
-generator's rates overridden to 1, rendered once under the workspace's ``.reviewops/enriched``; manipulation's are
-the photos ``recall_targets.manipulation_extra_edits`` renders, same seed and salt), scored by the trained
-candidate. The threshold is chosen as evaluation chooses it (:func:`pipelines.train.evaluate.calibrate`, the
-workspace's recall target and confidence) on validation's positives alone and on validation's with the generated
-ones; for each, the recall on validation, on the generated positives and on the frozen test split, and the share
-of the test split's negatives (photos the check applies to, without the defect) it flags.
+photos ``recall_targets.extra_positives`` renders for the check, same seed and salt, at ``n`` of them), scored by
+the trained candidate. At the workspace's recall target (and each of ``--targets``) the threshold is chosen as
+evaluation chooses it (:func:`pipelines.train.evaluate.calibrate`, the workspace's confidence) on validation's
+positives alone and on validation's with the generated ones; for each: the recall on validation, on the generated
+positives and on the frozen test split, and the share of the test split's negatives (photos the check applies to,
+without the defect) it flags. Where the reviewer stage has run, also the whole reviewer's clean auto-pass and the
+defect's photo recall per split at that threshold, every other check as the stage recorded it
+(:func:`pipelines.release.operating_point.curve` over ``models/reviewer/scores.parquet``).
 """
 
 from __future__ import annotations
@@ -24,8 +28,7 @@ import numpy as np
 from results_header import header
 
 RESULTS = Path(__file__).parent / "results"
-RATES = {"manipulation": "manipulation_rate", "sticker_missing": "sticker_missing_rate", "dirt": "dirt_rate"}
-DETECTOR_SALT = 59
+CHECKS = ("manipulation", "sticker_missing", "dirt")
 
 
 def _scored(root: Path, params, check: str, frame):
@@ -40,16 +43,40 @@ def _scored(root: Path, params, check: str, frame):
 
 
 def _extra(root: Path, params, check: str, n: int):
-    from pipelines.data.generate import enriched_photos
-    from pipelines.train.families import manipulation
+    """The generated positives evaluation calibrates the check on, ``n`` of them."""
+    from pipelines.train.families import detector, manipulation
 
-    if check == "manipulation":           # the very photos evaluation renders, at ``n`` of them
-        targets = params.recall_targets.model_copy(update={"manipulation_extra_edits": n})
-        return manipulation.calibration_edits(root, params.model_copy(update={"recall_targets": targets}))
-    return enriched_photos(root, params, f"{check}-calibration", n, {RATES[check]: 1.0}, salt=DETECTOR_SALT)
+    targets = params.recall_targets.model_copy(
+        update={"extra_positives": {**params.recall_targets.extra_positives, check: n}})
+    params = params.model_copy(update={"recall_targets": targets})
+    if check == "manipulation":
+        return manipulation.calibration_edits(root, params)
+    return detector.calibration_positives(root, params, check)
 
 
-def measure(root: Path, n: int, checks: list[str]) -> dict:
+def _reviewer(root: Path, params):
+    """check -> (threshold -> {split: clean auto-pass, photo recall}) from the reviewer stage's recorded scores."""
+    import pandas as pd
+    from pipelines.release import operating_point as op
+    from pipelines.release.policy import _scored_metas
+
+    path = root / "models" / "reviewer" / "scores.parquet"
+    if not path.exists():
+        return None
+    frame, metas = pd.read_parquet(path), _scored_metas(root)
+    found = {c.name: c for c in op.checks(frame, metas, params.gate.recall_floors)}
+
+    def at(check: str, threshold: float) -> dict:
+        out = {}
+        for split in ("val", "test", "live_mix"):
+            row = op.curve(found[check], frame[frame["split"] == split], metas, [threshold]).iloc[0]
+            out[split] = {"clean_auto_pass": round(float(row["clean_auto_pass"]), 4),
+                          "photo_recall": round(float(row["photo_recall"]), 4)}
+        return out
+    return at
+
+
+def measure(root: Path, n: int, checks: list[str], targets: list[float]) -> dict:
     from pipelines.data.dataset import split_frame
     from pipelines.params import load_params
     from pipelines.train.evaluate import calibrate
@@ -58,6 +85,7 @@ def measure(root: Path, n: int, checks: list[str]) -> dict:
     params = load_params(root / "params.yaml")
     df = common.load_frame(root)
     frames = {s: split_frame(df, s) for s in ("val", "test")}
+    reviewer = _reviewer(root, params)
     out = {}
     for check in checks:
         s_val, y_val = _scored(root, params, check, frames["val"])
@@ -67,18 +95,22 @@ def measure(root: Path, n: int, checks: list[str]) -> dict:
         target, confidence = getattr(params.recall_targets, check), params.recall_targets.confidence
         rows = {"recall_target": target, "confidence": confidence, "val_positives": int(y_val.sum()),
                 "extra_positives": int(len(s_extra)), "test_positives": int(y_test.sum())}
-        choices = {"validation": calibrate(s_val, y_val, target, confidence)[0],
-                   "validation_and_extra": calibrate(np.concatenate([s_val, s_extra]),
-                                                     np.concatenate([y_val, np.ones(len(s_extra), bool)]),
-                                                     target, confidence)[0]}
-        for name, t in choices.items():
-            rows[name] = {"threshold": round(float(t), 6),
-                          "val_recall": round(float((s_val[y_val] >= t).mean()), 4),
-                          "extra_recall": round(float((s_extra >= t).mean()), 4),
-                          "test_recall": round(float((s_test[y_test] >= t).mean()), 4),
-                          "test_negatives_flagged": round(float((s_test[~y_test] >= t).mean()), 4)}
+        for t_name, goal in [("", target)] + [(f"target {t}: ", t) for t in targets if t != target]:
+            choices = {"validation": calibrate(s_val, y_val, goal, confidence)[0],
+                       "validation_and_extra": calibrate(np.concatenate([s_val, s_extra]),
+                                                         np.concatenate([y_val, np.ones(len(s_extra), bool)]),
+                                                         goal, confidence)[0]}
+            for name, t in choices.items():
+                row = {"threshold": round(float(t), 6),
+                       "val_recall": round(float((s_val[y_val] >= t).mean()), 4),
+                       "extra_recall": round(float((s_extra >= t).mean()), 4),
+                       "test_recall": round(float((s_test[y_test] >= t).mean()), 4),
+                       "test_negatives_flagged": round(float((s_test[~y_test] >= t).mean()), 4)}
+                if reviewer is not None:
+                    row["reviewer"] = reviewer(check, float(t))
+                rows[t_name + name] = row
+                print(check, t_name + name, json.dumps(row), flush=True)
         out[check] = rows
-        print(check, json.dumps(rows), flush=True)
     return out
 
 
@@ -86,12 +118,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("workspace", type=Path)
     ap.add_argument("--n", type=int, default=2000, help="generated photos per check")
-    ap.add_argument("--checks", nargs="+", default=list(RATES), choices=list(RATES))
+    ap.add_argument("--checks", nargs="+", default=list(CHECKS), choices=list(CHECKS))
+    ap.add_argument("--targets", nargs="*", type=float, default=[], help="recall targets tried besides the workspace's")
     ap.add_argument("--label", default=None, help="what the workspace is (stored with the figures)")
     ap.add_argument("--out", type=Path, default=RESULTS / "extra_calibration.json")
     args = ap.parse_args()
-    figures = measure(args.workspace.resolve(), args.n, args.checks)
-    record = {**header(f"python benchmarks/extra_calibration.py <workspace> --n {args.n}"),
+    figures = measure(args.workspace.resolve(), args.n, args.checks, args.targets)
+    record = {**header(f"python benchmarks/extra_calibration.py <workspace> --n {args.n} --checks {' '.join(args.checks)}"
+                        + (f" --targets {' '.join(map(str, args.targets))}" if args.targets else "")),
               "workspace": args.label, "checks": figures}
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {args.out}")

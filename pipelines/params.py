@@ -284,6 +284,8 @@ class TrainParams(_Strict):
 
 # The checks the gate judges (each family's ``gate_values`` names them; prohibited ones as ``prohibited:<category>``).
 CHECKS = ("sku_mismatch", "unknown_sku", "blur", "sticker_missing", "dirt", "centring", "prohibited", "manipulation")
+EXTRA_POSITIVE_CHECKS = ("manipulation", "sticker_missing", "dirt")   # checks whose defect the generator can draw on
+                                            # every photo of a calibration set (recall_targets.extra_positives)
 
 
 class RecallTargets(_Strict):
@@ -299,8 +301,20 @@ class RecallTargets(_Strict):
     dirt: float = Fraction
     prohibited: float = Fraction
     manipulation: float = Fraction
-    manipulation_extra_edits: int = Field(default=0, ge=0)   # generated photos, every one edited, whose labelled edits
-                                            # join validation's to set the manipulation threshold (0: validation's alone)
+    extra_positives: dict[str, int] = Field(default_factory=dict)   # check -> generated photos with its defect drawn on
+                                            # every one, whose labelled positives join validation's where the check's
+                                            # threshold is set (absent or 0: validation's alone)
+
+    @field_validator("extra_positives")
+    @classmethod
+    def _extra(cls, v):
+        unknown = sorted(set(v) - set(EXTRA_POSITIVE_CHECKS))
+        if unknown:
+            raise ValueError(f"extra_positives: no generated positives for {unknown}: "
+                             f"expected some of {', '.join(EXTRA_POSITIVE_CHECKS)}")
+        if any(n < 0 for n in v.values()):
+            raise ValueError("extra_positives: counts are >= 0")
+        return v
 
 
 class GateParams(_Strict):

@@ -116,6 +116,41 @@ def calibrate(scores, labels, target: float, confidence: float = 0.0,
     return threshold, "validation"
 
 
+def generated_positives(root: Path, params, check: str, rates: dict[str, float], salt: int) -> pd.DataFrame:
+    """``recall_targets.extra_positives[check]`` generated photos with ``rates`` (the check's defect drawn on every
+    one), rendered once under the project's ``.reviewops/enriched`` as ``<check>-calibration`` (seed ``seed * 1000
+    + salt``); the tiny profile caps the count at its ``extra_photos``. Empty when the check has none. The family
+    keeps the rows its check applies to whose defect is labelled (visible by ``labels.visibility``)."""
+    n = params.recall_targets.extra_positives.get(check, 0)
+    cap = params.train.caps.extra_photos
+    n = n if cap is None else min(n, cap)
+    if not n:
+        return pd.DataFrame()
+    from pipelines.data.generate import enriched_photos
+
+    return enriched_photos(root, params, f"{check}-calibration", n, rates, salt=salt)
+
+
+def calibrate_with_extra(s_val, y_val, s_extra, target: float, confidence: float,
+                         what: str = "positives") -> tuple[float | None, str, dict]:
+    """:func:`calibrate` over validation's scores and ``s_extra``, generated positives' scores joining validation's
+    positives (none: validation's alone); the threshold, its source and what it rests on (``val_positives``,
+    ``extra_positives``, ``extra_recall``: the generated positives' share at or above it).
+
+    A recall target's lower bound over about a hundred validation positives puts the threshold on their fifth to
+    seventh lowest score, a quantile that moves tenfold between training runs; thousands of generated positives
+    of the same kinds pin it down. They only set the threshold: no reported figure is measured on them."""
+    s_val, y_val = np.asarray(s_val, dtype=np.float64), np.asarray(y_val, dtype=bool)
+    s_extra = np.asarray(s_extra, dtype=np.float64)
+    thr, source = calibrate(np.concatenate([s_val, s_extra]), np.concatenate([y_val, np.ones(len(s_extra), bool)]),
+                            target, confidence)
+    if len(s_extra):
+        source = f"{source} and {len(s_extra)} generated {what}"
+    info = {"val_positives": int(y_val.sum()), "extra_positives": int(len(s_extra)),
+            "extra_recall": float((s_extra >= thr).mean()) if len(s_extra) and thr is not None else None}
+    return thr, source, info
+
+
 def metric(metrics: dict, path: str) -> float:
     """A metric by dotted path; null or an absent last key (metrics JSON writes NaN as null) is NaN."""
     *parents, leaf = path.split(".")

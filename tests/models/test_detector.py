@@ -130,7 +130,7 @@ def test_train_and_evaluate_offline(copy_project, no_network):
     assert set(test["map50"]) == {"product", "sticker", "dirt", "all"} and _finite(test["map50"]["all"])
     for flag in ("sticker_missing", "dirt"):
         assert _finite(metrics["thresholds"][flag])
-        assert metrics["threshold_source"][flag] in ("validation", "default: no positive on validation")
+        assert metrics["threshold_source"][flag].startswith("validation")     # and any generated positives
         assert test[flag]["n"] > 0 and _finite(test[flag]["flagged_share"])
         curve = pd.read_csv(plots_dir("detector", root) / f"pr_{flag}.csv")
         assert list(curve.columns) == ["threshold", "recall", "precision"] and len(curve) > 0

@@ -166,8 +166,8 @@ def test_the_sticker_dirt_net_also_learns_from_its_extra_photos_and_is_calibrate
 
 
 def test_the_manipulation_threshold_is_set_on_validations_edits_and_the_extra_generated_ones(trained_project):
-    """recall_targets.manipulation_extra_edits (capped at 32 by the tiny profile): generated photos with an edit drawn
-    on every one, rendered once; their labelled edits join validation's where the threshold is chosen."""
+    """recall_targets.extra_positives.manipulation (capped at 32 by the tiny profile): generated photos with an edit
+    drawn on every one, rendered once; their labelled edits join validation's where the threshold is chosen."""
     from pipelines.data.dataset import split_frame
     from pipelines.data.generate import ENRICHED_DIR
     from pipelines.train.evaluate import calibrate
@@ -183,9 +183,43 @@ def test_the_manipulation_threshold_is_set_on_validations_edits_and_the_extra_ge
     expected, _ = calibrate(scores, labels, params.recall_targets.manipulation, params.recall_targets.confidence)
     metrics = json.loads((trained_project / "metrics" / "manipulation.json").read_text())
     assert metrics["thresholds"]["manipulation"] == pytest.approx(expected, abs=2e-6)
-    assert metrics["calibration"]["val_edits"] == int(val["manipulated"].sum())
-    assert metrics["calibration"]["extra_edits"] == len(extra)
+    assert metrics["calibration"]["val_positives"] == int(val["manipulated"].sum())
+    assert metrics["calibration"]["extra_positives"] == len(extra)
     assert metrics["threshold_source"]["manipulation"] == f"validation and {len(extra)} generated edits"
+
+
+@pytest.mark.parametrize("check", ["sticker_missing", "dirt"])
+def test_the_sticker_and_dirt_thresholds_are_set_on_validations_positives_and_their_generated_ones(trained_project,
+                                                                                                 check):
+    """recall_targets.extra_positives.<check> (at most 32 under the tiny profile; 0 or absent: none): generated photos
+    with the defect drawn on every one; the positives the check applies to join validation's where its threshold is
+    chosen. params.yaml sets them for stickers, not for dirt: both ways are checked."""
+    from pipelines.data.dataset import split_frame
+    from pipelines.data.generate import ENRICHED_DIR
+    from pipelines.train.evaluate import calibrate
+    from pipelines.train.families import common, detector
+
+    params = load_params(trained_project / "params.yaml")
+    wanted = min(params.recall_targets.extra_positives.get(check, 0), 32)
+    assert wanted == {"sticker_missing": 32, "dirt": 0}[check]
+    extra = detector.calibration_positives(trained_project, params, check)
+    applies, label = detector.CHECKS[check]
+    assert len(list((trained_project / ENRICHED_DIR).glob(f"{check}-calibration-*/images/*.jpg"))) == wanted
+    assert (0 < len(extra) <= wanted and extra[label].all() and applies(extra).all()) if wanted else not len(extra)
+    val = split_frame(common.load_frame(trained_project), "val")
+    val = val[applies(val).to_numpy()]
+    scores = np.concatenate([detector.defect_scores(trained_project, params, d)[f"{check}_score"].to_numpy()
+                             for d in (val, extra) if len(d)])
+    labels = np.concatenate([val[label].to_numpy(bool), np.ones(len(extra), bool)])
+    expected, _ = calibrate(scores, labels, getattr(params.recall_targets, check), params.recall_targets.confidence)
+    metrics = json.loads((trained_project / "metrics" / "detector.json").read_text())
+    threshold = metrics["thresholds"][check]
+    assert threshold == pytest.approx(expected, abs=2e-6)
+    assert metrics["calibration"][check] == {
+        "val_positives": int(val[label].sum()), "extra_positives": len(extra),
+        "extra_recall": pytest.approx(float((scores[len(val):] >= threshold).mean())) if len(extra) else None}
+    assert metrics["threshold_source"][check] == (f"validation and {len(extra)} generated positives" if len(extra)
+                                                  else "validation")
 
 
 def test_adding_or_retraining_a_prohibited_category_leaves_the_others_bit_identical(copy_project):

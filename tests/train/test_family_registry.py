@@ -45,6 +45,17 @@ def test_gate_floors_name_exactly_the_known_checks(tmp_path):
         load_params(tmp_path / "params.yaml")
 
 
+def test_generated_calibration_positives_are_asked_only_of_checks_the_generator_can_draw(tmp_path):
+    from pipelines.train.families import detector
+
+    raw = yaml.safe_load(open("params.yaml"))
+    assert set(raw["recall_targets"]["extra_positives"]) <= {"manipulation", *detector.CHECKS}
+    raw["recall_targets"]["extra_positives"]["blur"] = 2000          # the blur label is a score, not a drawn defect
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match=r"extra_positives: no generated positives for \['blur'\]"):
+        load_params(tmp_path / "params.yaml")
+
+
 def test_an_uncalibrated_threshold_fails_the_gate_unless_unmeasured_checks_are_allowed():
     params = load_params("params.yaml")
     assert calibration({"blur": 0.41}, params) == []

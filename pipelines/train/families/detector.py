@@ -45,7 +45,9 @@ Box rules (pure functions, shared with the service):
   image centre; off centre beyond ``labels.centering_tolerance`` or when the box touches the border
   (cut by the frame). No product box found counts as flagged: the photo cannot be confirmed centred.
 
-Thresholds of the two scores are chosen on validation for ``recall_targets``; test is only measured.
+Thresholds of the two scores are chosen on validation for ``recall_targets``, with
+``recall_targets.extra_positives`` generated photos of the defect beside validation's positives
+(:func:`calibration_positives`); test is only measured.
 mAP50 per class comes from ultralytics' own validator run on the test split.
 """
 
@@ -63,8 +65,8 @@ import pandas as pd
 import yaml
 
 from pipelines.data.dataset import split_frame
-from pipelines.train.evaluate import (binary_metrics, model_dir, pr_curve, calibrate, write_metrics,
-                          write_plot)
+from pipelines.train.evaluate import (binary_metrics, calibrate_with_extra, generated_positives, model_dir,
+                                      pr_curve, write_metrics, write_plot)
 from pipelines.params import Params
 from pipelines.serve.images import resize
 from pipelines.train.evaluate import metric
@@ -264,6 +266,8 @@ CHECKS = {  # check -> (rows it applies to, label column); the defects net has o
     "dirt": (lambda d: d["category"] != "none", "dirt"),
 }
 DEFECTS = "defects"  # models/detector/defects.pt
+CALIBRATION = {"sticker_missing": ({"sticker_missing_rate": 1.0}, 59), "dirt": ({"dirt_rate": 1.0}, 61)}
+                     # check -> (generator rates, salt) of its generated calibration positives
 
 
 def defect_targets(df: pd.DataFrame) -> np.ndarray:
@@ -401,15 +405,29 @@ def map50(model, root: Path, df: pd.DataFrame, params: Params) -> dict:
     return {**{name: ap50.get(i, math.nan) for i, name in enumerate(CLASSES)}, "all": float(metrics.box.map50)}
 
 
-def _check_metrics(frames: dict, scores: dict, name: str, params: Params) -> tuple:
-    """Threshold on validation for the check's recall target, then its metrics on val and test."""
+def calibration_positives(root: Path, params: Params, name: str) -> pd.DataFrame:
+    """``recall_targets.extra_positives[name]`` generated photos with the check's defect drawn on every one
+    (:func:`pipelines.train.evaluate.generated_positives`): the rows the check applies to whose defect is labelled."""
+    rates, salt = CALIBRATION[name]
+    photos = generated_positives(root, params, name, rates, salt)
+    if not len(photos):
+        return photos
+    applies, label = CHECKS[name]
+    return photos[applies(photos).to_numpy() & photos[label].to_numpy(bool)]
+
+
+def _check_metrics(frames: dict, scores: dict, name: str, params: Params, s_extra=()) -> tuple:
+    """Threshold on validation (and ``s_extra``, generated positives' scores) for the check's recall target, then
+    its metrics on val and test."""
     applies, label = CHECKS[name]
     column = f"{name}_score"
     sel = {s: applies(d).to_numpy() for s, d in frames.items()}
     s_val, y_val = scores["val"][column].to_numpy()[sel["val"]], frames["val"][label].to_numpy(bool)[sel["val"]]
     s_test, y_test = scores["test"][column].to_numpy()[sel["test"]], frames["test"][label].to_numpy(bool)[sel["test"]]
-    thr, source = calibrate(s_val, y_val, getattr(params.recall_targets, name), params.recall_targets.confidence)
-    return thr, source, binary_metrics(s_val, y_val, thr), binary_metrics(s_test, y_test, thr), (s_test, y_test)
+    thr, source, calibration = calibrate_with_extra(s_val, y_val, s_extra, getattr(params.recall_targets, name),
+                                                    params.recall_targets.confidence)
+    return (thr, source, calibration, binary_metrics(s_val, y_val, thr), binary_metrics(s_test, y_test, thr),
+            (s_test, y_test))
 
 
 def evaluate(root: Path, params: Params) -> dict:
@@ -419,12 +437,15 @@ def evaluate(root: Path, params: Params) -> dict:
     boxes = {s: image_scores(d, detect(model, list(d["path"]), params), params) for s, d in frames.items()}
     nets = {s: defect_scores(root, params, d) for s, d in frames.items()}
 
-    thresholds, sources, test_flags, val_flags, box_rule = {}, {}, {}, {}, {}
+    thresholds, sources, calibration, test_flags, val_flags, box_rule = {}, {}, {}, {}, {}, {}
     for name in CHECKS:
-        thr, source, val_m, test_m, (s_test, y_test) = _check_metrics(frames, nets, name, params)
+        extra = calibration_positives(root, params, name)
+        s_extra = defect_scores(root, params, extra)[f"{name}_score"].to_numpy() if len(extra) else np.zeros(0)
+        thr, source, calibration[name], val_m, test_m, (s_test, y_test) = _check_metrics(frames, nets, name, params,
+                                                                                         s_extra)
         thresholds[name], sources[name], val_flags[name], test_flags[name] = thr, source, val_m, test_m
         write_plot(FAMILY, f"pr_{name}", _curve(s_test, y_test), root)
-        *_, box_test, _ = _check_metrics(frames, boxes, name, params)
+        *_, box_test, _ = _check_metrics(frames, boxes, name, params)      # the boxes' rule: validation's alone
         box_rule[name] = box_test
 
     record = common.read_train_record(FAMILY, root)
@@ -435,6 +456,7 @@ def evaluate(root: Path, params: Params) -> dict:
         "val": {**val_flags, "centring": centring_metrics(frames["val"], boxes["val"])},
         "thresholds": thresholds,
         "threshold_source": sources,
+        "calibration": calibration,
         "check_scores": {name: "defects net (models/detector/defects.pt)" for name in CHECKS},
         "recall_targets": {name: getattr(params.recall_targets, name) for name in CHECKS},
         "imgsz": image_size(params),

@@ -1,6 +1,6 @@
 """Manipulation: a binary classifier, authentic against edited (splice, clone, watermark, synthetic
 region). The threshold is chosen for ``recall_targets.manipulation`` on validation's edits and, with
-``recall_targets.manipulation_extra_edits``, as many more generated edited photos (:func:`calibration_edits`);
+``recall_targets.extra_positives.manipulation``, as many more generated edited photos (:func:`calibration_edits`);
 recall is reported per manipulation type on the frozen test split."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import pandas as pd
 from sklearn.metrics import average_precision_score
 
 from pipelines.data.dataset import split_frame
-from pipelines.train.evaluate import binary_metrics, pr_curve, calibrate, write_metrics, write_plot
+from pipelines.train.evaluate import (binary_metrics, calibrate_with_extra, generated_positives, pr_curve,
+                                      write_metrics, write_plot)
 from pipelines.data.manifest import MANIPULATION_TYPES
 from pipelines.params import Params
 from pipelines.train.evaluate import metric
@@ -47,24 +48,15 @@ CALIBRATION_SALT = 53
 
 
 def calibration_edits(root: Path, params: Params) -> pd.DataFrame:
-    """``recall_targets.manipulation_extra_edits`` generated photos with an edit drawn on every one (the generator's
-    edit kinds and strengths, its own seed, rendered once under ``.reviewops/enriched``; the tiny profile caps the
-    count at its ``extra_photos``), the rows whose edit is labelled (visible by ``labels.visibility``).
+    """``recall_targets.extra_positives.manipulation`` generated photos with an edit drawn on every one (the
+    generator's edit kinds and strengths, :func:`pipelines.train.evaluate.generated_positives`), the rows whose edit
+    is labelled (visible by ``labels.visibility``).
 
     Validation holds about a hundred edits, and the recall target's lower bound puts the threshold at the sixth or
     seventh lowest of them: faint copy-moves whose scores differ twentyfold between training runs, while most
-    clean photos score in between. Thousands of edits of the same kinds pin that quantile down. They only set the
-    threshold; no figure is reported on them."""
-    n = params.recall_targets.manipulation_extra_edits
-    cap = params.train.caps.extra_photos
-    n = n if cap is None else min(n, cap)
-    if not n:
-        return pd.DataFrame()
-    from pipelines.data.generate import enriched_photos
-
-    photos = enriched_photos(root, params, f"{FAMILY}-calibration", n, {"manipulation_rate": 1.0},
-                             salt=CALIBRATION_SALT)
-    return photos[_labels(photos).astype(bool)]
+    clean photos score in between. Thousands of edits of the same kinds pin that quantile down."""
+    photos = generated_positives(root, params, FAMILY, {"manipulation_rate": 1.0}, salt=CALIBRATION_SALT)
+    return photos[_labels(photos).astype(bool)] if len(photos) else photos
 
 
 def evaluate(root: Path, params: Params) -> dict:
@@ -74,10 +66,8 @@ def evaluate(root: Path, params: Params) -> dict:
     y_val, y_test = _labels(val).astype(bool), _labels(test).astype(bool)
     extra = calibration_edits(root, params)
     s_extra = scalar.scores(FAMILY, root, params, extra) if len(extra) else np.zeros(0)
-    thr, source = calibrate(np.concatenate([s_val, s_extra]), np.concatenate([y_val, np.ones(len(s_extra), bool)]),
-                            params.recall_targets.manipulation, params.recall_targets.confidence)
-    if len(extra):
-        source = f"{source} and {len(extra)} generated edits"
+    thr, source, calibration = calibrate_with_extra(s_val, y_val, s_extra, params.recall_targets.manipulation,
+                                                    params.recall_targets.confidence, "edits")
     flags = flagged(s_test, thr)
     per_type = {}
     for kind in MANIPULATION_TYPES[1:]:
@@ -89,9 +79,7 @@ def evaluate(root: Path, params: Params) -> dict:
                "val": {"manipulated": binary_metrics(s_val, y_val, thr)},
                "thresholds": {"manipulation": thr}, "threshold_source": {"manipulation": source},
                "recall_target": params.recall_targets.manipulation,
-               "calibration": {"val_edits": int(y_val.sum()), "extra_edits": int(len(s_extra)),
-                               "extra_recall": float((s_extra >= thr).mean()) if len(s_extra) and thr is not None
-                               else None},
+               "calibration": calibration,
                "train_seconds": record["seconds"],
                "train_device": common.train_device(record)}
     write_metrics(FAMILY, metrics, root)
