@@ -21,7 +21,9 @@ whose scratch copy (``--scratch``/<family>-<name>-<seed>) already holds its trai
 is made afresh from the params given, the model moved into it, and it is evaluated and reviewed again (after a
 change to evaluation, calibration or recall targets).
 With ``--real-photos`` each row also carries the real-photo checks (pipelines.release.real_photos) scored on its
-bundles. Writes benchmarks/results/<family>_variants.json.
+bundles. A ``sku`` variant that sets ``gallery_per_sku`` gets a copy of the gallery of its own, topped up by
+``reviewops gallery seed``'s code (with ``--reuse``: the same model against a larger gallery).
+Writes benchmarks/results/<family>_variants.json.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import yaml
 
 RESULTS = Path(__file__).parent / "results"
 LINKED = ("data", ".cache", "gallery")      # read-only inputs every variant shares
+GALLERY_KEYS = {"gallery_per_sku", "gallery_blur_cutoff"}   # sku settings that choose the gallery: a copy of its own
 METRICS = Path("metrics")
 MODELS = Path("models")
 
@@ -75,8 +78,12 @@ def scratch_project(workspace: Path, scratch: Path, family: str, overrides: dict
 
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
+    own_gallery = family == "sku" and bool(GALLERY_KEYS & set(overrides))
     for link in LINKED:
-        os.symlink(workspace / link, scratch / link)
+        if link == "gallery" and own_gallery:       # re-enrolled under the variant's settings (enrol_gallery)
+            shutil.copytree(workspace / link, scratch / link)
+        else:
+            os.symlink(workspace / link, scratch / link)
     (scratch / MODELS).mkdir()
     (scratch / METRICS).mkdir()
     for other in families.FAMILIES:                 # the other candidates as trained in the workspace
@@ -111,6 +118,7 @@ def run_variant(workspace: Path, scratch: Path, family: str, overrides: dict, se
     if reused:
         shutil.move(kept, scratch / MODELS / family)
     params = load_params(scratch / "params.yaml")
+    enrolled = enrol_gallery(scratch, params) if family == "sku" and GALLERY_KEYS & set(overrides) else None
     started = time.perf_counter()
     if reused:
         record = json.loads(record_file.read_text())
@@ -131,12 +139,30 @@ def run_variant(workspace: Path, scratch: Path, family: str, overrides: dict, se
     gate, auto_pass = families.get(family).gate_values(metrics["test"])
     return {"overrides": overrides, "seed": raw["seed"], "train_seconds": record.get("seconds"),
             **({"reused": "trained by an earlier run in the scratch copy; evaluated and reviewed again"} if reused else {}),
+            **({"gallery": enrolled} if enrolled else {}),
             "train_and_evaluate_seconds": round(trained, 1),
             "reviewer_seconds": round(time.perf_counter() - started - trained, 1),
             "thresholds": metrics.get("thresholds"), "gate_values": gate, "family_auto_pass": auto_pass,
             "summary": families.get(family).summary(metrics["test"]),
             "test": numbers(metrics["test"]), "reviewer": None if reviewer is None else reviewer_view(reviewer),
             **({"real_photos": real} if real_photos else {})}
+
+
+def enrol_gallery(scratch: Path, params) -> dict:
+    """The scratch copy of the gallery topped up to the variant's ``gallery_per_sku`` by ``reviewops gallery
+    seed``'s own code (no push: the copy is the variant's alone); what it holds then. A gallery setting that would
+    need photos taken out (fewer per SKU, another blur cutoff) is refused: ``seed`` only adds."""
+    from pipelines.data.gallery import read_gallery, seed
+
+    before = read_gallery(scratch)
+    if before["sku_id"].value_counts().max() > params.train.sku.gallery_per_sku:
+        raise SystemExit(f"gallery_per_sku={params.train.sku.gallery_per_sku} is below the workspace gallery's "
+                         f"{before['sku_id'].value_counts().max()} photos per SKU: seed only adds photos")
+    seed(scratch, params, push=False)
+    after = read_gallery(scratch)
+    return {"photos_before": len(before), "photos": len(after), "skus": int(after["sku_id"].nunique()),
+            "per_sku_min": int(after["sku_id"].value_counts().min()),
+            "per_sku_max": int(after["sku_id"].value_counts().max())}
 
 
 def real_view(metrics: dict) -> dict:

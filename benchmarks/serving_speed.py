@@ -227,7 +227,7 @@ def one_side(name: str, home: Path, tag: str, photos: list[dict], args, work: Pa
 
 
 LINKED = ("data", ".cache", "gallery", "plots", "dvc.lock", "gallery.dvc")
-OWN = {"models": "reviewer", "metrics": "reviewer.json"}     # the scratch project's own reviewer stage outputs
+OWN = {"models": ("reviewer",), "metrics": ("reviewer.json", "real_photos.json")}   # the scratch's own stage outputs
 
 
 def _with_new_keys(theirs: dict, ours: dict) -> dict:
@@ -243,8 +243,9 @@ def _with_new_keys(theirs: dict, ours: dict) -> dict:
 
 def build_new(workspace: Path, scratch: Path) -> str:
     """``reviewops reviewer``, ``gate`` and ``build`` with this checkout in ``scratch`` (the workspace's trained
-    candidates linked in, the reviewer stage's outputs its own, reports and params copied, a model store of its
-    own); returns ``HOME:TAG``. The reviewer stage chooses the INT8 graphs the gate then registers."""
+    candidates linked in, the reviewer and real-photo stages' outputs its own, reports and params copied, a model
+    store of its own); returns ``HOME:TAG``. The reviewer stage chooses the INT8 graphs the gate then registers;
+    the real-photo stage scores the bundles it exported, which the gate holds to ``gate.real_photos``."""
     import shutil
     import subprocess
 
@@ -256,7 +257,7 @@ def build_new(workspace: Path, scratch: Path) -> str:
     for name, own in OWN.items():
         (scratch / name).mkdir()
         for entry in (workspace / name).iterdir():
-            if entry.name != own:
+            if entry.name not in own:
                 (scratch / name / entry.name).symlink_to(entry)
     shutil.copytree(workspace / "reports", scratch / "reports")        # the gate writes its reports there
     # the workspace's params, plus the settings this checkout added since (their values from this checkout's file)
@@ -266,7 +267,7 @@ def build_new(workspace: Path, scratch: Path) -> str:
                                                         sort_keys=False))
     env = {**os.environ, "BENTOML_HOME": str(scratch / ".bentoml")}
     cli = str(Path(sys.executable).with_name("reviewops"))
-    for step in ("reviewer", "gate", "build"):
+    for step in ("reviewer", "real-photos", "gate", "build"):
         print(f"new: reviewops {step} in {scratch}", flush=True)
         subprocess.run([cli, step], cwd=scratch, env=env, check=True, stdout=subprocess.DEVNULL)
     return f"{scratch / '.bentoml'}:reviewops-reviewer:latest"

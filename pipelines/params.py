@@ -357,6 +357,8 @@ class RealPhotoParams(_Strict):
     """Real photographs (shared/DATA.md, pipelines/data/real_photos.py): training material and checks, never both."""
     train: list[str]                         # <source>:<name>: what the blur and manipulation families learn from
     checks: list[str]                        # what metrics/real_photos.json scores the candidates on
+    soft_focus: list[str] = []               # checks whose views are not all in focus (bokeh, a featureless sky):
+                                             # their unblurred views start the blur series but are not counted as sharp
     seed: int = Field(ge=0)
     check_views: int = Field(ge=1)           # square views of each check photo: the centre one and random crops
     edits_per_view: int = Field(ge=1)        # edited copies of each view (edit kinds in turn)
@@ -377,6 +379,11 @@ class RealPhotoParams(_Strict):
                     f"check-only sources in train: {wrong_train}" if wrong_train else ""]
         if any(problems):
             raise ValueError("real_photos: " + "; ".join(p for p in problems if p))
+        if not set(self.soft_focus) <= set(self.checks):
+            raise ValueError(f"real_photos.soft_focus names photos that are not checks: "
+                             f"{sorted(set(self.soft_focus) - set(self.checks))}")
+        if set(self.soft_focus) == set(self.checks):
+            raise ValueError("real_photos.soft_focus leaves no check photo to count as sharp")
         if not self.gaussian_sigmas or self.gaussian_sigmas[0] != 0 or self.gaussian_sigmas != sorted(self.gaussian_sigmas):
             raise ValueError("real_photos.gaussian_sigmas must rise from 0 (the sharp photo)")
         if self.motion_lengths != sorted(self.motion_lengths):

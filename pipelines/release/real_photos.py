@@ -15,8 +15,10 @@ ONNX Runtime, and the one decision rule (:func:`pipelines.serve.decision.decide`
 - **blur**: every view at each ``gaussian_sigmas`` and ``motion_lengths`` strength (px at 256 px). Per view
   the Spearman of the blur score against the strength (mean over views), pooled over every view and
   strength, the share of views whose score never falls as the blur grows (by more than 0.01), and
-  ``sharp_flagged``: the share of unblurred views answered ``blur``. The variance of the Laplacian (as
-  -log variance, higher = blurrier) on the same photos is the baseline.
+  ``sharp_flagged``: the share of unblurred views answered ``blur``, over the photos in focus across the
+  frame (``real_photos.soft_focus`` names the others: a crop of a bokeh background or of a featureless sky is
+  not a sharp photo; ``sharp_flagged_all_views`` and ``soft_focus_flagged`` count them). The variance of the
+  Laplacian (as -log variance, higher = blurrier) on the same photos is the baseline.
 - **sku**: every unedited view listed as the catalogue SKU it looks most like (the hardest claim): the
   share answered ``unknown_sku`` by the SKU check (similarity at or below its threshold), and the
   similarities against the threshold.
@@ -165,9 +167,14 @@ def measure(models, params: Params) -> tuple[dict, pd.DataFrame]:
                          "score": raw["blur"], "laplacian": _laplacian(img), "flagged": "blur" in answer["reasons"]})
         b = pd.DataFrame([r for r in rows if r["check"] == "blur"])
         sharp = b[(b["kind"] == "gaussian") & (b["strength"] == 0)]
+        soft = sharp["photo"].isin(params.real_photos.soft_focus)
         metrics["blur"] = {"threshold": meta["blur"]["thresholds"]["blur"],
-                           "sharp_flagged": round(float(sharp["flagged"].mean()), 4),
-                           "sharp": len(sharp)}
+                           "sharp_flagged": round(float(sharp.loc[~soft, "flagged"].mean()), 4),
+                           "sharp": int((~soft).sum()),
+                           "sharp_flagged_all_views": round(float(sharp["flagged"].mean()), 4),
+                           "soft_focus": {"photos": list(params.real_photos.soft_focus), "views": int(soft.sum()),
+                                          "flagged": round(float(sharp.loc[soft, "flagged"].mean()), 4)
+                                          if soft.any() else None}}
         for kind in ("gaussian", "motion"):
             part = b[b["kind"] == kind] if kind == "gaussian" else \
                 pd.concat([sharp.assign(kind="motion"), b[b["kind"] == "motion"]])   # motion series start sharp

@@ -29,6 +29,8 @@ def test_every_named_photo_is_on_this_machine_and_decodes():
     (lambda r: r["train"].append(r["checks"][0]), "in both train and checks"),
     (lambda r: r["checks"].append("skimage:coffee.png"), "generator material as a check"),
     (lambda r: r["train"].append("sklearn:flower.jpg"), "check-only sources in train"),
+    (lambda r: r["soft_focus"].append(r["train"][0]), "soft_focus names photos that are not checks"),
+    (lambda r: r.update(soft_focus=list(r["checks"])), "no check photo to count as sharp"),
 ])
 def test_the_params_loader_keeps_checks_apart_from_training(tmp_path, change, message):
     raw = yaml.safe_load((PROJECT / "params.yaml").read_text())

@@ -42,8 +42,13 @@ def test_the_stage_scores_every_view_edit_and_blur_level_and_its_figures_follow_
     blur = scores[scores["check"] == "blur"]
     assert len(blur) == views * (len(rp.gaussian_sigmas) + len(rp.motion_lengths))
     sharp = blur[(blur["kind"] == "gaussian") & (blur["strength"] == 0)]
-    assert m["blur"]["sharp"] == len(sharp) == views
-    assert m["blur"]["sharp_flagged"] == pytest.approx(sharp["flagged"].mean(), abs=1e-4)
+    assert len(sharp) == views
+    soft = sharp["photo"].isin(rp.soft_focus)        # views not all in focus: in the series, not counted as sharp
+    assert rp.soft_focus and soft.any() and not soft.all()
+    assert m["blur"]["sharp"] == (~soft).sum() and m["blur"]["soft_focus"]["views"] == soft.sum()
+    assert m["blur"]["sharp_flagged"] == pytest.approx(sharp.loc[~soft, "flagged"].mean(), abs=1e-4)
+    assert m["blur"]["soft_focus"]["flagged"] == pytest.approx(sharp.loc[soft, "flagged"].mean(), abs=1e-4)
+    assert m["blur"]["sharp_flagged_all_views"] == pytest.approx(sharp["flagged"].mean(), abs=1e-4)
     g = m["blur"]["gaussian"]
     assert set(g["model"]["mean_by_strength"]) == {str(float(s)) for s in rp.gaussian_sigmas}
     assert m["blur"]["pooled_spearman"] == g["model"]["pooled_spearman"]
