@@ -42,7 +42,6 @@ import yaml
 
 RESULTS = Path(__file__).parent / "results"
 LINKED = ("data", ".cache", "gallery")      # read-only inputs every variant shares
-GALLERY_KEYS = {"gallery_per_sku", "gallery_blur_cutoff"}   # sku settings that choose the gallery: a copy of its own
 METRICS = Path("metrics")
 MODELS = Path("models")
 
@@ -78,9 +77,8 @@ def scratch_project(workspace: Path, scratch: Path, family: str, overrides: dict
 
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
-    own_gallery = family == "sku" and bool(GALLERY_KEYS & set(overrides))
     for link in LINKED:
-        if link == "gallery" and own_gallery:       # re-enrolled under the variant's settings (enrol_gallery)
+        if link == "gallery" and own_gallery(family, overrides):   # topped up by enrol_gallery
             shutil.copytree(workspace / link, scratch / link)
         else:
             os.symlink(workspace / link, scratch / link)
@@ -118,7 +116,7 @@ def run_variant(workspace: Path, scratch: Path, family: str, overrides: dict, se
     if reused:
         shutil.move(kept, scratch / MODELS / family)
     params = load_params(scratch / "params.yaml")
-    enrolled = enrol_gallery(scratch, params) if family == "sku" and GALLERY_KEYS & set(overrides) else None
+    enrolled = enrol_gallery(scratch, params) if own_gallery(family, overrides) else None
     started = time.perf_counter()
     if reused:
         record = json.loads(record_file.read_text())
@@ -148,16 +146,23 @@ def run_variant(workspace: Path, scratch: Path, family: str, overrides: dict, se
             **({"real_photos": real} if real_photos else {})}
 
 
+def own_gallery(family: str, overrides: dict) -> bool:
+    """Whether the variant gets a gallery of its own: a ``sku`` variant that sets ``gallery_per_sku`` (any other
+    setting, ``gallery_blur_cutoff`` included, is read against the workspace's gallery as it is)."""
+    return family == "sku" and "gallery_per_sku" in overrides
+
+
 def enrol_gallery(scratch: Path, params) -> dict:
     """The scratch copy of the gallery topped up to the variant's ``gallery_per_sku`` by ``reviewops gallery
-    seed``'s own code (no push: the copy is the variant's alone); what it holds then. A gallery setting that would
-    need photos taken out (fewer per SKU, another blur cutoff) is refused: ``seed`` only adds."""
+    seed``'s own code (no push: the copy is the variant's alone); what it holds then. Fewer photos per SKU than
+    the workspace's gallery holds is refused: ``seed`` only adds."""
     from pipelines.data.gallery import read_gallery, seed
 
     before = read_gallery(scratch)
-    if before["sku_id"].value_counts().max() > params.train.sku.gallery_per_sku:
+    most = int(before["sku_id"].value_counts().max())
+    if most > params.train.sku.gallery_per_sku:
         raise SystemExit(f"gallery_per_sku={params.train.sku.gallery_per_sku} is below the workspace gallery's "
-                         f"{before['sku_id'].value_counts().max()} photos per SKU: seed only adds photos")
+                         f"{most} photos per SKU: seed only adds photos")
     seed(scratch, params, push=False)
     after = read_gallery(scratch)
     return {"photos_before": len(before), "photos": len(after), "skus": int(after["sku_id"].nunique()),

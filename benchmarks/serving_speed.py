@@ -226,8 +226,9 @@ def one_side(name: str, home: Path, tag: str, photos: list[dict], args, work: Pa
     return side
 
 
-LINKED = ("data", ".cache", "gallery", "plots", "dvc.lock", "gallery.dvc")
-OWN = {"models": ("reviewer",), "metrics": ("reviewer.json", "real_photos.json")}   # the scratch's own stage outputs
+LINKED = ("data", ".cache", "gallery", "dvc.lock", "gallery.dvc")
+OWN = {"models": ("reviewer",), "metrics": ("reviewer.json", "real_photos.json"),   # the scratch's own stage outputs
+       "plots": ("real_photos",)}
 
 
 def _with_new_keys(theirs: dict, ours: dict) -> dict:
@@ -256,7 +257,7 @@ def build_new(workspace: Path, scratch: Path) -> str:
             (scratch / name).symlink_to(workspace / name)
     for name, own in OWN.items():
         (scratch / name).mkdir()
-        for entry in (workspace / name).iterdir():
+        for entry in (workspace / name).iterdir() if (workspace / name).is_dir() else ():
             if entry.name not in own:
                 (scratch / name / entry.name).symlink_to(entry)
     shutil.copytree(workspace / "reports", scratch / "reports")        # the gate writes its reports there

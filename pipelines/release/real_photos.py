@@ -17,7 +17,7 @@ ONNX Runtime, and the one decision rule (:func:`pipelines.serve.decision.decide`
   strength, the share of views whose score never falls as the blur grows (by more than 0.01), and
   ``sharp_flagged``: the share of unblurred views answered ``blur``, over the photos in focus across the
   frame (``real_photos.soft_focus`` names the others: a crop of a bokeh background or of a featureless sky is
-  not a sharp photo; ``sharp_flagged_all_views`` and ``soft_focus_flagged`` count them). The variance of the
+  not a sharp photo; ``sharp_flagged_all_views`` and ``soft_focus.flagged`` count them). The variance of the
   Laplacian (as -log variance, higher = blurrier) on the same photos is the baseline.
 - **sku**: every unedited view listed as the catalogue SKU it looks most like (the hardest claim): the
   share answered ``unknown_sku`` by the SKU check (similarity at or below its threshold), and the
