@@ -6,6 +6,8 @@ default-size `make demo` workspace):
     .venv/bin/python benchmarks/seed_spread.py /tmp/seed7 /tmp/seed8 /tmp/seed9
 
 or with a seed's figures as benchmarks/family_variants.py recorded them (``--recorded FILE:VARIANT``, repeated).
+``WORKSPACE=LABEL`` keys a run by LABEL instead of its seed: two workspaces of one seed side by side (e.g. a
+generator setting against the default, ``/tmp/demo-flat=flat /tmp/demo-shaded=shaded``).
 
 For every workspace it reads what the reviewer stage measured (``metrics/reviewer.json``: clean auto-pass per split,
 the live mix's auto-pass, every defect's photo recall, the share of clean photos each check flags) and judges each
@@ -39,6 +41,21 @@ def figures(root: Path | None = None, doc: dict | None = None) -> dict:
     return out
 
 
+def real_photo_figures(root: Path) -> dict | None:
+    """The real-photo stage's headline figures (``metrics/real_photos.json``), or None where it did not run."""
+    path = root / "metrics" / "real_photos.json"
+    if not path.exists():
+        return None
+    doc = json.loads(path.read_text())
+    blur, manipulation = doc["blur"], doc["manipulation"]
+    return {"manipulation_false_alarm_rate": manipulation["false_alarm_rate"],
+            "manipulation_edit_recall": manipulation["edit_recall"],
+            "blur_pooled_spearman": blur["pooled_spearman"],
+            "blur_laplacian_pooled_spearman": blur["gaussian"]["laplacian_baseline"]["pooled_spearman"],
+            "blur_sharp_flagged": blur["sharp_flagged"],
+            "sku_unknown_share": doc["sku"]["unknown_sku_share"]}
+
+
 def verdicts(root: Path) -> dict:
     """Each family's gate verdict on a fresh registry, with the criteria it fails."""
     from pipelines.params import load_params
@@ -63,7 +80,7 @@ def lowest(values: dict, split: str) -> list:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("workspaces", type=Path, nargs="*")
+    ap.add_argument("workspaces", nargs="*", metavar="WORKSPACE[=LABEL]")
     ap.add_argument("--recorded", action="append", default=[], metavar="FILE:VARIANT",
                     help="a seed's figures as a benchmarks/family_variants.py result recorded them (the row of that "
                          "variant: the reviewer stage's figures with that family retrained); no gate verdicts")
@@ -82,13 +99,19 @@ def main() -> None:
         runs[str(rows[0]["seed"])] = {"recorded": f"{Path(path).name}:{variant}", "figures": values, "gate": None,
                                       "lowest_photo_recall": {s: lowest(values, s) for s in ("test", "live_mix")}}
     for ws in args.workspaces:
-        root = ws.resolve()
-        seed = load_params(root / "params.yaml").seed
+        path, _, label = ws.partition("=")
+        root = Path(path).resolve()
+        params = load_params(root / "params.yaml")
+        seed = params.seed
+        key = label or str(seed)
+        if key in runs:
+            ap.error(f"two runs keyed {key!r}: label them WORKSPACE=LABEL")
         values = figures(root)
-        runs[str(seed)] = {"workspace": str(root), "figures": values, "gate": verdicts(root),
-                           "lowest_photo_recall": {s: lowest(values, s) for s in ("test", "live_mix")}}
-        r = runs[str(seed)]
-        print(f"seed {seed}: clean auto-pass test {values['test.clean_auto_pass']:.3f}, live mix auto-pass "
+        runs[key] = {"workspace": str(root), "seed": seed, "figures": values, "gate": verdicts(root),
+                     "lowest_photo_recall": {s: lowest(values, s) for s in ("test", "live_mix")},
+                     "real_photos": real_photo_figures(root), "generator": params.generator.model_dump()}
+        r = runs[key]
+        print(f"{key} (seed {seed}): clean auto-pass test {values['test.clean_auto_pass']:.3f}, live mix auto-pass "
               f"{values['live_mix.auto_pass']:.3f}, lowest test photo recall {r['lowest_photo_recall']['test']}, "
               f"gate refuses {[f for f, v in r['gate'].items() if not v['passes']] or 'nothing'}", flush=True)
     keys = sorted(set().union(*(r["figures"] for r in runs.values())))
@@ -100,7 +123,8 @@ def main() -> None:
                                            "mean": round(sum(got) / len(got), 4)} if got else {})}
     command = "python benchmarks/seed_spread.py " + " ".join(
         [f"--recorded {r['recorded']}" for r in runs.values() if "recorded" in r]
-        + [f"<workspace seed {s}>" for s, r in runs.items() if "recorded" not in r])
+        + [f"<workspace seed {r['seed']}>" + (f"={s}" if s != str(r["seed"]) else "")
+           for s, r in runs.items() if "recorded" not in r])
     doc = {**header(command),
            "seeds": list(runs), "spread": spread,
            "runs": {s: {k: v for k, v in r.items() if k != "figures"} for s, r in runs.items()}}
