@@ -176,7 +176,9 @@ def real_view(metrics: dict) -> dict:
     return {"blur_pooled_spearman": blur.get("pooled_spearman"), "blur_sharp_flagged": blur.get("sharp_flagged"),
             "manipulation_false_alarm_rate": manipulation.get("false_alarm_rate"),
             "manipulation_edit_recall": manipulation.get("edit_recall"),
-            "manipulation_median_score_unedited": manipulation.get("median_score_unedited")}
+            "manipulation_median_score_unedited": manipulation.get("median_score_unedited"),
+            "blur_laplacian_pooled_spearman": blur.get("gaussian", {}).get("laplacian_baseline", {}).get("pooled_spearman"),
+            "sku_unknown_share": metrics.get("sku", {}).get("unknown_sku_share")}
 
 
 def baseline_row(workspace: Path, family: str, family_only: bool = False, real_photos: bool = False) -> dict:

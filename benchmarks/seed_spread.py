@@ -42,18 +42,12 @@ def figures(root: Path | None = None, doc: dict | None = None) -> dict:
 
 
 def real_photo_figures(root: Path) -> dict | None:
-    """The real-photo stage's headline figures (``metrics/real_photos.json``), or None where it did not run."""
+    """The real-photo stage's headline figures (``metrics/real_photos.json``, as family_variants.py summarises them),
+    or None where it did not run."""
+    from family_variants import real_view
+
     path = root / "metrics" / "real_photos.json"
-    if not path.exists():
-        return None
-    doc = json.loads(path.read_text())
-    blur, manipulation = doc["blur"], doc["manipulation"]
-    return {"manipulation_false_alarm_rate": manipulation["false_alarm_rate"],
-            "manipulation_edit_recall": manipulation["edit_recall"],
-            "blur_pooled_spearman": blur["pooled_spearman"],
-            "blur_laplacian_pooled_spearman": blur["gaussian"]["laplacian_baseline"]["pooled_spearman"],
-            "blur_sharp_flagged": blur["sharp_flagged"],
-            "sku_unknown_share": doc["sku"]["unknown_sku_share"]}
+    return real_view(json.loads(path.read_text())) if path.exists() else None
 
 
 def verdicts(root: Path) -> dict:
