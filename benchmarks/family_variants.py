@@ -44,6 +44,7 @@ RESULTS = Path(__file__).parent / "results"
 LINKED = ("data", ".cache", "gallery")      # read-only inputs every variant shares
 METRICS = Path("metrics")
 MODELS = Path("models")
+VARIANT_RECORD = "variant_train.json"   # what families.train returned, where the family writes no train.json itself
 
 
 def numbers(tree: dict, prefix: str = "") -> dict[str, float]:
@@ -106,7 +107,9 @@ def run_variant(workspace: Path, scratch: Path, family: str, overrides: dict, se
     from pipelines.release.reviewer import evaluate_reviewer
     from pipelines.train import families
 
-    record_file = scratch / MODELS / family / "train.json"
+    # the training record: the family's train.json, or (prohibited writes one per category) the one written below
+    record_file = next((f for f in (scratch / MODELS / family / n for n in ("train.json", VARIANT_RECORD)) if f.exists()),
+                       scratch / MODELS / family / VARIANT_RECORD)
     reused = reuse and section is None and record_file.exists()
     kept = scratch.parent / f".{scratch.name}.model"
     if reused:                                      # the model an earlier run trained, in a fresh scratch copy
@@ -126,6 +129,8 @@ def run_variant(workspace: Path, scratch: Path, family: str, overrides: dict, se
         record = train_defects(scratch, params)
     else:
         record = families.train(family, scratch, params)
+        if not (scratch / MODELS / family / "train.json").exists():
+            (scratch / MODELS / family / VARIANT_RECORD).write_text(json.dumps(record, default=str))
     metrics = families.evaluate(family, scratch, params)
     trained = time.perf_counter() - started
     reviewer = None if family_only else evaluate_reviewer(scratch, params)

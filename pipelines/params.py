@@ -93,6 +93,7 @@ class VisibilityParams(_Strict):
     manipulation_min_trace: float = Field(ge=0.0, le=1.0)  # an edit's mean luminance change over the pixels it changed
     clone_min_object_share: float = Field(ge=0.0, le=1.0)  # a clone's source or destination square: share of object pixels
     clone_min_coarse_trace: float = Field(ge=0.0, le=1.0)  # ...or its trace at a coarse scale (backdrop onto backdrop)
+    max_covered: float = Field(ge=0.0, le=1.0)  # an item or dirt spot more of which an edit pasted over is not labelled
 
 
 class LabelParams(_Strict):

@@ -54,6 +54,11 @@ COLUMNS: dict[str, tuple[pa.DataType, str]] = {
     "cut_by_frame": (pa.bool_(), "the product extends past the image border"),
     "off_centre": (pa.bool_(), "offset beyond labels.centering_tolerance or cut by the frame"),
     "prohibited": (pa.list_(pa.string()), "prohibited categories shown (empty when none)"),
+    "prohibited_drawn": (pa.list_(pa.string()), "prohibited categories drawn, seen or not (an item mostly under an "
+                                                "edit's pasted content is drawn but not labelled: item_covered)"),
+    "item_covered": (pa.float32(), "share of the prohibited item's pixels under content an edit pasted over it (a "
+                                   "splice's photo, a clone's patch; 0..1); above labels.visibility.max_covered it is not "
+                                   "labelled; 0 when no item or no such edit"),
     "manipulated": (pa.bool_(), "the photo was visibly edited after capture (manipulation_trace >= "
                                 "labels.visibility.manipulation_min_trace; a clone also clone_object_share >= "
                                 "labels.visibility.clone_min_object_share or clone_coarse_trace >= "

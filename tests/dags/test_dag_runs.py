@@ -155,7 +155,7 @@ def test_the_retrain_ran_the_real_dvc_yaml_every_metric_and_plot_shows_and_a_sec
     assert training < 180, f"the tiny profile must train all five families in under 3 minutes: {training:.0f} s"
     assert sorted(p.name for p in (repo / "models" / "prohibited").iterdir() if p.is_dir()) == sorted([*categories, "_neck"])
     neck = json.loads((repo / "models" / "prohibited" / "_neck" / "train.json").read_text())
-    assert not params.train.prohibited.neck and neck["neck"] is None, neck       # the default: a whole tail each
+    assert params.train.prohibited.neck and neck["neck"], neck       # the default: one neck, a light head per category
     photos = sum(len(list((repo / "data" / "batches" / b / "images").glob("*.jpg"))) for b in ("tiny-b1", "tiny-b2"))
     for family, files in MODEL_FILES.items():
         dirs = [repo / "models" / family / c for c in categories] if family == "prohibited" else [repo / "models" / family]

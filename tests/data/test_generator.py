@@ -74,6 +74,7 @@ def test_labels_are_consistent(batch):
         assert row.dirt == (row.dirt_max_area_px >= rule.dirt_min_area_px and row.dirt_max_contrast >= rule.dirt_min_contrast)
         assert (row.dirt_max_contrast > 0) == (row.dirt_spots_drawn > 0)
         assert sorted(row.prohibited) == sorted(lab.split(":", 1)[1] for lab in labels if lab.startswith("prohibited:"))
+        assert list(row.prohibited) == (list(row.prohibited_drawn) if row.item_covered <= rule.max_covered else [])
         assert row.sticker_missing == (row.stickers_present < row.stickers_expected)
         if row.category in params.labels.sticker_required_categories:
             assert labels["sticker"] == row.stickers_present

@@ -184,3 +184,35 @@ def test_an_invisible_defect_stays_drawn_but_unlabelled(params, rule):
         drawn += rec["dirt_spots_drawn"]
         labelled += rec["dirt_spots_visible"] + rec["manipulated"]
     assert drawn > 0 and labelled > 0
+
+
+def test_an_item_under_a_pasted_splice_or_clone_is_drawn_but_not_labelled(params, rule):
+    """labels.visibility.max_covered: a prohibited item most of whose pixels a splice's photo or a clone's patch
+    covers is no longer seen (a bottle of which only the neck shows above a spliced disc); it stays drawn
+    (prohibited_drawn, item_covered) and the same photo under a rule that ignores covering labels it."""
+    alpha = np.zeros((256, 256), np.float32)
+    alpha[100:140, 100:140] = 1.0
+    half = manipulation.Pasted(120, 0, np.ones((200, 200), np.float32))
+    assert half.covered(alpha) == pytest.approx(0.5)
+    assert manipulation.Pasted(0, 0, np.ones((50, 50), np.float32)).covered(alpha) == 0.0
+    assert manipulation.Pasted(0, 0, np.ones((50, 50), np.float32)).covered(np.zeros_like(alpha)) == 0.0
+    assert manipulation.pasted(None) is None
+
+    gen = params.generator.model_copy(update={"manipulation_rate": 1.0, "prohibited_rate": 1.0})
+    labels = params.labels
+    cfg = SceneConfig(params.data.image_size, gen, labels, params.prohibited.categories)
+    lenient = SceneConfig(params.data.image_size, gen, labels.model_copy(
+        update={"visibility": rule.model_copy(update={"max_covered": 1.0})}), params.prohibited.categories)
+    recs = [(i, render_photo(11, i, cfg)) for i in range(120)]
+    covered = [(i, jpeg, rec) for i, (jpeg, rec) in recs if rec["item_covered"] > rule.max_covered]
+    assert covered, sorted(rec["item_covered"] for _, (_, rec) in recs)[-5:]
+    for i, jpeg, rec in covered:
+        assert rec["manipulation_drawn"] in ("splice", "clone")
+        assert rec["prohibited"] == [] and rec["prohibited_drawn"]
+        assert not any(b["label"].startswith("prohibited:") for b in rec["boxes"])
+        again, seen = render_photo(11, i, lenient)
+        assert again == jpeg and seen["prohibited"] == rec["prohibited_drawn"]
+    for _, (_, rec) in recs:
+        assert (rec["item_covered"] == 0.0) or rec["manipulation_drawn"] in ("splice", "clone")
+        if rec["item_covered"] <= rule.max_covered:
+            assert rec["prohibited"] == rec["prohibited_drawn"]

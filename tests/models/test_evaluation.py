@@ -47,6 +47,27 @@ def test_a_confidence_bound_asks_for_more_caught_positives_the_fewer_there_are()
     assert threshold_for_recall(few, np.r_[np.ones(10, bool), np.zeros(5, bool)], 0.98, 0.7) == 0.5   # unreachable: all
 
 
+def test_the_middle_of_the_gap_catches_the_positives_that_cost_no_false_alarm():
+    """gap_middle: the threshold goes halfway (logit) between the highest validation negative under it and the
+    lowest score above that negative; a positive the target let go but above every negative under the threshold is
+    caught, and the validation negatives flagged stay those at the threshold."""
+    from pipelines.train.evaluate import calibrate, gap_middle
+
+    logit = lambda p: np.log(p / (1 - p))
+    sig = lambda z: 1 / (1 + np.exp(-z))
+    scores = sig(np.array([6.0, 5.5, 5.0, 4.5, 1.0, -1.0, -3.0, -4.0]))
+    labels = np.array([1, 1, 1, 1, 1, 0, 0, 0], bool)
+    t = gap_middle(scores, labels, float(sig(4.5)))                 # the target asked for four of five positives
+    assert logit(t) == pytest.approx(0.0)                            # between -1 and the positive at 1, not at 1.75
+    assert (scores[labels] >= t).all() and (scores[~labels] >= t).sum() == 0
+    assert gap_middle(scores, labels, float(sig(6.0))) == pytest.approx(t)   # whatever the target let go above -1
+    assert gap_middle(scores[:5], labels[:5], float(sig(4.5))) == pytest.approx(sig(4.5))   # no negative under it
+    thr, source = calibrate(scores, labels, 0.8, middle=True)
+    assert thr == pytest.approx(t) and "middle" in source
+    inside = np.r_[scores, sig(2.0)], np.r_[labels, False]           # a negative in the gap: the gap ends there
+    assert logit(gap_middle(*inside, float(sig(4.5)))) == pytest.approx(3.25)
+
+
 def test_a_weighted_threshold_counts_photos_not_claims():
     rng = np.random.default_rng(3)
     scores, labels = rng.random(40), np.r_[np.ones(20, bool), np.zeros(20, bool)]

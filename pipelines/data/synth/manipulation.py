@@ -6,6 +6,8 @@ synthesised region lacks the camera's noise and JPEG history, which is what fore
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -13,6 +15,24 @@ from pipelines.data.synth.backgrounds import SKIMAGE_PHOTOS, random_crop, real_i
 
 TYPES = ("splice", "clone", "watermark", "synthetic")
 WATERMARKS = ("SAMPLE", "(c) dealz4u", "www.best-deals.shop", "STOCK PHOTO", "PREVIEW", "(c) megastore")
+
+
+@dataclass(frozen=True)
+class Pasted:
+    """Content an edit put over the photo in place of what was there (a splice's photo, a clone's patch): the
+    top-left corner of its square and its blend weight there (side x side, 0..1). What it covers, a person no
+    longer sees (:func:`covered`); a watermark or a smoothed region leaves the content under it visible."""
+    x: int
+    y: int
+    weight: np.ndarray
+
+    def covered(self, alpha: np.ndarray) -> float:
+        """The share of an object's pixels (``alpha``: its alpha in the frame, 0..1) under this content."""
+        total = float(alpha.sum())
+        if total <= 0:
+            return 0.0
+        under = alpha[self.y:self.y + self.weight.shape[0], self.x:self.x + self.weight.shape[1]]
+        return float((under * self.weight[:under.shape[0], :under.shape[1]]).sum()) / total
 
 
 def _region(rng, size, lo=0.22, hi=0.42):
@@ -32,7 +52,8 @@ def _soft_mask(rng, side, feather):
     return m[..., None]
 
 
-def splice(img, rng):
+def splice(img, rng) -> Pasted:
+    """A square (or disc) of a real photo blended in; returns where it went."""
     size = img.shape[0]
     x, y, side = _region(rng, size)
     src = random_crop(rng, real_image(str(rng.choice(SKIMAGE_PHOTOS))), side, 0.2)
@@ -41,10 +62,18 @@ def splice(img, rng):
     m = _soft_mask(rng, side, rng.uniform(0, 1.5))
     roi = img[y:y + side, x:x + side].astype(np.float32)
     img[y:y + side, x:x + side] = np.clip(roi * (1 - m) + src * 255 * m, 0, 255).astype(np.uint8)
+    return Pasted(int(x), int(y), m[..., 0])
+
+
+@dataclass(frozen=True)
+class Cloned:
+    """A copy-move: its source and destination squares ``(x, y, side)`` and the patch as pasted."""
+    squares: tuple[tuple[int, int, int], tuple[int, int, int]]
+    pasted: Pasted
 
 
 def clone(img, rng):
-    """Copy-move within the photo; returns the source and destination squares ``(x, y, side)``."""
+    """Copy-move within the photo; returns its squares and the patch as pasted (:class:`Cloned`)."""
     size = img.shape[0]
     sx, sy, side = _region(rng, size, 0.15, 0.3)
     dx, dy = rng.integers(0, size - side), rng.integers(0, size - side)
@@ -52,7 +81,7 @@ def clone(img, rng):
     patch = img[sy:sy + side, sx:sx + side].astype(np.float32)
     roi = img[dy:dy + side, dx:dx + side].astype(np.float32)
     img[dy:dy + side, dx:dx + side] = np.clip(roi * (1 - m) + patch * m, 0, 255).astype(np.uint8)
-    return (int(sx), int(sy), int(side)), (int(dx), int(dy), int(side))
+    return Cloned(((int(sx), int(sy), int(side)), (int(dx), int(dy), int(side))), Pasted(int(dx), int(dy), m[..., 0]))
 
 
 def clone_object_share(objects: np.ndarray, squares) -> float:
@@ -134,7 +163,14 @@ def coarse_trace(before_u8: np.ndarray, after_u8: np.ndarray) -> float:
     return float(np.abs(a - b)[changed].mean()) if changed.any() else 0.0
 
 
+def pasted(done) -> Pasted | None:
+    """The content an edit pasted over the photo (what :func:`manipulate` returned): a splice's or a clone's, else
+    None."""
+    return done.pasted if isinstance(done, Cloned) else done if isinstance(done, Pasted) else None
+
+
 def manipulate(img_u8: np.ndarray, rng: np.random.Generator) -> tuple[str, object]:
-    """Apply one edit of a random kind in place: ``(kind, what the edit returned)`` (a clone's squares)."""
+    """Apply one edit of a random kind in place: ``(kind, what the edit returned)`` (a splice's :class:`Pasted`, a
+    clone's :class:`Cloned`, None)."""
     kind = str(rng.choice(TYPES))
     return kind, APPLY[kind](img_u8, rng)

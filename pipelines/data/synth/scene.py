@@ -15,7 +15,7 @@ from pipelines.params import GeneratorParams, LabelParams, VisibilityParams
 from pipelines.data.synth import camera
 from pipelines.data.synth.backgrounds import make_background
 from pipelines.data.synth.catalog import Sku, catalogue_skus, nearest_catalogue_sku, novel_skus, swap_kind
-from pipelines.data.synth.manipulation import clone_object_share, coarse_trace, manipulate, trace
+from pipelines.data.synth.manipulation import clone_object_share, coarse_trace, manipulate, pasted, trace
 from pipelines.data.synth.products import render_product
 from pipelines.data.synth.prohibited_items import render_item
 
@@ -56,6 +56,17 @@ def _alpha_outline(rgba) -> np.ndarray:
 
 def _box(pts) -> tuple[float, float, float, float]:
     return float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max())
+
+
+ITEM_MIN_IN_FRAME = 0.4   # a prohibited item is labelled when at least this share of its box is in the frame
+
+
+def _box_mask(box, size: int) -> np.ndarray:
+    """A box (px, clipped to the frame) as a 0/1 mask of the frame: what :meth:`Pasted.covered` measures a spot by."""
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    mask = np.zeros((size, size), np.float32)
+    mask[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)] = 1.0
+    return mask
 
 
 def _clip(box, size) -> tuple[tuple[float, float, float, float], float]:
@@ -176,6 +187,7 @@ def render_photo(seed: int, index: int, cfg: SceneConfig) -> tuple[bytes, dict]:
         center = ((bx0 + bx1) / 2 / size - 0.5, (by0 + by1) / 2 / size - 0.5)
         off = cut or max(abs(center[0]), abs(center[1])) > cfg.labels.centering_tolerance
     prohibited: list[str] = []
+    item_alpha = None
     if has_prohibited:
         cat = cfg.categories[rng.integers(len(cfg.categories))]
         item_side = size * (rng.uniform(0.4, 0.65) if not sku else rng.uniform(0.26, 0.38))
@@ -187,9 +199,10 @@ def render_photo(seed: int, index: int, cfg: SceneConfig) -> tuple[bytes, dict]:
         else:
             centre = size / 2 + rng.normal(0, 0.06, 2) * size
         Hi = _homography(rng, w, h, item_side, centre, rot_sd=25.0, persp=0.02)
-        objects = np.maximum(objects, _composite(img, item, Hi, size, shadow_rng=rng))
+        item_alpha = _composite(img, item, Hi, size, shadow_rng=rng)
+        objects = np.maximum(objects, item_alpha)
         b, vis = _clip(_box(_project(Hi, _alpha_outline(item))), size)
-        if vis >= 0.4:
+        if vis >= ITEM_MIN_IN_FRAME:
             prohibited.append(cat)
             boxes.append((f"prohibited:{cat}", b))
 
@@ -199,13 +212,14 @@ def render_photo(seed: int, index: int, cfg: SceneConfig) -> tuple[bytes, dict]:
     img = camera.blur(img, rng, kind, strength * size / 256)
     img = camera.sensor_noise(img, rng, gain, gen.camera_noise)
     u8 = (img * 255 + 0.5).astype(np.uint8)
-    manipulation, edit_trace, object_share, coarse = "none", 0.0, 0.0, 0.0
+    manipulation, edit_trace, object_share, coarse, cover = "none", 0.0, 0.0, 0.0, None
     if rng.random() < gen.manipulation_rate:
         before = u8.copy()
-        manipulation, where = manipulate(u8, rng)
+        manipulation, done = manipulate(u8, rng)
+        cover = pasted(done)
         edit_trace = trace(before, u8)
         if manipulation == "clone":
-            object_share, coarse = clone_object_share(objects, where), coarse_trace(before, u8)
+            object_share, coarse = clone_object_share(objects, done.squares), coarse_trace(before, u8)
     quality = int(rng.integers(gen.jpeg_quality[0], gen.jpeg_quality[1] + 1))
     jpeg = camera.to_jpeg(u8, quality)
 
@@ -216,12 +230,21 @@ def render_photo(seed: int, index: int, cfg: SceneConfig) -> tuple[bytes, dict]:
     # its contrast, after the lighting gain and the blur, is high enough (spot_visibility); an edit counts when its
     # trace is above what swapping the sensor noise leaves. What falls below stays drawn, unlabelled, and is
     # recorded in the dirt_* and manipulation_* columns.
+    # An item or a spot mostly under content an edit pasted over it (a splice's photo, a clone's patch) is not seen
+    # either: a person sees the edit, not what is under it.
     rule = cfg.labels.visibility
     spots = []  # (margin, box index, area, contrast after lighting and blur); visible iff margin >= 1
     for k, area, contrast in dirt_in_frame:
         margin, seen = spot_visibility(area, contrast, gain, kind, strength * size / 256, rule)
+        if cover is not None and cover.covered(_box_mask(boxes[k][1], size)) > rule.max_covered:
+            margin = 0.0
         spots.append((margin, k, area, seen))
     hidden = {k for margin, k, _, _ in spots if margin < 1.0}
+    item_covered = cover.covered(item_alpha) if cover is not None and item_alpha is not None else 0.0
+    prohibited_drawn = list(prohibited)
+    if item_covered > rule.max_covered:
+        hidden |= {k for k, (label, _) in enumerate(boxes) if label.startswith("prohibited:")}
+        prohibited = []
     boxes = [b for k, b in enumerate(boxes) if k not in hidden]
     _, _, top_area, top_contrast = max(spots) if spots else (0.0, -1, 0.0, 0.0)  # the most visible spot
     manipulated = manipulation != "none" and edit_trace >= rule.manipulation_min_trace and \
@@ -235,7 +258,8 @@ def render_photo(seed: int, index: int, cfg: SceneConfig) -> tuple[bytes, dict]:
         "dirt_spots_drawn": len(spots), "dirt_spots_visible": len(spots) - len(hidden),
         "dirt_max_contrast": float(top_contrast), "dirt_max_area_px": float(top_area),
         "center_dx": float(center[0]), "center_dy": float(center[1]), "cut_by_frame": bool(cut), "off_centre": bool(off),
-        "prohibited": prohibited, "manipulated": manipulated,
+        "prohibited": prohibited, "prohibited_drawn": prohibited_drawn, "item_covered": float(item_covered),
+        "manipulated": manipulated,
         "manipulation_type": manipulation if manipulated else "none", "manipulation_drawn": manipulation,
         "manipulation_trace": float(edit_trace), "clone_object_share": float(object_share),
         "clone_coarse_trace": float(coarse),
