@@ -119,7 +119,7 @@ def cpu_seconds(procs: dict[str, psutil.Process]) -> dict[str, float]:
 def prohibited_latency(params_path: Path, shared: bool, repeats: int, threads: int = 1) -> dict[str, float]:
     """ms for the prohibited check of one photo at each count of categories, trunk included, as served by a Bento
     with ``params_path``: one whole graph (``shared`` False: before the shared trunk) or the trunk's stages and the
-    categories' graph (``shared``)."""
+    categories' graph (``shared``); on a shared neck (``train.prohibited.neck``) each category is its light head."""
     import onnxruntime as ort
     import torch
 
@@ -131,7 +131,8 @@ def prohibited_latency(params_path: Path, shared: bool, repeats: int, threads: i
     from prohibited_tail_latency import combined        # every category's weights its own, as trained ones are
 
     raw = yaml.safe_load(params_path.read_text())       # an older Bento's params lack settings added since: ours
-    params = Params.model_validate(_with_new_keys(raw, yaml.safe_load(PARAMS.read_text())))
+    ours = yaml.safe_load(PARAMS.read_text())           # (and may hold some removed since: dropped)
+    params = Params.model_validate(_with_new_keys(_known_keys(raw, ours), ours))
     settings = raw["train"]["prohibited"]
     size = params.train.input_size("prohibited")
     options = ort.SessionOptions()
@@ -139,7 +140,7 @@ def prohibited_latency(params_path: Path, shared: bool, repeats: int, threads: i
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, size, size)).astype(np.float32)
     out = {}
     for n in CATEGORY_COUNTS:
-        module = combined(settings["trunk_split"], settings.get("tail_stages"), n)
+        module = combined(settings["trunk_split"], "neck" if settings.get("neck") else settings.get("tail_stages"), n)
         with tempfile.TemporaryDirectory() as tmp:
             if shared:
                 meta = _export_graph(Graph("prohibited", module, size, "scores", labels=module.categories), Path(tmp))
@@ -229,6 +230,13 @@ def one_side(name: str, home: Path, tag: str, photos: list[dict], args, work: Pa
 LINKED = ("data", ".cache", "gallery", "dvc.lock", "gallery.dvc")
 OWN = {"models": ("reviewer",), "metrics": ("reviewer.json", "real_photos.json"),   # the scratch's own stage outputs
        "plots": ("real_photos",)}
+
+
+def _known_keys(theirs: dict, ours: dict) -> dict:
+    """``theirs`` without the settings ``ours`` no longer has (recursively, where both hold a mapping): an older
+    Bento's params may carry a setting renamed or removed since, which this checkout's params model refuses."""
+    return {key: _known_keys(value, ours[key]) if isinstance(value, dict) and isinstance(ours.get(key), dict) else value
+            for key, value in theirs.items() if key in ours}
 
 
 def _with_new_keys(theirs: dict, ours: dict) -> dict:
