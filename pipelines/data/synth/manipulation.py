@@ -21,7 +21,7 @@ WATERMARKS = ("SAMPLE", "(c) dealz4u", "www.best-deals.shop", "STOCK PHOTO", "PR
 class Pasted:
     """Content an edit put over the photo in place of what was there (a splice's photo, a clone's patch): the
     top-left corner of its square and its blend weight there (side x side, 0..1). What it covers, a person no
-    longer sees (:func:`covered`); a watermark or a smoothed region leaves the content under it visible."""
+    longer sees (:meth:`covered`); a watermark or a smoothed region leaves the content under it visible."""
     x: int
     y: int
     weight: np.ndarray
