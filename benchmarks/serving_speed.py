@@ -10,7 +10,9 @@ For each side, in turn, on the same test-split photos: ``reviewops deploy``'s bl
 loopback port, ``bentoml serve`` behind it, the golden smoke set) with the time from spawn to ``/readyz`` 200
 (``cold_start_s``); POST /review through the front one at a time (p50, p90) and at concurrency 16 (photos/s,
 p99, errors); the CPU seconds each process spent during the concurrent phase per photo (router, HTTP worker,
-model worker, BentoML's parent) and their resident memory; one photo at a time again right after the burst
+model worker, BentoML's parent) and their resident memory, beside what the same models need in process (every
+unit one after another on one thread, at batch 1 and in batches of 8: ``graphs_cpu_ms_per_photo``); one photo at a
+time again right after the burst
 (``p50_ms_c1_after_burst``: BentoML's adaptive batching kept waiting as long as its recent batches waited); then
 the side is stopped. In-process, the prohibited
 check for one photo at 1, 5, 10, 20 and 40 categories, trunk included, built as each side's Bento serves it
@@ -59,7 +61,7 @@ def test_photos(root: Path, n: int) -> list[dict]:
     from pipelines.data.dataset import split_frame, versioned_manifest
 
     df = split_frame(versioned_manifest(root), "test").sort_values("listing_id").head(n)
-    return [{"data": Path(r["path"]).read_bytes(), "name": Path(r["path"]).name,
+    return [{"data": Path(r["path"]).read_bytes(), "name": Path(r["path"]).name, "path": r["path"],
              "sku_id": r["claimed_sku"] if isinstance(r["claimed_sku"], str) and r["claimed_sku"] else None,
              "listing_id": f"bench-{r['listing_id']}"} for _, r in df.iterrows()]
 
@@ -162,6 +164,35 @@ def prohibited_latency(params_path: Path, shared: bool, repeats: int, threads: i
     return out
 
 
+def graphs_cpu_ms(home: Path, bento_src: Path, paths: list[str], rounds: int = 3) -> dict:
+    """What the Bento's models need per photo in process, as CPU ms (median over photos and ``rounds``): every unit
+    (YOLO, each trunk stage, each family graph) one after another on one thread, at batch 1 (``serial_batch1``, issue
+    21's "what the graphs need at batch 1") and in batches of 8 (``serial_batch8``); and the process's CPU per photo
+    of ``ReviewerModels.infer`` (two threads, as the model worker runs it) one photo at a time and in batches of 8.
+    Loaded as the model worker loads them (each unit at the precision its bundle names)."""
+    from batch_cpu import per_photo
+    from pipelines.serve.images import load_resized
+    from pipelines.serve.models import ReviewerModels
+
+    bundles = {}
+    for family, tag in json.loads((bento_src / "production.json").read_text()).items():
+        name, _, version = tag.partition(":")
+        bundles[family] = home / "models" / name / version
+    raw = yaml.safe_load((bento_src / "params.yaml").read_text())
+    models = ReviewerModels(bundles, threads=2)
+    x = load_resized(paths, int(raw["data"]["image_size"]))
+    models.infer(x[:8])
+    models.infer(x[:1])
+
+    times: dict[str, list[float]] = {"serial_batch1": [], "serial_batch8": [], "infer_batch1": [], "infer_batch8": []}
+    for _ in range(rounds):
+        for key, run in (("serial", models.infer_serial), ("infer", models.infer)):
+            for batch in (1, 8):
+                times[f"{key}_batch{batch}"] += per_photo(run, x, batch)[0]
+    models.pool.shutdown()
+    return {k: round(float(np.median(v)), 2) for k, v in times.items()}
+
+
 def bundle_metas(home: Path, bento_src: Path) -> dict[str, dict]:
     """family -> the ``meta.json`` of the bundle the Bento serves for it."""
     metas = {}
@@ -222,6 +253,10 @@ def one_side(name: str, home: Path, tag: str, photos: list[dict], args, work: Pa
           flush=True)
     metas = bundle_metas(home, bento_path / "src")
     side["serves_trunk_stages"], side["int8_units"] = serves_trunk_stages(metas), int8_units(metas)
+    side["graphs_cpu_ms_per_photo"] = graphs_cpu_ms(home, bento_path / "src", [p["path"] for p in photos])
+    side["model_worker_cpu_over_graphs_batch1"] = round(side["cpu_ms_per_photo"]["model_worker"]
+                                                        / side["graphs_cpu_ms_per_photo"]["serial_batch1"], 3)
+    print(f"  {name}: graphs in process, CPU ms per photo {side['graphs_cpu_ms_per_photo']}", flush=True)
     side["category_latency_ms"] = prohibited_latency(bento_path / "src" / "params.yaml", side["serves_trunk_stages"],
                                                      args.repeats)
     return side

@@ -68,7 +68,8 @@ class ReviewerModels:
     (the ONNX-to-torch parity check of its bundle alone).
     """
 
-    def __init__(self, bundles: Mapping[str, str | Path], threads: int = 2, int8: Iterable[str] | None = None):
+    def __init__(self, bundles: Mapping[str, str | Path], threads: int = 2, int8: Iterable[str] | None = None,
+                 chunk: int | None = None):
         import onnxruntime as ort
 
         self.metas = {family: read_meta(Path(path)) for family, path in bundles.items()}
@@ -80,6 +81,7 @@ class ReviewerModels:
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
         self.threads = max(1, threads)
+        self.chunk = chunk
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="reviewer")
         self.graphs: dict[str, tuple] = {}          # name -> (session, graph meta, family meta, gallery or None, stages)
         self.cropped: list[str] = []                # the graphs that read the product crop
@@ -158,9 +160,21 @@ class ReviewerModels:
             for job in jobs:
                 job.result()
             return out
-        parts = np.array_split(np.arange(len(photos)), min(len(photos), self.threads))
+        if self.chunk:                                          # chunks of at most ``chunk`` photos, handed to
+            parts = [np.arange(i, min(i + self.chunk, len(photos)))     # whichever thread is free
+                     for i in range(0, len(photos), self.chunk)]
+        else:
+            parts = np.array_split(np.arange(len(photos)), min(len(photos), self.threads))
         for _ in self.pool.map(lambda idx: self._serial(photos[idx], [out[i] for i in idx]), parts):
             pass
+        return out
+
+    def infer_serial(self, photos: np.ndarray) -> list[dict]:
+        """What :meth:`infer` answers, every unit (YOLO, trunk stages, graphs) one after another on the calling thread:
+        what the models need of one core (``benchmarks/serving_speed.py`` measures the model worker against it)."""
+        out: list[dict] = [{} for _ in range(len(photos))]
+        if len(photos):
+            self._serial(photos, out)
         return out
 
     def _serial(self, photos: np.ndarray, out: list[dict]) -> None:

@@ -83,6 +83,12 @@ def test_every_family_names_its_trunk_stages_and_each_stage_runs_once_per_photo(
     assert all({"blur", "manipulation", "sku", "prohibited", "defects", "boxes"} <= set(a) for a in answers)
     one = models.infer(photos[:1])                                   # one photo: the same answer as in the batch
     assert one[0]["blur"] == pytest.approx(answers[0]["blur"], abs=1e-5)
+    serial = models.infer_serial(photos)                             # every unit on this thread
+    models.chunk = 2                                                 # chunks of 2 to whichever thread is free
+    for other in (serial, models.infer(photos)):
+        for check in ("blur", "manipulation"):
+            assert [a[check] for a in other] == pytest.approx([a[check] for a in answers], abs=1e-5)
+        assert [a["boxes"] for a in other] == [a["boxes"] for a in answers]
 
 
 def test_the_served_outputs_are_the_whole_networks_and_a_bundle_without_stages_still_serves(exported, tmp_path):
