@@ -142,8 +142,10 @@ class ReviewerModels:
         """Raw outputs per photo of ``photos`` (uint8 [N, S, S, 3]): scores, probabilities, SKU, boxes.
 
         One photo: its trunk on the calling thread beside YOLO, then the family graphs side by side (the shortest
-        wait). Several: split into one part per thread, each part run through every graph on its thread (no
-        thread waits for another's graph, and the largest graph is shared out like the rest)."""
+        wait). Several: in chunks of ``chunk`` photos handed to whichever thread is free (None: one part per
+        thread), each chunk run through every graph on its thread (no thread waits for another's graph, and the
+        largest graph is shared out like the rest). Per photo a batch costs more CPU than one photo on these
+        CPUs, so the service runs chunks of one (``serving.thread_chunk``, benchmarks/batch_cpu.py)."""
         out: list[dict] = [{} for _ in range(len(photos))]
         if len(photos) == 0:
             return out
