@@ -174,10 +174,7 @@ def graphs_cpu_ms(home: Path, bento_src: Path, paths: list[str], rounds: int = 3
     from pipelines.serve.images import load_resized
     from pipelines.serve.models import ReviewerModels
 
-    bundles = {}
-    for family, tag in json.loads((bento_src / "production.json").read_text()).items():
-        name, _, version = tag.partition(":")
-        bundles[family] = home / "models" / name / version
+    bundles = bundle_paths(home, bento_src)
     raw = yaml.safe_load((bento_src / "params.yaml").read_text())
     models = ReviewerModels(bundles, threads=2)
     x = load_resized(paths, int(raw["data"]["image_size"]))
@@ -193,13 +190,18 @@ def graphs_cpu_ms(home: Path, bento_src: Path, paths: list[str], rounds: int = 3
     return {k: round(float(np.median(v)), 2) for k, v in times.items()}
 
 
-def bundle_metas(home: Path, bento_src: Path) -> dict[str, dict]:
-    """family -> the ``meta.json`` of the bundle the Bento serves for it."""
-    metas = {}
+def bundle_paths(home: Path, bento_src: Path) -> dict[str, Path]:
+    """family -> the directory in the model store ``home`` of the bundle the Bento serves for it."""
+    out = {}
     for family, tag in json.loads((bento_src / "production.json").read_text()).items():
         name, _, version = tag.partition(":")
-        metas[family] = json.loads((home / "models" / name / version / "meta.json").read_text())
-    return metas
+        out[family] = home / "models" / name / version
+    return out
+
+
+def bundle_metas(home: Path, bento_src: Path) -> dict[str, dict]:
+    """family -> the ``meta.json`` of the bundle the Bento serves for it."""
+    return {family: json.loads((path / "meta.json").read_text()) for family, path in bundle_paths(home, bento_src).items()}
 
 
 def serves_trunk_stages(metas: dict[str, dict]) -> bool:
