@@ -148,7 +148,20 @@ class TimmFamily(_Strict):
                                                 # a camera would make it (train.camera, pipelines.train.camera); 0: none
 
 
-class ManipulationTrain(TimmFamily):
+class ExtraPhotosFamily(TimmFamily):
+    """A :class:`TimmFamily` that may also learn from extra generated photos whose defects are common
+    (``extra_photos`` of them, generator ``extra_rates``): they join the training split only, validation stays
+    the versioned split (:func:`pipelines.data.generate.enriched_photos`)."""
+    extra_photos: int = Field(default=0, ge=0)    # 0: the versioned training split only
+    extra_rates: dict[str, float] = {}            # generator rates of the extra photos (e.g. dirt_rate: 0.5)
+
+    @field_validator("extra_rates")
+    @classmethod
+    def _rates(cls, v):
+        return generator_rates(v, "train.<family>.extra_rates")
+
+
+class ManipulationTrain(ExtraPhotosFamily):
     real_edited_share: float = Field(default=0.5, ge=0.0, le=1.0)   # of the real samples, the share edited
 
 
@@ -179,16 +192,8 @@ class ProhibitedTrain(TimmFamily):
     neck_epochs: int = Field(default=8, gt=0)
 
 
-class DefectsTrain(TimmFamily):
-    """The detector family's sticker-missing and dirt net: a :class:`TimmFamily` that may also learn from extra
-    generated photos whose defects are common (``extra_photos`` of them, generator ``extra_rates``)."""
-    extra_photos: int = Field(default=0, ge=0)    # 0: the versioned training split only
-    extra_rates: dict[str, float] = {}            # generator rates of the extra photos (e.g. dirt_rate: 0.5)
-
-    @field_validator("extra_rates")
-    @classmethod
-    def _rates(cls, v):
-        return generator_rates(v, "train.defects.extra_rates")
+class DefectsTrain(ExtraPhotosFamily):
+    """The detector family's sticker-missing and dirt net."""
 
 
 class DetectorTrain(_Strict):
@@ -400,6 +405,8 @@ class Int8Params(_Strict):
                                              # (0: every graph, whatever its speed; the reviewer's figures decide)
     max_auto_pass_drop: float = Fraction     # ...and kept when the test clean auto-pass stays within this of FP32's
                                              # (and every defect's photo recall at its floor)
+    real_photo_views: int = Field(ge=1)      # ...and the gate's real-photo figures, measured on this many views of each
+    max_real_photo_change: float = Fraction  # real training photo, within this of FP32's (release.real_photos.TrainingPhotoMemo)
 
 
 class ServingParams(_Strict):

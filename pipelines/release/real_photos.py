@@ -29,6 +29,8 @@ The gate holds each family to ``gate.real_photos`` (:func:`pipelines.release.gat
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -47,14 +49,17 @@ FAMILIES = ("sku", "blur", "manipulation")
 FALL = 0.01           # a blur score lower than at a weaker blur by more than this is a fall
 
 
-def views(params: Params) -> list[tuple[str, int, np.ndarray]]:
-    """``(photo, view index, uint8 RGB)`` of every check photo: its centre square, then random square crops."""
+def views(params: Params, photos: Sequence[str] | None = None, per_photo: int | None = None
+          ) -> list[tuple[str, int, np.ndarray]]:
+    """``(photo, view index, uint8 RGB)`` of every check photo (or of ``photos``): its centre square, then random
+    square crops (``check_views`` per photo, or ``per_photo``)."""
     rng = np.random.default_rng(params.real_photos.seed)
     size, out = params.data.image_size, []
-    for ref in params.real_photos.checks:
+    per_photo = params.real_photos.check_views if per_photo is None else per_photo
+    for ref in (params.real_photos.checks if photos is None else photos):
         img = rp.load(ref)
         out.append((ref, 0, rp.centre_crop(img, size)))
-        out += [(ref, k, rp.square_crop(rng, img, size, min_frac=0.5)) for k in range(1, params.real_photos.check_views)]
+        out += [(ref, k, rp.square_crop(rng, img, size, min_frac=0.5)) for k in range(1, per_photo)]
     return out
 
 
@@ -87,17 +92,44 @@ def blurred(params: Params, base: list[tuple[str, int, np.ndarray]]) -> list[tup
     return out
 
 
-def _review(models, params: Params, images: list[np.ndarray], claims: list[str | None] | None = None):
-    """``(answer, raw)`` of each image, sent as a JPEG through the service's decode and the one decision rule."""
-    from pipelines.serve.decision import decide
+def uploads(params: Params, images: list[np.ndarray]) -> np.ndarray:
+    """``images`` as the service receives them: each saved as a JPEG and decoded like an upload, uint8 [N, S, S, 3]."""
     from pipelines.serve.models import prepare
     from pipelines.serve.photo_input import decode_photo, photo_limits
 
-    limits, size, out = photo_limits(params), params.data.image_size, []
-    for start in range(0, len(images), 32):
-        chunk = images[start:start + 32]
-        rgbs = np.stack([prepare(decode_photo(to_jpeg(img, 92), **limits), size) for img in chunk])
-        raws = models.infer(rgbs)
+    limits, size = photo_limits(params), params.data.image_size
+    if not images:
+        return np.zeros((0, size, size, 3), np.uint8)
+    return np.stack([prepare(decode_photo(to_jpeg(img, 92), **limits), size) for img in images])
+
+
+@dataclass
+class PhotoSet:
+    """The photos one measurement scores, made and decoded once: the unedited views, their edits and their blur
+    series (each entry as :func:`views`, :func:`edited` and :func:`blurred` give it) with their uploads."""
+    base: list
+    edits: list
+    series: list
+    base_rgb: np.ndarray
+    edits_rgb: np.ndarray
+    series_rgb: np.ndarray
+
+
+def photo_set(params: Params, photos: Sequence[str] | None = None, per_photo: int | None = None) -> PhotoSet:
+    """The check photos' :class:`PhotoSet` (or that of ``photos``, ``per_photo`` views each)."""
+    base = views(params, photos, per_photo)
+    edits, series = edited(params, base), blurred(params, base)
+    return PhotoSet(base, edits, series, uploads(params, [img for *_, img in base]),
+                    uploads(params, [img for *_, img in edits]), uploads(params, [img for *_, img in series]))
+
+
+def _review(models, rgbs: np.ndarray, claims: list[str | None] | None = None):
+    """``(answer, raw)`` of each upload of ``rgbs`` through ``models`` and the one decision rule."""
+    from pipelines.serve.decision import decide
+
+    out = []
+    for start in range(0, len(rgbs), 32):
+        raws = models.infer(rgbs[start:start + 32])
         for j, raw in enumerate(raws):
             claim = None if claims is None else claims[start + j]
             out.append((decide(raw, models.metas, sku_id=claim), raw))
@@ -132,17 +164,23 @@ def _series(frame: pd.DataFrame, column: str) -> dict:
             "mean_by_strength": {str(k): round(float(v), 4) for k, v in frame.groupby("strength")[column].mean().items()}}
 
 
-def measure(models, params: Params) -> tuple[dict, pd.DataFrame]:
-    """Every figure of the module doc for ``models`` (ReviewerModels with the sku, blur and manipulation bundles),
-    and one row per photo scored."""
-    base = views(params)
+def measure(models, params: Params, photos: PhotoSet | None = None,
+            soft_focus: Sequence[str] | None = None) -> tuple[dict, pd.DataFrame]:
+    """Every figure of the module doc for ``models`` (ReviewerModels with the sku, blur and manipulation bundles, or
+    a mapping family -> ReviewerModels of that family's bundle: the same figures, each family's photos run through
+    its own graphs only), and one row per photo scored. ``photos``: the :class:`PhotoSet` scored (default: the
+    check photos'); ``soft_focus``: the photos left out of ``sharp_flagged`` (default ``real_photos.soft_focus``)."""
+    photos = photo_set(params) if photos is None else photos
+    soft_focus = params.real_photos.soft_focus if soft_focus is None else soft_focus
+    base = photos.base
     rows = []
-    metrics: dict = {"photos": list(params.real_photos.checks), "views": len(base)}
-    meta = models.metas
+    metrics: dict = {"photos": list(dict.fromkeys(ref for ref, *_ in base)), "views": len(base)}
+    of = models.get if isinstance(models, Mapping) else (lambda family: models)
+    meta = {f: of(f).metas[f] for f in FAMILIES if of(f) is not None and f in of(f).metas}
 
     if "manipulation" in meta:
-        edits = edited(params, base)
-        answers = _review(models, params, [img for *_, img in base] + [img for *_, img in edits])
+        edits = photos.edits
+        answers = _review(of("manipulation"), np.concatenate([photos.base_rgb, photos.edits_rgb]))
         kinds = ["none"] * len(base) + [kind for _, _, kind, _ in edits]
         refs = [(r, k) for r, k, _ in base] + [(r, k) for r, k, _, _ in edits]
         for (ref, k), kind, (answer, raw) in zip(refs, kinds, answers):
@@ -160,19 +198,19 @@ def measure(models, params: Params) -> tuple[dict, pd.DataFrame]:
             "median_score_edited": round(float(edit_rows["score"].median()), 4) if len(edit_rows) else None}
 
     if "blur" in meta:
-        series = blurred(params, base)
-        answers = _review(models, params, [img for *_, img in series])
+        series = photos.series
+        answers = _review(of("blur"), photos.series_rgb)
         for (ref, k, kind, strength, img), (answer, raw) in zip(series, answers):
             rows.append({"check": "blur", "photo": ref, "view": k, "kind": kind, "strength": strength,
                          "score": raw["blur"], "laplacian": _laplacian(img), "flagged": "blur" in answer["reasons"]})
         b = pd.DataFrame([r for r in rows if r["check"] == "blur"])
         sharp = b[(b["kind"] == "gaussian") & (b["strength"] == 0)]
-        soft = sharp["photo"].isin(params.real_photos.soft_focus)
+        soft = sharp["photo"].isin(list(soft_focus))
         metrics["blur"] = {"threshold": meta["blur"]["thresholds"]["blur"],
                            "sharp_flagged": round(float(sharp.loc[~soft, "flagged"].mean()), 4),
                            "sharp": int((~soft).sum()),
                            "sharp_flagged_all_views": round(float(sharp["flagged"].mean()), 4),
-                           "soft_focus": {"photos": list(params.real_photos.soft_focus), "views": int(soft.sum()),
+                           "soft_focus": {"photos": list(soft_focus), "views": int(soft.sum()),
                                           "flagged": round(float(sharp.loc[soft, "flagged"].mean()), 4)
                                           if soft.any() else None}}
         for kind in ("gaussian", "motion"):
@@ -182,9 +220,9 @@ def measure(models, params: Params) -> tuple[dict, pd.DataFrame]:
         metrics["blur"]["pooled_spearman"] = metrics["blur"]["gaussian"]["model"]["pooled_spearman"]
 
     if "sku" in meta:
-        answers = _review(models, params, [img for *_, img in base])           # first pass: the nearest SKU
+        answers = _review(of("sku"), photos.base_rgb)                           # first pass: the nearest SKU
         nearest = [raw["sku"]["predicted"] for _, raw in answers]
-        answers = _review(models, params, [img for *_, img in base], claims=nearest)
+        answers = _review(of("sku"), photos.base_rgb, claims=nearest)
         sims = [a["checks"]["sku"]["claimed_similarity"] for a, _ in answers]
         for (ref, k, _), (answer, raw), sim in zip(base, answers, sims):
             rows.append({"check": "sku", "photo": ref, "view": k, "kind": "none", "score": sim,
@@ -208,7 +246,7 @@ def evaluate_real_photos(root: str | Path, params: Params) -> dict:
     missing = [str(p) for p in bundles.values() if not p.is_dir()]
     if missing:
         raise FileNotFoundError(f"no exported candidate bundles {missing}: run the reviewer stage first (dvc repro reviewer)")
-    models = ReviewerModels({f: str(p) for f, p in bundles.items()}, threads=params.train.threads)
+    models = {f: ReviewerModels({f: str(p)}, threads=params.train.threads) for f, p in bundles.items()}
     metrics, frame = measure(models, params)
     from pipelines.release.registry import content_hash
 
@@ -233,3 +271,49 @@ def summary(m: dict) -> str:
             f"{man.get('false_alarm_rate')}, edits caught {man.get('edit_recall')}; blur pooled Spearman "
             f"{blur.get('pooled_spearman')} (Laplacian {blur.get('gaussian', {}).get('laplacian_baseline', {}).get('pooled_spearman')}), "
             f"sharp flagged {blur.get('sharp_flagged')}; non-products answered unknown_sku {sku.get('unknown_sku_share')}")
+
+
+def gate_figures(metrics: dict) -> dict[str, float | None]:
+    """The figures of :func:`measure`'s ``metrics`` that ``gate.real_photos`` holds the candidates to, by the name of
+    their limit there (:data:`pipelines.release.gate.REAL_PHOTO_CRITERIA`; None where not measured)."""
+    from pipelines.release.gate import REAL_PHOTO_CRITERIA
+
+    return {limit: (metrics.get(section) or {}).get(key)
+            for criteria in REAL_PHOTO_CRITERIA.values() for section, key, limit, _, _ in criteria}
+
+
+class TrainingPhotoMemo:
+    """The gate's real-photo figures of the candidates' ``bundles`` with a set of units as INT8, measured on the real
+    *training* photos (``real_photos.train``, ``serving.int8.real_photo_views`` views each): what the reviewer stage's
+    INT8 choice compares with FP32's (:func:`pipelines.release.reviewer.int8_holds`). The check photos stay out of it:
+    choosing on them would bias the figures the gate then reads there.
+
+    The photos are made and decoded once; each family runs on its own graphs, and runs again only where the precision
+    of one of its units (its graphs, the trunk stages they read) changed."""
+
+    def __init__(self, params: Params, bundles: Mapping[str, Path]):
+        from pipelines.release.quantize import entries
+        from pipelines.serve.bundle import read_meta
+
+        self.params = params
+        self.bundles = {f: Path(p) for f, p in bundles.items() if f in FAMILIES}
+        self.units = {f: {u for u, _ in entries(read_meta(p))} for f, p in self.bundles.items()}
+        self.photos = photo_set(params, params.real_photos.train, params.serving.int8.real_photo_views)
+        self.memo: dict[tuple, dict] = {}
+        self.runs: list[list[str]] = []         # the families each call measured (the rest came from the memo)
+
+    def figures(self, units) -> dict[str, float | None]:
+        from pipelines.serve.models import ReviewerModels
+
+        chosen, out, ran = set(units), {}, []
+        for family, path in sorted(self.bundles.items()):
+            key = (family, tuple(sorted(chosen & self.units[family])))
+            if key not in self.memo:
+                models = ReviewerModels({family: str(path)}, threads=self.params.train.threads, int8=list(key[1]))
+                metrics, _ = measure({family: models}, self.params, self.photos, soft_focus=())
+                self.memo[key] = {k: v for k, v in gate_figures(metrics).items() if v is not None}
+                ran.append(family)
+            out.update(self.memo[key])
+        self.runs.append(ran)
+        return out
+

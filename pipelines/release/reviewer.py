@@ -24,7 +24,8 @@ at once while each kind of defect still goes to a person. This stage measures ex
 Where ``serving.int8`` is on, the stage also chooses which graphs serve as INT8 (:func:`choose_int8`): each
 graph's INT8 twin (:mod:`pipelines.release.quantize`) that runs faster is tried in the whole reviewer on the
 test split, and kept where every defect's photo recall stays at its floor and the clean auto-pass within
-``serving.int8.max_auto_pass_drop`` of the FP32 reviewer's. The figures above are those of the reviewer as
+``serving.int8.max_auto_pass_drop`` of the FP32 reviewer's, and the gate's real-photo figures, measured on the real
+training photos, within ``serving.int8.max_real_photo_change`` of FP32's. The figures above are those of the reviewer as
 chosen; ``int8`` in the metrics holds each graph's speed, deviation and verdict and the FP32 figures.
 
 The same figures are measured on a sample of the live traffic mix (``live_mix`` in params.yaml: about
@@ -297,7 +298,11 @@ def int8_holds(figures: dict, fp32: dict, params: Params) -> list[str]:
     every defect's photo recall at its floor (or at FP32's, where FP32 is below it) and the clean auto-pass
     within ``serving.int8.max_auto_pass_drop`` of FP32's, either way: INT8 is the same model made faster, so
     decisions that move a lot up are as wrong as down (scores quantized to 1/255 steps once moved the dirt
-    threshold and lifted it 14 points while missing validation positives: docs/release.md, score tails)."""
+    threshold and lifted it 14 points while missing validation positives: docs/release.md, score tails).
+    Where ``figures`` carry ``real_photos`` (the gate's real-photo figures on the real training photos,
+    :class:`pipelines.release.real_photos.TrainingPhotoMemo`), each within ``serving.int8.max_real_photo_change`` of
+    FP32's, either way: test decisions can hold while a real-photo figure moves (stage 1 as INT8 once took the blur
+    check's real-photo Spearman 0.873 -> 0.823)."""
     why = []
     for defect, recall in figures["photo_recall"].items():
         floor, before = defect_floor(params, defect), fp32["photo_recall"].get(defect)
@@ -311,6 +316,12 @@ def int8_holds(figures: dict, fp32: dict, params: Params) -> list[str]:
             why.append(f"clean auto-pass {figures['clean_auto_pass']:.3f} < {fp32['clean_auto_pass']:.3f} - {drop}")
         elif figures["clean_auto_pass"] > fp32["clean_auto_pass"] + drop + 1e-12:
             why.append(f"clean auto-pass {figures['clean_auto_pass']:.3f} > {fp32['clean_auto_pass']:.3f} + {drop}")
+    change = params.serving.int8.max_real_photo_change
+    real, real_fp32 = figures.get("real_photos") or {}, fp32.get("real_photos") or {}
+    for name in sorted(real.keys() & real_fp32.keys()):     # the same model made faster: no figure moves either way
+        value, before = real[name], real_fp32[name]
+        if value is not None and before is not None and abs(value - before) > change + 1e-12:
+            why.append(f"real photos {name} {value:.3f} against FP32's {before:.3f} (more than {change} apart)")
     return why
 
 
@@ -350,6 +361,8 @@ def choose_int8(root: Path, params: Params, bundles: dict[str, Path], memo: Grap
     from pipelines.release.quantize import STORE, calibration_boxes, calibration_photos, quantize_bundle, set_precision
     from pipelines.release.registry import content_hash
 
+    from pipelines.release.real_photos import FAMILIES as REAL_PHOTO_FAMILIES, TrainingPhotoMemo
+
     cfg = params.serving.int8
     photos, boxes, cache = calibration_photos(root, params), calibration_boxes(root, params), {}
     per_family = {family: quantize_bundle(path, photos, cache=cache, store=root / STORE, boxes=boxes)
@@ -357,7 +370,12 @@ def choose_int8(root: Path, params: Params, bundles: dict[str, Path], memo: Grap
     report = {unit: r for units in per_family.values() for unit, r in units.items()}
     offered = sorted((u for u, r in report.items() if r["fp32_ms"] >= cfg.min_speedup * r["int8_ms"]),
                      key=lambda u: report[u]["int8_ms"] - report[u]["fp32_ms"])
-    kept, tried, fp32 = select_int8(offered, memo.figures, params, progress=progress)
+    real = TrainingPhotoMemo(params, bundles) if offered and set(bundles) & set(REAL_PHOTO_FAMILIES) else None
+
+    def figures(units) -> dict:
+        return {**memo.figures(units), **({"real_photos": real.figures(units)} if real is not None else {})}
+
+    kept, tried, fp32 = select_int8(offered, figures, params, progress=progress)
     for path in bundles.values():
         set_precision(path, kept)
     return {"served": kept, "fp32_test": fp32, "tried": tried,
@@ -365,7 +383,9 @@ def choose_int8(root: Path, params: Params, bundles: dict[str, Path], memo: Grap
             "units": {u: {**r, "offered": u in offered, "served": u in kept} for u, r in sorted(report.items())},
             "content_hashes": {family: content_hash(family, root) for family in bundles},
             "calibration_photos": len(photos),
-            "graph_runs": memo.runs}         # the families each test review ran: the rest came from the memo
+            "graph_runs": memo.runs,         # the families each test review ran: the rest came from the memo
+            "real_photo_runs": None if real is None else real.runs,   # ...and each real-photo measurement
+            "real_photo_views": None if real is None else len(real.photos.base)}
 
 
 def lowest_photo_recall(split: dict) -> tuple[str | None, float | None]:

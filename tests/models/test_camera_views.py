@@ -94,7 +94,8 @@ def test_trunk_features_of_a_view_are_the_views_own_and_cached_beside_the_photos
 
 
 def test_a_score_family_trains_on_its_photos_and_their_camera_views(copy_project):
-    """train.<family>.camera_views: each training photo once more per view, with its target; validation as it is."""
+    """train.<family>.camera_views: each training photo (the extra generated ones too) once more per view, with its
+    target; validation as it is."""
     from pipelines.data.dataset import split_frame, versioned_manifest
     from pipelines.train.families import train
 
@@ -103,7 +104,7 @@ def test_a_score_family_trains_on_its_photos_and_their_camera_views(copy_project
     train("manipulation", repo, params)
     record = json.loads((repo / "models" / "manipulation" / "train.json").read_text())
     photos = len(split_frame(versioned_manifest(repo), "train"))
-    assert record["train_photos"] == photos and record["camera_view_photos"] == photos
+    assert record["train_photos"] == photos and record["camera_view_photos"] == photos + record["extra_train_photos"]
     assert record["val_photos"] == len(split_frame(versioned_manifest(repo), "val"))
 
 

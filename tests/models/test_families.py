@@ -165,6 +165,32 @@ def test_the_sticker_dirt_net_also_learns_from_its_extra_photos_and_is_calibrate
     assert len(list((trained_project / ENRICHED_DIR).glob("defects-*/images/*.jpg"))) == 32
 
 
+def test_the_manipulation_net_also_learns_from_generated_edits_and_is_calibrated_on_versioned_ones(trained_project):
+    """train.manipulation.extra_photos (capped at 32 by the tiny profile), rendered with every photo edited, join
+    training only: validation, where the threshold is chosen, is the versioned split; they are not the calibration
+    edits (another seed)."""
+    from pipelines.data.dataset import split_frame, versioned_manifest
+    from pipelines.data.generate import ENRICHED_DIR
+    from pipelines.data.manifest import read_photos
+
+    params = load_params(trained_project / "params.yaml")
+    settings = params.train.family("manipulation")
+    assert settings.extra_rates == {"manipulation_rate": 1.0}
+    record = json.loads((trained_project / "models" / "manipulation" / "train.json").read_text())
+    manifest = versioned_manifest(trained_project)
+    assert record["extra_train_photos"] == settings.extra_photos == 32
+    assert record["train_photos"] == len(split_frame(manifest, "train"))
+    assert record["val_photos"] == len(split_frame(manifest, "val"))
+    extra = [d for d in (trained_project / ENRICHED_DIR).iterdir() if d.name.startswith("manipulation-")
+             and not d.name.startswith("manipulation-calibration")]
+    assert len(extra) == 1 and len(list((extra[0] / "images").glob("*.jpg"))) == 32
+    rows = read_photos(extra[0])
+    assert (rows["manipulation_drawn"] != "none").all()             # every one edited (labelled where visible)
+    assert rows["manipulated"].any()
+    calibration = [d for d in (trained_project / ENRICHED_DIR).glob("manipulation-calibration-*")]
+    assert calibration and not set(rows["sha256"]) & {s for d in calibration for s in read_photos(d)["sha256"]}
+
+
 def test_the_manipulation_threshold_is_set_on_validations_edits_and_the_extra_generated_ones(trained_project):
     """recall_targets.extra_positives.manipulation (capped at 32 by the tiny profile): generated photos with an edit
     drawn on every one, rendered once; their labelled edits join validation's where the threshold is chosen."""

@@ -32,6 +32,21 @@ def test_int8_holds_keeps_every_floor_and_the_auto_pass_within_the_allowed_drop(
     assert int8_holds(figures(0.30, dirt=0.75), below, params) == ["photo recall dirt 0.750 < 0.800"]
 
 
+def test_int8_holds_keeps_the_real_photo_figures_within_the_allowed_change_either_way():
+    params = load_params()            # serving.int8.max_real_photo_change 0.03
+    fp32 = {**figures(0.30), "real_photos": {"blur_pooled_spearman": 0.873, "manipulation_false_alarms": 0.40}}
+
+    def real(**values):
+        return {**figures(0.30), "real_photos": {**fp32["real_photos"], **values}}
+
+    assert int8_holds(real(blur_pooled_spearman=0.85), fp32, params) == []
+    assert int8_holds(real(blur_pooled_spearman=0.823), fp32, params) == \
+        ["real photos blur_pooled_spearman 0.823 against FP32's 0.873 (more than 0.03 apart)"]
+    assert int8_holds(real(manipulation_false_alarms=0.44), fp32, params) != []       # one way...
+    assert int8_holds(real(manipulation_false_alarms=0.36), fp32, params) != []       # ...or the other
+    assert int8_holds(figures(0.30), fp32, params) == []          # not measured (no real-photo family): not judged
+
+
 def test_select_int8_tries_all_then_one_at_a_time_keeping_only_what_holds():
     params = load_params()
     calls = []
@@ -88,6 +103,13 @@ def test_the_reviewer_stage_quantizes_chooses_and_register_remakes_the_same_int8
     assert record["served"], "no unit is served as INT8 (the tiny project offers every unit: open_gate)"
     assert record["tried"] and all(t["holds"] == (t["why"] == []) for t in record["tried"])
     assert record["served"] in [t["int8"] for t in record["tried"] if t["holds"]]
+    # the real-photo figures of every attempt, on the real training photos: each family measured again only where
+    # one of its units changed precision
+    assert record["real_photo_views"] == len(params.real_photos.train) * params.serving.int8.real_photo_views
+    assert all(set(t["test"]["real_photos"]) == {"manipulation_false_alarms", "manipulation_edit_recall",
+                                                  "blur_pooled_spearman", "blur_sharp_flagged", "unknown_sku"}
+               for t in record["tried"])
+    assert record["real_photo_runs"][0] == ["blur", "manipulation", "sku"]
     # the stage's memo saw the INT8 twins quantized after it was made: the first attempt ran INT8 graphs
     assert len(record["graph_runs"]) >= 2 and record["graph_runs"][1], record["graph_runs"]
 

@@ -78,3 +78,47 @@ def test_without_the_reviewer_stages_bundles_the_command_says_what_to_run(traine
     assert done.returncode == 2 and "run the reviewer stage first" in done.stderr + done.stdout
     assert (repo / "metrics" / "real_photos.json").read_text() == \
         (trained_project / "metrics" / "real_photos.json").read_text()                 # the old figures stay
+
+
+def test_each_family_on_its_own_graphs_gives_the_figures_of_the_models_together(trained_project):
+    """measure() with one ReviewerModels per family (what the stage and the INT8 choice run) answers exactly as the
+    three families loaded together: each check's reason depends on its own graph only."""
+    from pipelines.release.real_photos import BUNDLES, FAMILIES, measure, photo_set
+    from pipelines.serve.models import ReviewerModels
+
+    params = load_params(trained_project / "params.yaml")
+    bundles = {f: str(trained_project / BUNDLES / f) for f in FAMILIES}
+    photos = photo_set(params)
+    together, rows = measure(ReviewerModels(bundles, threads=params.train.threads), params, photos)
+    alone, rows_alone = measure({f: ReviewerModels({f: p}, threads=params.train.threads) for f, p in bundles.items()},
+                                params, photos)
+    assert alone == together
+    pd.testing.assert_frame_equal(rows_alone, rows)
+    stage = json.loads((trained_project / "metrics" / "real_photos.json").read_text())
+    assert {f: stage[f] for f in FAMILIES} == {f: alone[f] for f in FAMILIES}
+
+
+def test_the_int8_choice_measures_the_real_training_photos_once_per_family_and_precision(trained_project):
+    """TrainingPhotoMemo: the gate's real-photo figures on views of the real *training* photos (not the checks), as
+    measure() gives them with those units as INT8; a family runs again only where one of its units changed."""
+    from pipelines.release.quantize import entries
+    from pipelines.release.real_photos import (BUNDLES, FAMILIES, TrainingPhotoMemo, gate_figures, measure,
+                                               photo_set)
+    from pipelines.serve.bundle import read_meta
+    from pipelines.serve.models import ReviewerModels
+
+    params = load_params(trained_project / "params.yaml")
+    bundles = {f: trained_project / BUNDLES / f for f in FAMILIES}
+    memo = TrainingPhotoMemo(params, bundles)
+    assert {ref for ref, *_ in memo.photos.base} == set(params.real_photos.train)
+    assert not {ref for ref, *_ in memo.photos.base} & set(params.real_photos.checks)
+    assert len(memo.photos.base) == len(params.real_photos.train) * params.serving.int8.real_photo_views
+    photos = photo_set(params, params.real_photos.train, params.serving.int8.real_photo_views)
+    units = {f: [u for u, _ in entries(read_meta(bundles[f]))] for f in FAMILIES}
+    for chosen in ([], ["manipulation"], []):
+        models = ReviewerModels({f: str(p) for f, p in bundles.items()}, threads=params.train.threads, int8=chosen)
+        expected = {k: v for k, v in gate_figures(measure(models, params, photos, soft_focus=())[0]).items()
+                    if v is not None}
+        assert memo.figures(chosen) == expected, chosen
+    assert "manipulation" in units["manipulation"] and all("manipulation" not in units[f] for f in ("blur", "sku"))
+    assert memo.runs == [["blur", "manipulation", "sku"], ["manipulation"], []]

@@ -158,11 +158,12 @@ def test_the_training_device_retrains_and_re_evaluates_nothing(pipeline):
 
 def test_the_real_photo_checks_re_score_and_their_training_material_retrains_blur_and_manipulation_only(pipeline):
     """real_photos.checks is read by the real-photo check only; real_photos.train by the two families that learn
-    from it (and so their evaluations and the whole reviewer, once they have retrained)."""
+    from it (and so their evaluations, once they have retrained) and by the whole reviewer, whose INT8 choice
+    compares FP32 and INT8 on those photos (never on the checks)."""
     with params_changed(pipeline, lambda raw: raw["real_photos"]["checks"].pop()):
         assert set(stale(pipeline)) == {"real_photos"}
     with params_changed(pipeline, lambda raw: raw["real_photos"]["train"].pop()):
-        assert set(stale(pipeline)) == {"train_blur", "train_manipulation"}
+        assert set(stale(pipeline)) == {"train_blur", "train_manipulation", "reviewer"}
 
 
 def test_one_familys_code_stales_that_family_only(pipeline):
