@@ -33,7 +33,7 @@ def main() -> None:
     ws = args.workspace.resolve()
 
     from pipelines.params import load_params
-    from pipelines.release.real_photos import BUNDLES, FAMILIES, gate_figures, measure, photo_set
+    from pipelines.release.real_photos import BUNDLES, FAMILIES, gate_figures, measure, photo_set, training_photo_set
     from pipelines.serve.models import ReviewerModels
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
@@ -44,15 +44,15 @@ def main() -> None:
         raise SystemExit(f"not a unit of these bundles: {unknown}; units: {sorted(record['units'])}")
     bundles = {f: str(ws / BUNDLES / f) for f in FAMILIES}
     sets = {"check_photos": (photo_set(params), None),
-            "training_photos": (photo_set(params, params.real_photos.train, params.serving.int8.real_photo_views), ())}
+            "training_photos": (training_photo_set(params), ())}
     configs = {"as_chosen": served, "with_units": sorted(set(served) | set(args.unit)),
                "without_units": [u for u in served if u not in args.unit], "all_fp32": []}
     out = {}
     for name, units in configs.items():
         out[name] = {"int8": units}
+        models = {f: ReviewerModels({f: p}, threads=params.train.threads, int8=units) for f, p in bundles.items()}
         for label, (photos, soft_focus) in sets.items():
             started = time.perf_counter()
-            models = {f: ReviewerModels({f: p}, threads=params.train.threads, int8=units) for f, p in bundles.items()}
             metrics, _ = measure(models, params, photos, soft_focus=soft_focus)
             out[name][label] = {**gate_figures(metrics), "views": len(photos.base),
                                 "seconds": round(time.perf_counter() - started, 1)}

@@ -282,6 +282,12 @@ def gate_figures(metrics: dict) -> dict[str, float | None]:
             for criteria in REAL_PHOTO_CRITERIA.values() for section, key, limit, _, _ in criteria}
 
 
+def training_photo_set(params: Params) -> PhotoSet:
+    """The :class:`PhotoSet` of the real training photos the INT8 choice compares: ``serving.int8.real_photo_views``
+    views of each of ``real_photos.train``."""
+    return photo_set(params, params.real_photos.train, params.serving.int8.real_photo_views)
+
+
 class TrainingPhotoMemo:
     """The gate's real-photo figures of the candidates' ``bundles`` with a set of units as INT8, measured on the real
     *training* photos (``real_photos.train``, ``serving.int8.real_photo_views`` views each): what the reviewer stage's
@@ -298,7 +304,7 @@ class TrainingPhotoMemo:
         self.params = params
         self.bundles = {f: Path(p) for f, p in bundles.items() if f in FAMILIES}
         self.units = {f: {u for u, _ in entries(read_meta(p))} for f, p in self.bundles.items()}
-        self.photos = photo_set(params, params.real_photos.train, params.serving.int8.real_photo_views)
+        self.photos = training_photo_set(params)
         self.memo: dict[tuple, dict] = {}
         self.runs: list[list[str]] = []         # the families each call measured (the rest came from the memo)
 

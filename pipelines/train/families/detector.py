@@ -295,15 +295,8 @@ def train_defects(root: Path, params: Params) -> dict:
     """Fit the two-logit defects net (shared harness, cached trunk features); its training record. With
     ``train.defects.extra_photos``, generated photos whose defects are made common (``extra_rates``) join the
     training split (:func:`pipelines.data.generate.enriched_photos`); validation stays the versioned split."""
-    settings = params.train.family("defects")
-    more = None
-    if settings.extra_photos:
-        from pipelines.data.generate import enriched_photos
-
-        more = enriched_photos(root, params, DEFECTS, settings.extra_photos, settings.extra_rates, salt=11,
-                               progress=True)
     return scalar.train_scalar(FAMILY, root, params, lambda d: d, defect_targets, "bce", _mean_ap, salt=11,
-                               name=DEFECTS, settings_key="defects", more_train=more)
+                               name=DEFECTS, settings_key="defects")
 
 
 def defect_scores(root: Path, params: Params, df: pd.DataFrame) -> pd.DataFrame:

@@ -40,23 +40,12 @@ def real_samples(params: Params):
                                                       params.train.manipulation.real_edited_share)
 
 
-TRAIN_SALT = 5
-
-
 def train(root: Path, params: Params) -> dict:
     """Fit the classifier (shared harness, cached trunk features) on the versioned training split, the real samples
-    and, with ``train.manipulation.extra_photos``, generated photos at ``extra_rates`` (edits made common, so that
-    the generated photos are edited about as often as the real samples: neither looking generated nor looking real
-    says "authentic"); its training record. Validation stays the versioned split."""
-    settings = params.train.family(FAMILY)
-    more = None
-    if settings.extra_photos:
-        from pipelines.data.generate import enriched_photos
-
-        more = enriched_photos(root, params, FAMILY, settings.extra_photos, settings.extra_rates, salt=TRAIN_SALT,
-                               progress=True)
-    return scalar.train_scalar(FAMILY, root, params, lambda d: d, _labels, "bce", _ap, salt=TRAIN_SALT,
-                               extra=real_samples(params), more_train=more)
+    and ``train.manipulation.extra_photos`` generated photos at ``extra_rates`` (edits made common, so that the
+    generated photos are edited about as often as the real samples: neither looking generated nor looking real says
+    "authentic"); its training record. Validation stays the versioned split."""
+    return scalar.train_scalar(FAMILY, root, params, lambda d: d, _labels, "bce", _ap, salt=5, extra=real_samples(params))
 
 
 CALIBRATION_SALT = 53

@@ -59,7 +59,7 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
                  target: Callable[[pd.DataFrame], np.ndarray], loss: str,
                  val_score: Callable[[np.ndarray, np.ndarray], float], salt: int, *, name: str = "model",
                  settings_key: str | None = None, extra: Callable[[int, int, int], Samples] | None = None,
-                 more_train: pd.DataFrame | None = None, camera_resize: bool = True) -> dict:
+                 camera_resize: bool = True) -> dict:
     """Fit a score net on ``rows(train)`` against ``target``; early stopping on ``val_score``.
 
     ``loss``: ``mse`` (on the sigmoid, for scores in [0, 1]) or ``bce`` (binary labels, or scores in [0, 1] as
@@ -70,8 +70,9 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
 
     ``extra(n, size, seed)``: ``n`` samples made in memory (real photographs, :mod:`pipelines.data.real_photos`)
     added to training (``train.<key>.real_samples`` of them) and to validation (a quarter as many, another seed).
-    ``more_train``: photos with manifest rows (generated, not versioned) added to the training split only, so
-    thresholds are still chosen on the versioned validation split.
+    ``train.<key>.extra_photos`` (:class:`pipelines.params.ExtraPhotosFamily`): that many generated photos at its
+    ``extra_rates``, rendered once (:func:`pipelines.data.generate.enriched_photos`, named after the net, seed salted
+    by ``salt``), added to the training split only, so thresholds are still chosen on the versioned validation split.
 
     ``train.<key>.camera_views``: each training photo is also trained on as that many camera views
     (:mod:`pipelines.train.camera`) with its own target; ``camera_resize=False`` keeps their resolution (blur).
@@ -86,7 +87,11 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
     if train_df.empty or val_df.empty:
         raise common.NoData(f"{family}: no usable train or validation photos in the versioned data")
     versioned_train = len(train_df)
-    if more_train is not None and len(more_train):
+    if getattr(settings, "extra_photos", 0):
+        from pipelines.data.generate import enriched_photos
+
+        more_train = enriched_photos(root, params, family if name == "model" else name, settings.extra_photos,
+                                     settings.extra_rates, salt=salt, progress=True)
         train_df = pd.concat([train_df, rows(more_train)], ignore_index=True)
     y_train_np = np.asarray(target(train_df), dtype=np.float32)
     arch = {"trunk_split": settings.trunk_split, "pretrained": params.train.pretrained,
