@@ -163,6 +163,9 @@ class ExtraPhotosFamily(TimmFamily):
 
 class ManipulationTrain(ExtraPhotosFamily):
     real_edited_share: float = Field(default=0.5, ge=0.0, le=1.0)   # of the real samples, the share edited
+    real_looks: float = Field(default=0.0, ge=0.0, le=1.0)   # of the real samples, the share seen as another camera or film renders the scene
+    input_filter: Literal["none", "residual"] = "none"   # residual: the trunk reads the photo's fine residual, scaled
+                                                          # per photo (pipelines.train.trunk.Residual): a trunk of its own
 
 
 class BlurTrain(TimmFamily):

@@ -172,10 +172,30 @@ class Samples:
     kinds: list[str]                  # "authentic", an edit kind, or "gaussian:<sigma>" / "motion:<px>"
 
 
+def another_look(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """The same scene as another camera, film or app renders it, over the whole frame (no edit): black and white, the
+    hue turned, the colour channels in a random order, a gamma, or a quarter turn; one of them."""
+    how = int(rng.integers(5))
+    if how == 0:
+        return np.repeat(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    if how == 1:
+        hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+        hsv[..., 0] = (hsv[..., 0].astype(np.int16) + int(rng.integers(20, 160))) % 180
+        return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    if how == 2:
+        return np.ascontiguousarray(img[..., rng.permutation(3)])
+    if how == 3:
+        lut = np.clip(255.0 * (np.arange(256) / 255.0) ** rng.uniform(0.5, 2.0), 0, 255).astype(np.uint8)
+        return lut[img]
+    return np.ascontiguousarray(np.rot90(img, int(rng.integers(1, 4))))
+
+
 def manipulation_samples(refs: Sequence[str], n: int, size: int, seed: int, visibility,
-                         edited_share: float = 0.5) -> Samples:
+                         edited_share: float = 0.5, looks: float = 0.0) -> Samples:
     """``n`` real-photo samples of ``refs``, ``edited_share`` of them edited visibly (target 1), the rest authentic
-    (target 0), interleaved: random square crops, edited or not, saved as a camera's JPEG."""
+    (target 0), interleaved: random square crops, edited or not, saved as a camera's JPEG. ``looks``: the share of
+    crops given :func:`another_look` first (edited or not alike), so that a scene's colours and orientation say
+    nothing either way."""
     if not 0.0 <= edited_share <= 1.0:
         raise ValueError(f"edited_share {edited_share} is not a share")
     rng = np.random.default_rng(seed)
@@ -184,6 +204,8 @@ def manipulation_samples(refs: Sequence[str], n: int, size: int, seed: int, visi
     while len(images) < n:
         k = int(rng.integers(len(photos)))
         img = square_crop(rng, photos[k], size)
+        if looks and rng.random() < looks:
+            img = another_look(rng, img)
         if sum(targets) >= edited_share * (len(images) + 1):           # this one authentic keeps the share
             images.append(camera_jpeg(rng, img))
             targets.append(0.0)

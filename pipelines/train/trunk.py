@@ -22,6 +22,30 @@ from pipelines.serve.images import to_array
 from pipelines.train.backbone import create_backbone
 
 NUM_STAGES = 7
+INPUT_FILTERS = ("none", "residual")
+
+
+class Residual(nn.Module):
+    """The photo's fine residual: the input minus its Gaussian blur (``sigma`` px), scaled per photo to a standard
+    deviation of 0.5 (a normalised photo's): what is left is the grain, the JPEG blocks and the edges, at the same
+    level in every photo whatever its texture (real photos carry about twice the generated ones' residual energy).
+
+    For a check that should read how a photo was made rather than what it shows (manipulation): the trunk's ImageNet
+    features of the photo itself let the net know scenes it trained on, and call every other one edited."""
+
+    def __init__(self, sigma: float = 1.0):
+        super().__init__()
+        radius = max(1, int(round(3 * sigma)))
+        t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        g = torch.exp(-t ** 2 / (2 * sigma ** 2))
+        g = g / g.sum()
+        self.radius = radius
+        self.register_buffer("kernel", (g[:, None] * g[None, :]).expand(3, 1, -1, -1).clone(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = nn.functional.pad(x, (self.radius,) * 4, mode="reflect")
+        r = x - nn.functional.conv2d(pad, self.kernel, groups=3)
+        return r * (0.5 / (r.flatten(1).std(dim=1) + 1e-4)).view(-1, 1, 1, 1)
 
 
 def to_input(rgbs, size: int) -> torch.Tensor:
@@ -32,13 +56,15 @@ def to_input(rgbs, size: int) -> torch.Tensor:
 class Trunk(nn.Module):
     """Stem + stages ``[0, split)``; always in eval mode, never trained."""
 
-    def __init__(self, split: int, pretrained: bool = True):
+    def __init__(self, split: int, pretrained: bool = True, input_filter: str = "none"):
         super().__init__()
         if not 0 <= split <= NUM_STAGES:
             raise ValueError(f"trunk split must be in [0, {NUM_STAGES}], got {split}")
+        if input_filter not in INPUT_FILTERS:
+            raise ValueError(f"input filter must be one of {INPUT_FILTERS}, got {input_filter!r}")
         net = create_backbone(pretrained=pretrained, num_classes=0)
-        self.split, self.pretrained = split, pretrained
-        self.stem = nn.Sequential(net.conv_stem, net.bn1)
+        self.split, self.pretrained, self.input_filter = split, pretrained, input_filter
+        self.stem = nn.Sequential(*([Residual()] if input_filter == "residual" else []), net.conv_stem, net.bn1)
         self.blocks = nn.Sequential(*net.blocks[:split])
         self._rest = net  # the source of every tail's initial weights (not a submodule of the forward)
         self.requires_grad_(False)
@@ -51,8 +77,11 @@ class Trunk(nn.Module):
         return self.blocks(self.stem(x))
 
     def weights_digest(self) -> str:
-        """Digest of the whole backbone the trunk was cut from: equal for every split of the same weights."""
+        """Digest of the whole backbone the trunk was cut from and of its input filter: equal for every split of the
+        same weights and filter (the feature cache and serving's shared trunk stages are keyed by it)."""
         h = hashlib.sha256()
+        if self.input_filter != "none":
+            h.update(f"input_filter={self.input_filter}".encode())
         for k, v in sorted(self._rest.state_dict().items()):
             h.update(k.encode())
             h.update(v.detach().cpu().numpy().tobytes())

@@ -55,6 +55,23 @@ def test_manipulation_samples_are_visible_edits_at_the_share_asked_and_repeatabl
         rp.manipulation_samples(PARAMS.real_photos.train, 4, 96, seed=3, visibility=vis, edited_share=1.5)
 
 
+def test_another_look_keeps_the_scene_and_the_labels_share():
+    """train.manipulation.real_looks: a share of the real crops rendered as another camera or film would (grey, hue,
+    channels, gamma, a quarter turn) before any edit, authentic and edited alike: the share edited does not move."""
+    rng = np.random.default_rng(1)
+    base = rp.centre_crop(rp.load("mate:Garden.jpg"), 96)
+    looks = [rp.another_look(rng, base) for _ in range(40)]
+    assert all(x.shape == base.shape and x.dtype == np.uint8 for x in looks)
+    assert sum(not np.array_equal(x, base) for x in looks) >= 34       # a channel order may draw the same one
+    assert any(np.array_equal(x[..., 0], x[..., 1]) and np.array_equal(x[..., 1], x[..., 2]) for x in looks)   # grey
+    assert any(sorted(x.ravel().tolist()) == sorted(base.ravel().tolist()) for x in looks)   # same pixels, moved
+    vis = PARAMS.labels.visibility
+    plain = rp.manipulation_samples(PARAMS.real_photos.train, 40, 96, seed=3, visibility=vis)
+    other = rp.manipulation_samples(PARAMS.real_photos.train, 40, 96, seed=3, visibility=vis, looks=0.5)
+    assert other.targets.sum() == plain.targets.sum() == 20
+    assert not all(np.array_equal(x, y) for x, y in zip(plain.images, other.images))
+
+
 def test_each_edit_changes_the_photo_visibly_or_says_it_did_not():
     rng = np.random.default_rng(0)
     base = rp.centre_crop(rp.load("mate:Garden.jpg"), 128)

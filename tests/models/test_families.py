@@ -356,3 +356,29 @@ def test_trunk_features_on_onnx_runtime_match_eager_torch(tiny_project, tmp_path
         features.ONNX_MIN_ROWS = before
     assert (tmp_path / ".cache/trunk" / _onnx_file(t5, 96, tmp_path, 10_000, lower=3).name).exists()
     torch.testing.assert_close(derived.float(), compute(t5, paths, 96).float(), atol=0.05, rtol=0.02)
+
+
+def test_a_residual_trunk_reads_how_the_photo_was_made_not_its_exposure(tiny_project, tmp_path):
+    """train.manipulation.input_filter: residual puts the photo's fine residual, scaled per photo, before the frozen
+    stages: a brighter or flatter exposure of the same photo gives the same trunk output; its features are cached
+    and served apart from the plain trunk's (another digest), on ONNX Runtime as in torch."""
+    from pipelines.data.dataset import versioned_manifest
+    from pipelines.train.features import _onnx_file, compute, trunk_features
+    from pipelines.train.trunk import Trunk
+
+    df = versioned_manifest(tiny_project).head(6)
+    x = to_input(load_resized(list(df["path"]), 96), 96)
+    plain, residual = Trunk(3), Trunk(3, input_filter="residual")
+    assert residual.weights_digest() != plain.weights_digest() == Trunk(5).weights_digest()
+    assert residual.weights_digest() == Trunk(5, input_filter="residual").weights_digest()
+    change = lambda trunk: float((trunk(0.6 * x + 0.3) - trunk(x)).abs().mean() / trunk(x).abs().mean())
+    with torch.no_grad():                                              # the photo's exposure and contrast changed
+        assert change(residual) < 0.01 and change(plain) > 0.1
+    paths, shas = list(df["path"]), list(df["sha256"])
+    onnx = _onnx_file(residual, 96, tmp_path, rows=10_000)
+    torch.testing.assert_close(compute(residual, paths, 96, onnx_file=onnx).float(),
+                               compute(residual, paths, 96).float(), atol=0.02, rtol=0.01)
+    cached = trunk_features(residual, paths, shas, 96, root=tmp_path)
+    assert not torch.equal(cached, trunk_features(plain, paths, shas, 96, root=tmp_path))
+    with pytest.raises(ValueError, match="input filter"):
+        Trunk(3, input_filter="sobel")

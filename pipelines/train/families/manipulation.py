@@ -37,7 +37,8 @@ def real_samples(params: Params):
     from pipelines.data.real_photos import manipulation_samples
 
     return lambda n, size, seed: manipulation_samples(params.real_photos.train, n, size, seed, params.labels.visibility,
-                                                      params.train.manipulation.real_edited_share)
+                                                      params.train.manipulation.real_edited_share,
+                                                      params.train.manipulation.real_looks)
 
 
 def train(root: Path, params: Params) -> dict:
