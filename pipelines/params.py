@@ -49,6 +49,7 @@ class GeneratorParams(_Strict):
     lighting: Literal["normal", "dark", "bright", "warm"]
     camera_noise: float = Field(ge=0.0, le=10.0)
     new_sku_rate: float = Fraction
+    practice_sku_rate: float = Field(0.0, ge=0.0, le=1.0)   # products drawn from the practice SKUs (catalog.practice_skus): training only
     jpeg_quality: tuple[int, int]
     product_style: Literal["flat", "shaded"] = "flat"
     white_balance_sd: float = Field(0.03, ge=0.0, le=0.2)
@@ -172,7 +173,7 @@ class BlurTrain(TimmFamily):
     loss: Literal["mse", "bce"] = "mse"     # on the sigmoid against the score (mse), or cross-entropy with soft targets
 
 
-class SkuTrain(TimmFamily):
+class SkuTrain(ExtraPhotosFamily):
     embedding_dim: int = Field(gt=0)
     p: int = Field(ge=2)                    # SKUs per P x K batch
     k: int = Field(ge=2)                    # photos per SKU in a batch

@@ -246,3 +246,33 @@ def test_wrong_claims_are_colour_twins_layout_twins_or_others():
     kinds = pd.Series([swap_kind(shown.sku_id, _claimed(rng, shown, gen)) for _ in range(300)]).value_counts(normalize=True)
     assert set(kinds.index) == {"colour", "layout", "other"} and kinds.min() > 0.15, kinds   # "other": any SKU
     assert swap_kind("nova-12-black", "nova-12-pro-black") == "layout" and swap_kind("nova-11-red", "nova-11-green") == "colour"
+
+
+def test_practice_skus_are_new_combinations_of_catalogue_parts_and_only_drawn_at_their_rate(tmp_path, batch):
+    """train.sku.extra_photos: practice SKUs recombine the catalogue's parts; none looks like a catalogue or new
+    family by its parts, none carries a part only new products have, and the generator draws them only at
+    ``practice_sku_rate`` (at 0, the default, photos are what they were: the first batch's bytes again)."""
+    from pipelines.data.generate import enriched_photos
+    from pipelines.data.synth.products import CAMERA_LAYOUTS
+
+    families = catalog.practice_families()
+    skus = catalog.practice_skus()
+    assert len(families) >= 50 and len({s.sku_id for s in skus}) == len(skus)
+    assert not {s.sku_id for s in skus} & set(catalog.sku_ids())
+    shown = {catalog._look(f) for f in catalog.FAMILIES}
+    assert not {catalog._look(f) for f in families} & shown
+    known = [f for f in catalog.FAMILIES if not f.novel]
+    only_new_colours = {c for f in catalog.FAMILIES if f.novel for c in f.colours} - {c for f in known for c in f.colours}
+    only_new_cameras = {f.camera for f in catalog.FAMILIES if f.novel} - {f.camera for f in known}
+    assert only_new_colours and only_new_cameras                       # teal, orange; triple_diagonal
+    assert not {c for f in families for c in f.colours} & only_new_colours
+    assert not {f.camera for f in families} & only_new_cameras and {f.camera for f in families} <= set(CAMERA_LAYOUTS)
+    assert catalog.practice_families() == families                    # a fixed stream: the same on every machine
+
+    df = enriched_photos(tmp_path, load_params(), "sku-practice", 24, {"practice_sku_rate": 1.0}, salt=13)
+    products = df[df["sku_id"] != "none"]
+    assert len(products) == len(df) and products["sku_id"].isin({s.sku_id for s in skus}).all()
+    assert (products["claimed_sku"] == products["sku_id"]).all() and not products["new_sku"].any()
+    again = generate_batch(tmp_path, "t1", 24, seed=5, workers=1,
+                           shift={"practice_sku_rate": "0.0"})
+    assert list(read_manifest(again)["sha256"]) == list(read_manifest(batch).head(24)["sha256"])

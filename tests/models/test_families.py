@@ -288,6 +288,37 @@ def test_adding_or_retraining_a_prohibited_category_leaves_the_others_bit_identi
         load_combined(repo, changed, ["cash"])
 
 
+def test_the_sku_embedding_also_learns_practice_skus_that_no_gallery_holds(copy_project):
+    """train.sku.extra_photos: generated photos of practice SKUs (catalog.practice_skus) join training as more
+    classes; model selection still matches validation against catalogue SKUs, the gallery holds none of them, and
+    extra rates that would bring catalogue or new products into training are refused."""
+    from pipelines.data.dataset import split_frame, versioned_manifest
+    from pipelines.data.gallery import read_gallery
+    from pipelines.data.synth.catalog import practice_skus
+    from pipelines.train.families import sku
+
+    repo = copy_project()
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["train"]["sku"]["extra_photos"] = 24
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    params = load_params(repo / "params.yaml")
+    train("sku", repo, params)
+    record = json.loads((repo / "models" / "sku" / "train.json").read_text())
+    _, arch = sku.load_model(repo)
+    practice = {s.sku_id for s in practice_skus()}
+    train_split = sku.catalogue(split_frame(versioned_manifest(repo), "train"))
+    assert record["practice_photos"] == 24 and record["train_photos"] == len(
+        train_split[~train_split["sku_id"].isin(arch["holdout_skus"])]) + 24
+    assert len(set(arch["classes"]) & practice) >= 10
+    assert set(arch["classes"]) - practice == set(train_split["sku_id"]) - set(arch["holdout_skus"])
+    assert not set(read_gallery(repo)["sku_id"]) & practice
+
+    raw["train"]["sku"]["extra_rates"] = {"practice_sku_rate": 0.5}
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(ValueError, match="every product a practice SKU"):
+        train("sku", repo, load_params(repo / "params.yaml"))
+
+
 def test_a_served_net_gives_what_evaluation_measured_from_cached_features(copy_project):
     """The cache is an optimisation only: the full forward on photos equals head(tail(cached trunk output))."""
     from pipelines.train.families import scalar

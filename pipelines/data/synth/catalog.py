@@ -5,12 +5,20 @@ in several colours give SKUs that differ only in colour ("nova-11-red" beside "n
 ``nova-12`` and ``nova-12-pro`` share body and colours and differ only in the camera layout.
 SKUs marked ``novel`` are outside the default catalogue: they only appear when the generator is
 shifted with ``new_sku_rate`` (new products arriving on the marketplace).
+
+Practice SKUs (:func:`practice_skus`) are neither: products no marketplace lists, made of the catalogue's own parts
+(body, camera layout, logo, colour) in combinations no catalogue or new family has, drawn only with the generator's
+``practice_sku_rate``. The SKU embedding may train on them (``train.sku.extra_photos``), as a real matcher trains on
+a product corpus wider than its catalogue, so that it learns which parts tell products apart. No part that only a new
+product has (its camera layout, its colours) is ever in a practice SKU, so the new products stay unseen.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+
+import numpy as np
 
 PRODUCT_TYPES = ("phone", "tablet", "laptop", "headphones")
 
@@ -33,6 +41,7 @@ class Family:
     logo: str              # logo kind (see products.LOGOS)
     colours: tuple[str, ...]
     novel: bool = False
+    practice: bool = False  # a training-only product (practice_skus): in no catalogue, never listed
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,10 @@ class Sku:
     @property
     def novel(self) -> bool:
         return self.family.novel
+
+    @property
+    def practice(self) -> bool:
+        return self.family.practice
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -107,6 +120,57 @@ def catalogue_skus() -> list[Sku]:
 
 def novel_skus() -> list[Sku]:
     return [s for s in all_skus() if s.novel]
+
+
+# the parts a practice family is made of, per product type: (aspect range, corner range, camera layouts, logos).
+# Laptops (lid view) and headphones show no camera.
+_PARTS: dict[str, tuple[tuple[float, float], tuple[float, float], tuple[str, ...], tuple[str, ...]]] = {
+    "phone": ((0.45, 0.51), (0.08, 0.17), ("none", "single_left", "dual_vertical", "dual_diagonal", "triple_square",
+              "triple_left", "quad_left", "bar", "round_centre"), ("bitten", "g", "wordmark", "batwing", "stripe", "rings")),
+    "tablet": ((0.64, 0.74), (0.04, 0.09), ("none", "single_left", "dual_vertical", "dual_diagonal", "triple_square",
+               "triple_left", "quad_left", "bar", "round_centre"), ("bitten", "g", "wordmark", "batwing", "stripe", "rings")),
+    "laptop": ((1.38, 1.54), (0.02, 0.05), ("none",), ("bitten_centre", "corner_wordmark", "rings", "g", "wordmark",
+                                                       "batwing", "stripe")),
+    "headphones": ((0.85, 0.93), (0.5, 0.5), ("none",), ("cup_plain", "cup_b", "cup_wordmark", "g", "batwing", "rings",
+                                                        "stripe", "bitten")),
+}
+PRACTICE_COLOURS_PER_FAMILY = 2
+
+
+def _look(f: Family) -> tuple[str, str, str]:
+    """What tells two families of one product type apart by their parts (laptops and headphones show no camera)."""
+    return (f.product_type, f.camera if f.product_type in ("phone", "tablet") else "none", f.logo)
+
+
+@lru_cache(maxsize=1)
+def practice_families() -> tuple[Family, ...]:
+    """Every combination of product type, camera layout and logo that no catalogue or new family has, each with
+    its own body (aspect, corners) and ``PRACTICE_COLOURS_PER_FAMILY`` colours, all drawn from a fixed stream
+    (the same families on every machine). Parts only new products have are left out: a camera layout or a colour
+    no catalogue family has is never shown in training."""
+    catalogue_parts = [f for f in FAMILIES if not f.novel]
+    taken = {_look(f) for f in FAMILIES}
+    cameras = {f.camera for f in catalogue_parts} | {"none"}
+    colours = sorted({c for f in catalogue_parts for c in f.colours})
+    rng = np.random.default_rng(20261206)
+    out = []
+    for ptype, (aspect, corner, layouts, logos) in _PARTS.items():
+        for camera in layouts:
+            for logo in logos:
+                fam = Family(f"practice-{len(out):03d}", ptype, 0.0, 0.0, camera, logo, (), practice=True)
+                if _look(fam) in taken or camera not in cameras:
+                    continue
+                picked = rng.choice(len(colours), size=PRACTICE_COLOURS_PER_FAMILY, replace=False)
+                out.append(Family(fam.name, ptype, round(float(rng.uniform(*aspect)), 3),
+                                  round(float(rng.uniform(*corner)), 3), camera, logo,
+                                  tuple(colours[i] for i in sorted(picked)), practice=True))
+    return tuple(out)
+
+
+@lru_cache(maxsize=1)
+def practice_skus() -> tuple[Sku, ...]:
+    """The practice families' SKUs (:func:`practice_families`): training material only, in no catalogue."""
+    return tuple(Sku(f"{f.name}-{c}", f, c) for f in practice_families() for c in f.colours)
 
 
 def swap_kind(shown: str, claimed: str) -> str:

@@ -14,7 +14,8 @@ import numpy as np
 from pipelines.params import GeneratorParams, LabelParams, VisibilityParams
 from pipelines.data.synth import camera
 from pipelines.data.synth.backgrounds import make_background
-from pipelines.data.synth.catalog import Sku, catalogue_skus, nearest_catalogue_sku, novel_skus, swap_kind
+from pipelines.data.synth.catalog import (Sku, catalogue_skus, nearest_catalogue_sku, novel_skus, practice_skus,
+                                          swap_kind)
 from pipelines.data.synth.manipulation import clone_object_share, coarse_trace, manipulate, pasted, trace
 from pipelines.data.synth.products import render_product
 from pipelines.data.synth.prohibited_items import render_item
@@ -103,6 +104,9 @@ def spot_visibility(area: float, contrast: float, gain: float, blur_kind: str, b
 
 
 def _pick_sku(rng, gen: GeneratorParams) -> Sku:
+    if gen.practice_sku_rate and rng.random() < gen.practice_sku_rate:   # no draw at rate 0: photos stay as they were
+        pool = practice_skus()
+        return pool[rng.integers(len(pool))]
     pool = novel_skus() if rng.random() < gen.new_sku_rate else catalogue_skus()
     return pool[rng.integers(len(pool))]
 
@@ -113,6 +117,8 @@ def _claimed(rng, sku: Sku, gen: GeneratorParams) -> str:
     family) or any other catalogue SKU, in equal parts where the twins exist."""
     if sku.novel:
         return nearest_catalogue_sku(sku).sku_id
+    if sku.practice:        # training material: its own name
+        return sku.sku_id
     if rng.random() >= gen.claimed_sku_error_rate:
         return sku.sku_id
     pool = [s for s in catalogue_skus() if s.sku_id != sku.sku_id]

@@ -37,7 +37,7 @@ from torch.nn import functional as F
 
 from pipelines.data.dataset import split_frame
 from pipelines.data.gallery import pick, read_gallery
-from pipelines.data.synth.catalog import sku_index, swap_kind
+from pipelines.data.synth.catalog import practice_skus, sku_index, swap_kind
 from pipelines.serve.bundle import GALLERY_FILE
 from pipelines.serve.decision import sku_alarm, sku_candidates, sku_scores
 from pipelines.params import Params
@@ -224,6 +224,9 @@ def train(root: Path, params: Params) -> dict:
     val_known = val_df[val_df["sku_id"].isin(set(train_df["sku_id"]))].reset_index(drop=True)
     if train_df.empty or val_known.empty:
         raise common.NoData("sku: no product photos of known SKUs in train or validation")
+    catalogue_train = train_df
+    if settings.extra_photos:
+        train_df = pd.concat([train_df, practice_photos(root, params, settings)], ignore_index=True)
     classes = sorted(train_df["sku_id"].unique())
     arch = {"trunk_split": settings.trunk_split, "pretrained": params.train.pretrained,
             "image_size": params.train.input_size(FAMILY), "embedding_dim": settings.embedding_dim,
@@ -235,8 +238,9 @@ def train(root: Path, params: Params) -> dict:
     x_val = embed_input(root, params, net, arch, val_known, "labelled")
     y_train = torch.as_tensor(np.tile(train_df["sku_id"].map({c: i for i, c in enumerate(classes)}).to_numpy(),
                                       1 + len(views)))
-    # model selection: validation top-1 against a gallery of the trained SKUs' training photos
-    gallery_df = pick(train_df, classes, settings.gallery_per_sku, settings.gallery_blur_cutoff)
+    # model selection: validation top-1 against a gallery of the trained catalogue SKUs' training photos
+    gallery_df = pick(catalogue_train, sorted(catalogue_train["sku_id"].unique()), settings.gallery_per_sku,
+                      settings.gallery_blur_cutoff)
     x_gallery = embed_input(root, params, net, arch, gallery_df, "labelled")
     ce = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
 
@@ -264,7 +268,24 @@ def train(root: Path, params: Params) -> dict:
     return common.write_train_record(FAMILY, root, started, df, device, epochs_run=result.epochs_run,
                                      best_epoch=result.best_epoch, best_val_top1=result.best_score,
                                      fit_seconds=round(result.seconds, 1), history=result.history,
-                                     train_photos=len(train_df), classes=len(classes), holdout_skus=held)
+                                     train_photos=len(train_df), classes=len(classes), holdout_skus=held,
+                                     practice_photos=len(train_df) - len(catalogue_train))
+
+
+def practice_photos(root: Path, params: Params, settings) -> pd.DataFrame:
+    """``train.sku.extra_photos`` generated photos at ``extra_rates`` (``practice_sku_rate: 1``: every product a
+    practice SKU, :func:`pipelines.data.synth.catalog.practice_skus`), rendered once under ``.reviewops/enriched``:
+    more products to learn what tells products apart from, in no gallery and never evaluated on. Their product
+    photos only, each labelled with its practice SKU."""
+    from pipelines.data.generate import enriched_photos
+
+    extra = products(enriched_photos(root, params, "sku-practice", settings.extra_photos, settings.extra_rates,
+                                     salt=13, progress=True))
+    strangers = sorted(set(extra["sku_id"]) - {s.sku_id for s in practice_skus()})
+    if strangers:
+        raise ValueError(f"train.sku.extra_rates must make every product a practice SKU (practice_sku_rate: 1.0); "
+                         f"the extra photos show catalogue or new SKUs {strangers[:5]}")
+    return extra.reset_index(drop=True)
 
 
 def load_model(root: Path) -> tuple[SkuNet, dict]:
