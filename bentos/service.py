@@ -66,8 +66,13 @@ def _bundles() -> dict[str, str]:
 # default) or max_age seconds, closing the old one with the calls still in flight on it: at concurrency 32, 1,073 of
 # 10,000 calls were cut ("Server disconnected") after the checks had begun them, and ran twice when resent
 # (benchmarks/results/scaleout_replicas_resend.json). One session for the process's life instead.
+# The checks answer only the HTTP worker, which logs, counts and traces every request itself: their own access log,
+# Prometheus middleware and OpenTelemetry span per call cost the model worker 0.6 ms of CPU per photo under load,
+# 3% (docs/serving.md#the-model-workers-own-middleware).
 @bentoml.service(name="reviewops-checks", workers=1, traffic={"timeout": 120},
-                 runner_connection={"max_requests": 2**62, "max_age": 1e12})
+                 runner_connection={"max_requests": 2**62, "max_age": 1e12},
+                 logging={"access": {"enabled": False}}, metrics={"enabled": False},
+                 tracing={"excluded_urls": ["/infer"]})
 class Checks:
     """Every production model; ``infer`` runs greedily batched (:class:`pipelines.serve.batching.GreedyBatcher`):
     a lone photo at once, photos that arrive during a run together in the next one."""
