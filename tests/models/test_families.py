@@ -241,9 +241,12 @@ def test_the_sticker_and_dirt_thresholds_are_set_on_validations_positives_and_th
     metrics = json.loads((trained_project / "metrics" / "detector.json").read_text())
     threshold = metrics["thresholds"][check]
     assert threshold == pytest.approx(expected, abs=2e-6)
-    assert metrics["calibration"][check] == {
-        "val_positives": int(val[label].sum()), "extra_positives": len(extra),
-        "extra_recall": pytest.approx(float((scores[len(val):] >= threshold).mean())) if len(extra) else None}
+    calibration = metrics["calibration"][check]
+    assert (calibration["val_positives"], calibration["extra_positives"]) == (int(val[label].sum()), len(extra))
+    # the threshold sits on a positive's score; scored again here, in other batches, a score can move by a float step
+    # (CI once counted 25 of 26 above it for evaluation's 26): the recall must lie between the two readings
+    caught = [float((scores[len(val):] >= threshold + step).mean()) for step in (2e-6, -2e-6)] if len(extra) else None
+    assert (caught[0] <= calibration["extra_recall"] <= caught[1]) if len(extra) else calibration["extra_recall"] is None
     assert metrics["threshold_source"][check] == (f"validation and {len(extra)} generated positives" if len(extra)
                                                   else "validation")
 
