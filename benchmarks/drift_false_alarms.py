@@ -97,7 +97,7 @@ def main() -> None:
         registry.use_store(repo)
         versions, bundles = registry.production(), registry.production_bundles()
     args.cache.mkdir(parents=True, exist_ok=True)
-    models = ReviewerModels(bundles, threads=params.train.threads)
+    models = ReviewerModels.as_served(bundles, params)
     reference = outputs("reference", split_frame(versioned_manifest(repo), "val"), models, versions, args.cache)
     result = {"reference_rows": len(reference), "window_rows": args.window_rows, "families": sorted(bundles),
               "columns": {c: v.model_dump() for c, v in params.monitoring.columns.items()},

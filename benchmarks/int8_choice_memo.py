@@ -50,7 +50,7 @@ def main() -> None:
     full_s, full_answers = [], []
     for units in attempts:
         start = time.perf_counter()
-        models = ReviewerModels({f: str(p) for f, p in bundles.items()}, threads=params.train.threads, int8=units)
+        models = ReviewerModels.as_served({f: str(p) for f, p in bundles.items()}, params, int8=units)
         full_answers.append(review(models, test, params))
         full_s.append(round(time.perf_counter() - start, 1))
         print(f"full review, {len(units)} INT8 units: {full_s[-1]} s", flush=True)

@@ -50,7 +50,7 @@ def main() -> None:
     out = {}
     for name, units in configs.items():
         out[name] = {"int8": units}
-        models = {f: ReviewerModels({f: p}, threads=params.train.threads, int8=units) for f, p in bundles.items()}
+        models = {f: ReviewerModels.as_served({f: p}, params, int8=units) for f, p in bundles.items()}
         for label, (photos, soft_focus) in sets.items():
             started = time.perf_counter()
             metrics, _ = measure(models, params, photos, soft_focus=soft_focus)

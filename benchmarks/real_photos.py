@@ -63,7 +63,7 @@ def main() -> None:
         for family in FAMILIES:
             export_bundle(family, ws, ws_params, Path(tmp) / family, int8=False)
             bundles[family] = str(Path(tmp) / family)
-        metrics, _ = measure(ReviewerModels(bundles, threads=here.train.threads), here)
+        metrics, _ = measure(ReviewerModels.as_served(bundles, here), here)
     train = {f: json.loads((ws / "models" / f / "train.json").read_text()).get("real_photo_samples")
              for f in ("blur", "manipulation")}
     row = {"real_photos": metrics, "generated_test": generated_figures(ws), "real_photo_training_samples": train,

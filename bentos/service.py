@@ -81,7 +81,7 @@ class Checks:
         from pipelines.serve.batching import GreedyBatcher
         from pipelines.serve.models import ReviewerModels
 
-        self.models = ReviewerModels(_bundles(), threads=THREADS, chunk=SERVING.thread_chunk or None)
+        self.models = ReviewerModels.as_served(_bundles(), PARAMS, threads=THREADS)
         rng = np.random.default_rng(0)
         self.models.infer(rng.integers(0, 255, (2, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8))  # warm-up
         self.batcher = GreedyBatcher(lambda photos: [json.dumps(r) for r in self.models.infer(photos)],

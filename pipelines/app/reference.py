@@ -64,6 +64,6 @@ def build_reference(root: Path, params: Params, *, batch_dir: Path | None = None
         photos, source = _validation_photos(root)
     else:
         photos, source = _live_mix_photos(root, params, progress)
-    models = ReviewerModels(registry.production_bundles(), threads=params.train.threads)
+    models = ReviewerModels.as_served(registry.production_bundles(), params)
     rows = records(models, versions, photos, params, progress=progress)
     return store_reference(root, params, rows, versions, source)

@@ -52,7 +52,7 @@ def golden_set(root: Path, params: Params, bundles: dict[str, Path], out: Path, 
     from pipelines.train.review import claims, review
 
     df = split_frame(versioned_manifest(root), "test").sort_values("listing_id").head(candidates)
-    answers = [a for a, _ in review(ReviewerModels(bundles, threads=params.train.threads), df, params)]
+    answers = [a for a, _ in review(ReviewerModels.as_served(bundles, params), df, params)]
     rows = [(row, claims(row)["sku_id"], answer) for (_, row), answer in zip(df.iterrows(), answers)]
     n = params.serving.golden_photos
     passed = [r for r in rows if r[2]["decision"] == "auto_pass"][: n // 2]

@@ -246,7 +246,7 @@ def evaluate_real_photos(root: str | Path, params: Params) -> dict:
     missing = [str(p) for p in bundles.values() if not p.is_dir()]
     if missing:
         raise FileNotFoundError(f"no exported candidate bundles {missing}: run the reviewer stage first (dvc repro reviewer)")
-    models = {f: ReviewerModels({f: str(p)}, threads=params.train.threads) for f, p in bundles.items()}
+    models = {f: ReviewerModels.as_served({f: str(p)}, params) for f, p in bundles.items()}
     metrics, frame = measure(models, params)
     from pipelines.release.registry import content_hash
 
@@ -315,7 +315,7 @@ class TrainingPhotoMemo:
         for family, path in sorted(self.bundles.items()):
             key = (family, tuple(sorted(chosen & self.units[family])))
             if key not in self.memo:
-                models = ReviewerModels({family: str(path)}, threads=self.params.train.threads, int8=list(key[1]))
+                models = ReviewerModels.as_served({family: str(path)}, self.params, int8=list(key[1]))
                 metrics, _ = measure({family: models}, self.params, self.photos, soft_focus=())
                 self.memo[key] = {k: v for k, v in gate_figures(metrics).items() if v is not None}
                 ran.append(family)

@@ -241,8 +241,8 @@ class GraphMemo:
         if any(graph.get("crop") for f in todo for graph in metas[f].get("graphs", {}).values()):
             todo |= {family for family, meta in metas.items() if "yolo" in meta}   # crops need the boxes
         if todo:
-            models = ReviewerModels({f: str(self.bundles[f]) for f in sorted(todo)}, threads=self.params.train.threads,
-                                    int8=list(units))
+            models = ReviewerModels.as_served({f: str(self.bundles[f]) for f in sorted(todo)}, self.params,
+                                              int8=list(units))
             raws = [raw for rgbs in self.batches for raw in models.infer(rgbs)]
             for name, (family, sig) in sigs.items():
                 if family in todo:
@@ -271,7 +271,7 @@ def evaluate_reviewer(root: str | Path, params: Params, *, progress: bool = Fals
         memo = GraphMemo(params, bundles, split_frame(versioned_manifest(root), "test"), progress=progress)
         int8 = choose_int8(root, params, bundles, memo, progress=progress)
         answered = {"test": memo.answers(int8["served"])}          # reviewed already, with the units chosen
-    models = ReviewerModels({f: str(p) for f, p in bundles.items()}, threads=params.train.threads)
+    models = ReviewerModels.as_served({f: str(p) for f, p in bundles.items()}, params)
     frame = score(root, params, models, progress=progress, answered=answered)
     frame.to_parquet(out / "scores.parquet", index=False)
     defects = defects_of(frame)

@@ -119,6 +119,17 @@ class ReviewerModels:
                 self.yolo["boxes"] = (YoloOnnx(Path(path) / y["file"], y["imgsz"], conf=y["conf"], threads=1),
                                       list(y["classes"]))
 
+    @classmethod
+    def as_served(cls, bundles: Mapping[str, str | Path], params, int8: Iterable[str] | None = None,
+                  threads: int | None = None) -> "ReviewerModels":
+        """The models run as the service runs them: :meth:`infer` hands a batch's photos to the threads in chunks of
+        ``params.serving.thread_chunk`` (1: every graph at batch 1, the least CPU per photo), on ``threads`` threads
+        (default ``params.train.threads``). Every offline review (the reviewer stage and its INT8 choice, the real-photo
+        checks, the golden photos, the drift reference) runs so: its scores are the served ones, and cost what they
+        cost in serving."""
+        return cls(bundles, threads=params.train.threads if threads is None else threads, int8=int8,
+                   chunk=params.serving.thread_chunk or None)
+
     def outputs(self, photos: np.ndarray, boxes: list | None = None) -> dict[str, np.ndarray]:
         """Every graph's raw output rows [N, ...] for ``photos`` (uint8 [N, S, S, 3]), graph name -> array
         (a crop graph's of the crops around ``boxes``, one product box or None per photo; by default the loaded

@@ -133,6 +133,23 @@ def compute(trunk: Trunk, paths: Sequence[str | Path], size: int, batch_size: in
     return torch.cat(outs) if outs else torch.zeros(0, dtype=torch.float16)
 
 
+@torch.no_grad()
+def array_features(trunk: Trunk, images: Sequence[np.ndarray] | np.ndarray, size: int, root: str | Path | None = None,
+                   device: torch.device | str | None = None) -> torch.Tensor:
+    """Trunk outputs [N, C, H, W] (float16, on the CPU, as the cache holds them) of in-memory uint8 RGB images (samples
+    made per run, such as the real-photo ones of :mod:`pipelines.data.real_photos`: not cached). They run as
+    :func:`trunk_features` runs the photos it lacks: ONNX Runtime in batches of :data:`BATCH` from
+    :data:`ONNX_MIN_ROWS` images on (the same exported graph), eager torch below that or on a GPU ``device``."""
+    trunk.eval()
+    device = resolve(device) if isinstance(device, str) else device
+    run = _runner(trunk, torch.zeros(2, 3, size, size), _onnx_file(trunk, size, root, len(images), device=device),
+                  device)
+    step = GPU_BATCH if _gpu(device) else BATCH
+    outs = [run(to_input(images[i:i + step], size)).to(torch.float16).contiguous()
+            for i in range(0, len(images), step)]
+    return torch.cat(outs) if outs else torch.zeros(0, dtype=torch.float16)
+
+
 def _onnx_file(trunk: Trunk, size: int, root, rows: int, lower: int | None = None,
                device: torch.device | None = None) -> Path | None:
     """Where the exported graph of this computation lives, or None when ``rows`` are too few to export

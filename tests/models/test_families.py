@@ -392,6 +392,33 @@ def test_trunk_features_on_onnx_runtime_match_eager_torch(tiny_project, tmp_path
     torch.testing.assert_close(derived.float(), compute(t5, paths, 96).float(), atol=0.05, rtol=0.02)
 
 
+def test_in_memory_samples_run_on_onnx_runtime_like_the_cache(tiny_project, tmp_path):
+    """The samples a family makes per run (real-photo crops, :func:`pipelines.train.features.array_features`) run on
+    ONNX Runtime from ONNX_MIN_ROWS images on, through the graph the cache exports: the same features as eager torch
+    to below the float16 they are kept in, and the same as the cache's for the same pixels."""
+    import pipelines.train.features as features
+    from pipelines.data.dataset import versioned_manifest
+    from pipelines.train.features import _onnx_file, array_features, trunk_features
+    from pipelines.train.trunk import Trunk
+
+    df = versioned_manifest(tiny_project).head(12)
+    images = load_resized(list(df["path"]), 96)
+    trunk = Trunk(3)
+    eager = array_features(trunk, images, 96, tmp_path)                  # 12 images: below ONNX_MIN_ROWS
+    onnx = _onnx_file(trunk, 96, tmp_path, rows=10_000)
+    assert not onnx.exists() and eager.dtype == torch.float16 and len(eager) == 12
+    features.ONNX_MIN_ROWS, before = 8, features.ONNX_MIN_ROWS
+    try:
+        on_ort = array_features(trunk, images, 96, tmp_path, "cpu")
+        assert onnx.exists()
+        cached = trunk_features(trunk, list(df["path"]), list(df["sha256"]), 96, root=tmp_path)
+    finally:
+        features.ONNX_MIN_ROWS = before
+    torch.testing.assert_close(on_ort.float(), eager.float(), atol=0.02, rtol=0.01)
+    assert torch.equal(on_ort, cached)
+    assert array_features(trunk, images[:0], 96, tmp_path).numel() == 0
+
+
 def test_a_residual_trunk_reads_how_the_photo_was_made_not_its_exposure(tiny_project, tmp_path):
     """train.manipulation.input_filter: residual puts the photo's fine residual, scaled per photo, before the frozen
     stages: a brighter or flatter exposure of the same photo gives the same trunk output; its features are cached

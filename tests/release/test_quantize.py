@@ -133,8 +133,8 @@ def test_the_reviewer_stage_quantizes_chooses_and_register_remakes_the_same_int8
     memo = GraphMemo(params, bundles, test)
     stage = next(u for u in units if u.endswith("-stage4"))
     for chosen in ([], ["prohibited"], ["prohibited", stage], []):
-        full = review(ReviewerModels({f: str(p) for f, p in bundles.items()}, threads=params.train.threads,
-                                     int8=chosen), test, params)
+        full = review(ReviewerModels.as_served({f: str(p) for f, p in bundles.items()}, params, int8=chosen), test,
+                      params)
         assert memo.answers(chosen) == full, chosen
     owner = next(f for f, b in bundles.items() if "prohibited" in read_meta(b)["graphs"])
     assert memo.runs[0] == sorted(bundles) and memo.runs[1] == [owner] and len(memo.runs) == 3   # [] again: no run

@@ -116,7 +116,7 @@ def test_the_int8_choice_measures_the_real_training_photos_once_per_family_and_p
     photos = photo_set(params, params.real_photos.train, params.serving.int8.real_photo_views)
     units = {f: [u for u, _ in entries(read_meta(bundles[f]))] for f in FAMILIES}
     for chosen in ([], ["manipulation"], []):
-        models = ReviewerModels({f: str(p) for f, p in bundles.items()}, threads=params.train.threads, int8=chosen)
+        models = ReviewerModels.as_served({f: str(p) for f, p in bundles.items()}, params, int8=chosen)
         expected = {k: v for k, v in gate_figures(measure(models, params, photos, soft_focus=())[0]).items()
                     if v is not None}
         assert memo.figures(chosen) == expected, chosen

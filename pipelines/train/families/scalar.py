@@ -21,7 +21,7 @@ from pipelines.train import device as devices
 from pipelines.train.harness import fit
 from pipelines.params import Params
 from pipelines.data.real_photos import Samples
-from pipelines.train.trunk import Trunk, TrunkNet, to_input
+from pipelines.train.trunk import Trunk, TrunkNet
 from pipelines.train.families import common
 
 
@@ -113,7 +113,7 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
         for split, n, seed in (("train", settings.real_samples, params.real_photos.seed * 1000 + salt),
                                ("val", max(1, settings.real_samples // 4), params.real_photos.seed * 1000 + salt + 1)):
             made = extra(n, arch["image_size"], seed)
-            x = image_features(net.trunk, made.images, arch["image_size"], device)
+            x = image_features(net.trunk, made.images, arch["image_size"], device, root)
             if split == "train":
                 x_train, y_train_np = torch.cat([x_train, x]), np.concatenate([y_train_np, made.targets])
             else:
@@ -157,14 +157,14 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
     return common.write_train_record(family, root, started, df, device, **record)
 
 
-@torch.no_grad()
 def image_features(trunk: Trunk, images: list[np.ndarray], size: int, device: torch.device,
-                   batch_size: int = 32) -> torch.Tensor:
-    """Trunk outputs (float16, on the CPU, as the feature cache holds them) of in-memory uint8 RGB images."""
-    trunk.eval().to(device)
-    outs = [trunk(to_input(images[i:i + batch_size], size).to(device).contiguous(memory_format=torch.channels_last))
-            .to(torch.float16).cpu() for i in range(0, len(images), batch_size)]
-    return torch.cat(outs) if outs else torch.zeros(0, dtype=torch.float16)
+                   root: Path | None = None) -> torch.Tensor:
+    """Trunk outputs (float16, on the CPU, as the feature cache holds them) of in-memory uint8 RGB images
+    (:func:`pipelines.train.features.array_features`: ONNX Runtime on the CPU for many images, the graph exported
+    under ``root``)."""
+    from pipelines.train.features import array_features
+
+    return array_features(trunk, images, size, root, device)
 
 
 def load_net(family: str, root: Path, name: str = "model") -> tuple[TrunkNet, dict]:
