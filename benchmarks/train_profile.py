@@ -9,6 +9,7 @@
 raw stacks go to ``DIR/<command>.<pid>.txt`` when the process ends) until it is stopped. ``summarise`` gives, per
 file, the seconds sampled and the share of samples inside each function (inclusive) and at each leaf: the training
 loop (``fit``), the backward pass, the batches' indexing and collation, the trunk features, the real-photo samples.
+``--commands train evaluate`` attaches to ``reviewops evaluate`` processes as well (any reviewops command).
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from pathlib import Path
 RATE = 20
 
 
-def watch(py_spy: Path, out: Path) -> None:
+def watch(py_spy: Path, out: Path, commands: tuple[str, ...] = ("train",)) -> None:
     out.mkdir(parents=True, exist_ok=True)
     seen: set[int] = set()
     env = {**os.environ, "PYTHONPATH": str(py_spy)}
     while True:
-        found = subprocess.run(["pgrep", "-f", r"bin/reviewops train"], capture_output=True, text=True).stdout.split()
+        found = subprocess.run(["pgrep", "-f", r"bin/reviewops (%s)( |$)" % "|".join(commands)], capture_output=True,
+                               text=True).stdout.split()
         for pid in map(int, found):
             if pid in seen:
                 continue
@@ -40,7 +42,10 @@ def watch(py_spy: Path, out: Path) -> None:
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
             except OSError:
                 continue
-            args = cmd[next(i for i, c in enumerate(cmd) if c.endswith("reviewops")) + 1:]
+            at = next((i for i, c in enumerate(cmd) if c.endswith("reviewops")), None)
+            if at is None:                          # a shell whose command line names reviewops, not reviewops itself
+                continue
+            args = cmd[at + 1:]
             name = re.sub(r"[^A-Za-z0-9_]+", "_", "_".join(args)).strip("_")
             subprocess.Popen([str(py_spy / "bin" / "py-spy"), "record", "-p", str(pid), "--rate", str(RATE), "--nonblocking",
                               "--format", "raw", "-o", str(out / f"{name}.{pid}.txt")], env=env,
@@ -77,15 +82,17 @@ def main() -> None:
     w = sub.add_parser("watch")
     w.add_argument("--py-spy", type=Path, required=True, help="the --target folder py-spy was installed into")
     w.add_argument("--dir", type=Path, required=True)
+    w.add_argument("--commands", nargs="+", default=["train"],
+                   help="the reviewops commands to attach to (default train; e.g. train evaluate reviewer)")
     s = sub.add_parser("summarise")
     s.add_argument("files", type=Path, nargs="+")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--note", default="")
     args = ap.parse_args()
     if args.cmd == "watch":
-        watch(args.py_spy, args.dir)
+        watch(args.py_spy, args.dir, tuple(args.commands))
         return
-    doc = {"command": "python benchmarks/train_profile.py watch ... (during make demo), then summarise "
+    doc = {"command": "python benchmarks/train_profile.py watch ... (during make demo or dvc repro), then summarise "
                       + " ".join(f.name for f in args.files),
            "date": datetime.now(UTC).strftime("%Y-%m-%d"), "note": args.note,
            "profiles": {f.name.rsplit(".", 2)[0]: summarise(f) for f in args.files}}
