@@ -39,12 +39,13 @@ def measure(ws: Path) -> dict:
     from pipelines.params import load_params
     from pipelines.release import real_photos as check
     from pipelines.train.families import common, scalar
+    from pipelines.train.features import array_features
 
     params = load_params(ws / "params.yaml")
     net, arch = scalar.load_net("manipulation", ws)
 
     def score(images) -> np.ndarray:
-        x = scalar.image_features(net.trunk, images, arch["image_size"], torch.device("cpu"))
+        x = array_features(net.trunk, images, arch["image_size"], ws, "cpu")
         with torch.no_grad():
             return torch.sigmoid(net.from_features(x.float().contiguous(memory_format=torch.channels_last))).numpy()
 

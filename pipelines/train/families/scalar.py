@@ -23,6 +23,7 @@ from pipelines.params import Params
 from pipelines.data.real_photos import Samples
 from pipelines.train.trunk import Trunk, TrunkNet
 from pipelines.train.families import common
+from pipelines.train.features import array_features
 
 
 class ScalarHead(nn.Module):
@@ -113,7 +114,7 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
         for split, n, seed in (("train", settings.real_samples, params.real_photos.seed * 1000 + salt),
                                ("val", max(1, settings.real_samples // 4), params.real_photos.seed * 1000 + salt + 1)):
             made = extra(n, arch["image_size"], seed)
-            x = image_features(net.trunk, made.images, arch["image_size"], device, root)
+            x = array_features(net.trunk, made.images, arch["image_size"], root, device)
             if split == "train":
                 x_train, y_train_np = torch.cat([x_train, x]), np.concatenate([y_train_np, made.targets])
             else:
@@ -155,16 +156,6 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
     if name != "model":
         return {"seconds": round(time.perf_counter() - started, 1), "device": devices.describe(device), **record}
     return common.write_train_record(family, root, started, df, device, **record)
-
-
-def image_features(trunk: Trunk, images: list[np.ndarray], size: int, device: torch.device,
-                   root: Path | None = None) -> torch.Tensor:
-    """Trunk outputs (float16, on the CPU, as the feature cache holds them) of in-memory uint8 RGB images
-    (:func:`pipelines.train.features.array_features`: ONNX Runtime on the CPU for many images, the graph exported
-    under ``root``)."""
-    from pipelines.train.features import array_features
-
-    return array_features(trunk, images, size, root, device)
 
 
 def load_net(family: str, root: Path, name: str = "model") -> tuple[TrunkNet, dict]:
