@@ -1,7 +1,7 @@
 """CPU per photo of the reviewer's models in process, by batch size and by how a batch is shared out over the threads.
 
     # after the reviewer stage (models/reviewer/bundles/<family>, the precision it chose)
-    .venv/bin/python benchmarks/batch_cpu.py /tmp/demo [--photos 64] [--rounds 3] [--chunks 0 1 2 4] [--graph-batches 4 16]
+    .venv/bin/python benchmarks/batch_cpu.py /tmp/demo [--photos 64] [--rounds 3] [--chunks 0 1 2 4]
 
 Issue 21 asks the model worker to spend at most what the graphs need at batch 1 per photo under load, and less with
 batching. This separates the models from the service: the same test-split photos (decoded and resized as the service
@@ -14,9 +14,6 @@ each unit at the precision the reviewer stage chose).
 - ``infer``: ``ReviewerModels.infer`` on batches of 16 (the greedy batcher's ``serving.batch_max_size``) with the
   batch shared out as ``chunk`` says (0: one part per thread, as before; n: chunks of n photos handed to whichever
   thread is free), and one photo at a time.
-- ``--graph-batches G ...``: ``infer`` on batches of 16 with the trunk stages in chunks of one photo and the
-  detector and family graphs over up to G photos per call (``serving.graph_batch``; benchmarks/unit_batch_cpu.py
-  times each unit by batch size).
 
 Each figure is the process's CPU time per photo (median over the calls of every round) and the wall time per
 photo; the configurations alternate within each round. Writes benchmarks/results/batch_cpu.json (``--out``).
@@ -60,8 +57,6 @@ def main() -> None:
     ap.add_argument("--photos", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--chunks", type=int, nargs="+", default=[0, 1, 2, 4])
-    ap.add_argument("--graph-batches", type=int, nargs="*", default=[],
-                    help="also chunks of 1 with the detector and graphs over this many photos per call (graph_batch)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "batch_cpu.json")
     args = ap.parse_args()
     x = photos(args.root, args.photos)
@@ -70,14 +65,9 @@ def main() -> None:
     runs["infer_batch1"] = (models.infer, 1)
     for chunk in args.chunks:
         def infer(batch, chunk=chunk):
-            models.chunk, models.graph_batch = chunk or None, 0
+            models.chunk = chunk or None
             return models.infer(batch)
         runs[f"infer_batch16_chunk{chunk}"] = (infer, 16)
-    for g in args.graph_batches:
-        def split(batch, g=g):
-            models.chunk, models.graph_batch = 1, g
-            return models.infer(batch)
-        runs[f"infer_batch16_graphs{g}"] = (split, 16)
     for run, batch in runs.values():                             # warm-up
         run(x[:batch])
     cpu: dict[str, list[float]] = {k: [] for k in runs}
@@ -88,7 +78,7 @@ def main() -> None:
             cpu[key] += c
             wall[key] += w
         print(f"round {r + 1}: " + ", ".join(f"{k} {np.median(cpu[k]):.1f}" for k in runs), flush=True)
-    models.chunk, models.graph_batch = None, 0
+    models.chunk = None
     result = {
         "command": "python benchmarks/batch_cpu.py <project> " + " ".join(sys.argv[2:]),
         "date": datetime.now(UTC).date().isoformat(), "machine": platform.machine(),

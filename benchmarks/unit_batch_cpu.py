@@ -13,6 +13,10 @@ array, the product crop, and each graph's answers: ``answer:<graph>`` is its gra
 sums leave it out and ``answer_over_graph_ms_per_photo`` gives the difference). Each figure is the process's CPU time per photo, the median over the calls
 of every round; the batch sizes alternate within each round. Writes benchmarks/results/unit_batch_cpu.json
 (``--out``).
+
+What it found on the seed-7 demo (docs/serving.md#cpu-per-photo-chunks-of-one-photo): YOLO and the SKU and
+prohibited graphs cost less per photo in a batch, the first trunk stages much more. Commit 3093c83 served those
+units batched (``serving.graph_batch``); over HTTP it gained nothing beyond the noise and was reverted.
 """
 
 from __future__ import annotations

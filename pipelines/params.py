@@ -422,8 +422,6 @@ class ServingParams(_Strict):
     batch_max_size: int = Field(gt=0)       # greedy batching: most photos in one run of the models
     batch_max_latency_ms: int = Field(gt=0) # a photo that waited longer than this for the models is shed (503)
     thread_chunk: int = Field(ge=0)         # a run's photos go to the threads in chunks of this many (0: one part per thread)
-    graph_batch: int = Field(ge=0)          # >0: the detector and family graphs over up to this many of a run's photos per
-                                            # call, the trunk stages in chunks of thread_chunk (0: every unit per chunk)
     golden_photos: int = Field(gt=0)        # smoke set recorded at build, replayed by deploy
     prediction_log: str                     # SQLAlchemy URL; relative sqlite paths are under the project
     photo_archive: str | None = None           # reviewed photos kept here by SHA-256 (relative: under the project)

@@ -69,7 +69,7 @@ class ReviewerModels:
     """
 
     def __init__(self, bundles: Mapping[str, str | Path], threads: int = 2, int8: Iterable[str] | None = None,
-                 chunk: int | None = None, graph_batch: int = 0):
+                 chunk: int | None = None):
         import onnxruntime as ort
 
         self.metas = {family: read_meta(Path(path)) for family, path in bundles.items()}
@@ -82,7 +82,6 @@ class ReviewerModels:
         options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
         self.threads = max(1, threads)
         self.chunk = chunk
-        self.graph_batch = graph_batch
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="reviewer")
         self.graphs: dict[str, tuple] = {}          # name -> (session, graph meta, family meta, gallery or None, stages)
         self.cropped: list[str] = []                # the graphs that read the product crop
@@ -129,7 +128,7 @@ class ReviewerModels:
         checks, the golden photos, the drift reference) runs so: its scores are the served ones, and cost what they
         cost in serving."""
         return cls(bundles, threads=params.train.threads if threads is None else threads, int8=int8,
-                   chunk=params.serving.thread_chunk or None, graph_batch=params.serving.graph_batch)
+                   chunk=params.serving.thread_chunk or None)
 
     def outputs(self, photos: np.ndarray, boxes: list | None = None) -> dict[str, np.ndarray]:
         """Every graph's raw output rows [N, ...] for ``photos`` (uint8 [N, S, S, 3]), graph name -> array
@@ -174,9 +173,6 @@ class ReviewerModels:
             for job in jobs:
                 job.result()
             return out
-        if self.graph_batch:
-            self._split(photos, out)
-            return out
         if self.chunk:                                          # chunks of at most ``chunk`` photos, handed to
             parts = [np.arange(i, min(i + self.chunk, len(photos)))     # whichever thread is free
                      for i in range(0, len(photos), self.chunk)]
@@ -185,33 +181,6 @@ class ReviewerModels:
         for _ in self.pool.map(lambda idx: self._serial(photos[idx], [out[i] for i in idx]), parts):
             pass
         return out
-
-    def _split(self, photos: np.ndarray, out: list[dict]) -> None:
-        """Several photos, each unit at the batch size it costs least per photo at
-        (``serving.graph_batch``, benchmarks/unit_batch_cpu.py): the trunk stages in chunks of ``chunk`` photos (their
-        activations leave the cache in a batch), the detector and the family graphs over up to ``graph_batch`` photos
-        per call (their fixed cost per call is shared). The detector goes first, as the crops wait for its boxes; the
-        photos' trunks run beside it, the crops' trunks after it, then the graphs, all on whichever thread is free."""
-        n, step = len(photos), self.graph_batch
-        whole = [slice(i, min(i + step, n)) for i in range(0, n, step)]
-        chunk = self.chunk or 1
-        parts = [slice(i, min(i + chunk, n)) for i in range(0, n, chunk)]
-        boxes = [self.pool.submit(self._boxes, name, photos[s], out[s]) for name in self.yolo for s in whole]
-        trunks = [self.pool.submit(self._trunk_chunk, photos[s], None, "photo") for s in parts]
-        if self.cropped:
-            for job in boxes:
-                job.result()
-            found = product_boxes(out) if self.yolo else [None] * n
-            trunks += [self.pool.submit(self._trunk_chunk, photos[s], found[s], "crop") for s in parts]
-        inputs: dict[tuple, list] = {}
-        for job in trunks:
-            for key, value in job.result().items():
-                inputs.setdefault(key, []).append(value)
-        merged = {key: np.concatenate(v) if len(v) > 1 else v[0] for key, v in inputs.items()}
-        jobs = [self.pool.submit(self._graph, name, {k: v[s] for k, v in merged.items()}, out[s])
-                for name in self.graphs for s in whole] + boxes
-        for job in jobs:
-            job.result()
 
     def infer_serial(self, photos: np.ndarray) -> list[dict]:
         """What :meth:`infer` answers, every unit (YOLO, trunk stages, graphs) one after another on the calling thread:
