@@ -35,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reviewer_latency import photos  # noqa: E402
+from reviewer_latency import load, photos  # noqa: E402
 
 
 def units(models, x: np.ndarray) -> dict[str, callable]:
@@ -73,8 +73,6 @@ def units(models, x: np.ndarray) -> dict[str, callable]:
 
 
 def main() -> None:
-    from pipelines.serve.models import ReviewerModels
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("root", type=Path, help="a project after the reviewer stage")
     ap.add_argument("--photos", type=int, default=64)
@@ -83,8 +81,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "unit_batch_cpu.json")
     args = ap.parse_args()
     x = photos(args.root, args.photos)
-    base = args.root / "models" / "reviewer" / "bundles"
-    models = ReviewerModels({p.name: p for p in sorted(base.iterdir()) if (p / "meta.json").exists()}, threads=1)
+    models = load(args.root)                     # every unit below runs on this thread, never on the models' pool
     runs = units(models, x)
     cpu: dict[str, dict[int, list[float]]] = {u: {b: [] for b in args.batches} for u in runs}
     for u, run in runs.items():                                     # warm-up
