@@ -10,7 +10,7 @@ each unit at the precision the reviewer stage chose).
 
 - ``serial``: every unit (YOLO, trunk stages, graphs) one after another on one thread
   (``ReviewerModels.infer_serial``), in batches of 1, 2, 4, 8 and 16: what the models need of a core per photo at
-  each batch size.
+  each batch size; ``serial_batch1_both_cores``: the same at batch 1 on two threads at once (:func:`both_cores`).
 - ``infer``: ``ReviewerModels.infer`` on batches of 16 (the greedy batcher's ``serving.batch_max_size``) with the
   batch shared out as ``chunk`` says (0: one part per thread, as before; n: chunks of n photos handed to whichever
   thread is free), and one photo at a time.
@@ -51,6 +51,23 @@ def per_photo(run, x: np.ndarray, batch: int) -> tuple[list[float], list[float]]
     return cpu, wall
 
 
+def both_cores(run, x: np.ndarray) -> tuple[list[float], list[float]]:
+    """(CPU ms, wall ms) per photo of two threads at once, each calling ``run`` one photo at a time over its half of
+    ``x``: the units at batch 1 with both cores busy, as under load. Each unit costs more CPU so than with the other
+    core idle (the two cores share the caches and memory bandwidth), so this, not ``serial_batch1``, is what a model
+    worker kept busy on both cores can be held to."""
+    import threading
+
+    halves = np.array_split(np.arange(len(x)), 2)
+    threads = [threading.Thread(target=lambda idx=idx: [run(x[i:i + 1]) for i in idx]) for idx in halves]
+    c, w = time.process_time(), time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return [(time.process_time() - c) * 1000 / len(x)], [(time.perf_counter() - w) * 1000 / len(x)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("root", type=Path, help="a project after the reviewer stage")
@@ -62,6 +79,7 @@ def main() -> None:
     x = photos(args.root, args.photos)
     models = load(args.root)
     runs = {f"serial_batch{b}": (models.infer_serial, b) for b in SERIAL_BATCHES}
+    runs["serial_batch1_both_cores"] = (models.infer_serial, 0)
     runs["infer_batch1"] = (models.infer, 1)
     for chunk in args.chunks:
         def infer(batch, chunk=chunk):
@@ -69,12 +87,12 @@ def main() -> None:
             return models.infer(batch)
         runs[f"infer_batch16_chunk{chunk}"] = (infer, 16)
     for run, batch in runs.values():                             # warm-up
-        run(x[:batch])
+        run(x[:max(batch, 1)])
     cpu: dict[str, list[float]] = {k: [] for k in runs}
     wall: dict[str, list[float]] = {k: [] for k in runs}
     for r in range(args.rounds):
         for key, (run, batch) in runs.items():
-            c, w = per_photo(run, x, batch)
+            c, w = per_photo(run, x, batch) if batch else both_cores(run, x)
             cpu[key] += c
             wall[key] += w
         print(f"round {r + 1}: " + ", ".join(f"{k} {np.median(cpu[k]):.1f}" for k in runs), flush=True)

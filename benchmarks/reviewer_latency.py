@@ -6,8 +6,9 @@
 Each side's bundles are loaded as the service loads them (:class:`pipelines.serve.models.ReviewerModels`, two
 threads, each unit at the precision the reviewer stage chose). The same test-split photos of ``--a`` (decoded and
 resized as the service prepares them) go through each side in turn, alternating A and B for ``--rounds`` rounds:
-one photo per call (median and p90 ms per photo) and batches of 8 (median ms per photo). The ratio B/A measured in
-one run is what counts on these shared machines. Writes benchmarks/results/reviewer_latency.json (``--out``).
+one photo per call (median and p90 ms per photo, and the process's CPU ms per photo), batches of 8 (median ms per
+photo), and one photo per call with every unit on the calling thread (CPU ms per photo: what the models need of a
+core). The ratio B/A measured in one run is what counts on these shared machines. Writes benchmarks/results/reviewer_latency.json (``--out``).
 """
 
 from __future__ import annotations
@@ -45,13 +46,17 @@ def photos(root: Path, n: int) -> np.ndarray:
     return load_resized(list(df["path"]), load_params(root / "params.yaml").data.image_size)
 
 
-def timed(models, x: np.ndarray, batch: int) -> list[float]:
-    """ms per photo of each call over ``x`` in calls of ``batch`` photos."""
+def timed(models, x: np.ndarray, batch: int, cpu: list[float] | None = None, serial: bool = False) -> list[float]:
+    """ms per photo of each call over ``x`` in calls of ``batch`` photos (wall time; the process's CPU time into
+    ``cpu``); ``serial``: every unit one after another on the calling thread (``infer_serial``)."""
     out = []
+    run = models.infer_serial if serial else models.infer
     for i in range(0, len(x) - batch + 1, batch):
-        start = time.perf_counter()
-        models.infer(x[i:i + batch])
+        start, used = time.perf_counter(), time.process_time()
+        run(x[i:i + batch])
         out.append((time.perf_counter() - start) * 1000 / batch)
+        if cpu is not None:
+            cpu.append((time.process_time() - used) * 1000 / batch)
     return out
 
 
@@ -70,10 +75,13 @@ def main() -> None:
         models.infer(x[:1])
     one = {k: [] for k in sides}
     eight = {k: [] for k in sides}
+    cpu_one = {k: [] for k in sides}
+    cpu_serial = {k: [] for k in sides}
     for _ in range(args.rounds):
         for key, models in sides.items():
-            one[key] += timed(models, x, 1)
+            one[key] += timed(models, x, 1, cpu_one[key])
             eight[key] += timed(models, x, 8)
+            timed(models, x, 1, cpu_serial[key], serial=True)
     result = {
         "command": "python benchmarks/reviewer_latency.py --a <project A> --b <project B> "
                    f"--photos {args.photos} --rounds {args.rounds}",
@@ -85,7 +93,10 @@ def main() -> None:
     for key in sides:
         result[key] = {"ms_per_photo_batch1_p50": round(float(np.median(one[key])), 2),
                        "ms_per_photo_batch1_p90": round(float(np.percentile(one[key], 90)), 2),
-                       "ms_per_photo_batch8_p50": round(float(np.median(eight[key])), 2)}
+                       "ms_per_photo_batch8_p50": round(float(np.median(eight[key])), 2),
+                       # the process's CPU per photo: one photo per call as served, and every unit on one thread
+                       "cpu_ms_per_photo_batch1_p50": round(float(np.median(cpu_one[key])), 2),
+                       "cpu_ms_per_photo_serial_p50": round(float(np.median(cpu_serial[key])), 2)}
     result["ratio_b_over_a"] = {k: round(result["b"][k] / result["a"][k], 3) for k in result["a"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

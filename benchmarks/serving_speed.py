@@ -11,7 +11,8 @@ loopback port, ``bentoml serve`` behind it, the golden smoke set) with the time 
 (``cold_start_s``); POST /review through the front one at a time (p50, p90) and at concurrency 16 (photos/s,
 p99, errors); the CPU seconds each process spent during the concurrent phase per photo (router, HTTP worker,
 model worker, BentoML's parent) and their resident memory, beside what the same models need in process (every
-unit one after another on one thread, at batch 1 and in batches of 8: ``graphs_cpu_ms_per_photo``); one photo at a
+unit one after another on one thread, at batch 1 and in batches of 8, and at batch 1 on both cores at once:
+``graphs_cpu_ms_per_photo``); one photo at a
 time again right after the burst
 (``p50_ms_c1_after_burst``: BentoML's adaptive batching kept waiting as long as its recent batches waited); then
 the side is stopped. In-process, the prohibited
@@ -167,10 +168,11 @@ def prohibited_latency(params_path: Path, shared: bool, repeats: int, threads: i
 def graphs_cpu_ms(home: Path, bento_src: Path, paths: list[str], rounds: int = 3) -> dict:
     """What the Bento's models need per photo in process, as CPU ms (median over photos and ``rounds``): every unit
     (YOLO, each trunk stage, each family graph) one after another on one thread, at batch 1 (``serial_batch1``, issue
-    21's "what the graphs need at batch 1") and in batches of 8 (``serial_batch8``); and the process's CPU per photo
+    21's "what the graphs need at batch 1") and in batches of 8 (``serial_batch8``), at batch 1 on two threads at once
+    (``serial_batch1_both_cores``: what they need with both cores busy, as under load); and the process's CPU per photo
     of ``ReviewerModels.infer`` (two threads, as the model worker runs it) one photo at a time and in batches of 8.
     Loaded as the model worker loads them (each unit at the precision its bundle names)."""
-    from batch_cpu import per_photo
+    from batch_cpu import both_cores, per_photo
     from pipelines.serve.images import load_resized
     from pipelines.serve.models import ReviewerModels
 
@@ -181,11 +183,13 @@ def graphs_cpu_ms(home: Path, bento_src: Path, paths: list[str], rounds: int = 3
     models.infer(x[:8])
     models.infer(x[:1])
 
-    times: dict[str, list[float]] = {"serial_batch1": [], "serial_batch8": [], "infer_batch1": [], "infer_batch8": []}
+    times: dict[str, list[float]] = {"serial_batch1": [], "serial_batch8": [], "infer_batch1": [], "infer_batch8": [],
+                                     "serial_batch1_both_cores": []}
     for _ in range(rounds):
         for key, run in (("serial", models.infer_serial), ("infer", models.infer)):
             for batch in (1, 8):
                 times[f"{key}_batch{batch}"] += per_photo(run, x, batch)[0]
+        times["serial_batch1_both_cores"] += both_cores(models.infer_serial, x)[0]
     models.pool.shutdown()
     return {k: round(float(np.median(v)), 2) for k, v in times.items()}
 
@@ -258,6 +262,8 @@ def one_side(name: str, home: Path, tag: str, photos: list[dict], args, work: Pa
     side["graphs_cpu_ms_per_photo"] = graphs_cpu_ms(home, bento_path / "src", [p["path"] for p in photos])
     side["model_worker_cpu_over_graphs_batch1"] = round(side["cpu_ms_per_photo"]["model_worker"]
                                                         / side["graphs_cpu_ms_per_photo"]["serial_batch1"], 3)
+    side["model_worker_cpu_over_graphs_batch1_both_cores"] = round(
+        side["cpu_ms_per_photo"]["model_worker"] / side["graphs_cpu_ms_per_photo"]["serial_batch1_both_cores"], 3)
     print(f"  {name}: graphs in process, CPU ms per photo {side['graphs_cpu_ms_per_photo']}", flush=True)
     side["category_latency_ms"] = prohibited_latency(bento_path / "src" / "params.yaml", side["serves_trunk_stages"],
                                                      args.repeats)

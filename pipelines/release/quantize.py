@@ -31,6 +31,7 @@ import numpy as np
 from pipelines.params import Params
 from pipelines.serve.bundle import BUNDLE_META, read_meta
 from pipelines.serve.images import product_crop, to_array
+from pipelines.serve.models import unit_name
 
 CALIBRATION_BATCH = 8
 STORE = Path(".cache") / "int8"          # a project's quantized graphs, by digest (:func:`quantize_graph`)
@@ -41,8 +42,9 @@ def int8_file(file: str) -> str:
 
 
 def entries(meta: dict) -> list[tuple[str, dict]]:
-    """Every (unit, its entry in ``meta``): a trunk stage shared by two graphs of the bundle appears twice."""
-    return [(stage.get("id", name), stage) for name, graph in meta["graphs"].items()
+    """Every (unit, its entry in ``meta``), units named by :func:`pipelines.serve.models.unit_name`: a trunk stage
+    shared by two graphs of the bundle appears twice."""
+    return [(unit_name(name, graph, None if stage is graph else stage), stage) for name, graph in meta["graphs"].items()
             for stage in [*graph.get("trunk", ()), graph]]
 
 
@@ -211,10 +213,11 @@ def quantize_bundle(bundle: Path, photos: np.ndarray, wanted: Iterable[str] | No
     """Write the INT8 twin of every unit of ``bundle`` in ``wanted`` (None: all), record it in ``meta.json``
     (precision ``int8`` for the units in ``served``, else ``fp32``); returns unit -> its ``int8`` record.
 
-    ``cache`` (unit -> (INT8 file, record)), filled here, lets bundles holding the same trunk stage (the same
-    id: the same weights and side) share one quantization; ``store``: see :func:`quantize_graph`. A graph that
-    reads the product crop is calibrated on its trunk's FP32 outputs of the photos' crops around ``boxes``
-    (:func:`calibration_boxes`); trunk stages on the photos."""
+    ``cache`` (stage id or graph name -> (INT8 file, record)), filled here, lets bundles holding the same trunk stage
+    (the same id: the same weights and side) share one quantization, and a stage read on the photos and on the crops
+    (two units) one INT8 file; ``store``: see :func:`quantize_graph`. A graph that reads the product crop is
+    calibrated on its trunk's FP32 outputs of the photos' crops around ``boxes`` (:func:`calibration_boxes`); trunk
+    stages on the photos."""
     import shutil
 
     cache = {} if cache is None else cache
@@ -229,7 +232,7 @@ def quantize_bundle(bundle: Path, photos: np.ndarray, wanted: Iterable[str] | No
         chain: tuple[str, ...] = ()
         x = inputs.setdefault((graph["size"], chain), to_array(photos, graph["size"]))
         for stage in [*graph.get("trunk", ()), graph]:
-            unit = stage.get("id", name)
+            unit, ident = unit_name(name, graph, None if stage is graph else stage), stage.get("id", name)
             src, session = bundle / stage["file"], None
             if stage is graph and graph.get("crop") and boxes is not None:
                 # a crop graph reads its trunk's output on the crops; the trunk stages themselves stay calibrated on
@@ -240,22 +243,23 @@ def quantize_bundle(bundle: Path, photos: np.ndarray, wanted: Iterable[str] | No
                     x = _run(_session(bundle / fp32["file"]), x)
             if unit in wanted and unit not in report:
                 dst = bundle / int8_file(stage["file"])
-                if unit in cache:
-                    shutil.copy2(cache[unit][0], dst)
-                    report[unit] = cache[unit][1]
+                if ident in cache:
+                    if Path(cache[ident][0]).resolve() != dst.resolve():
+                        shutil.copy2(cache[ident][0], dst)
+                    report[unit] = cache[ident][1]
                 else:
                     session = _session(src)
                     quantize_graph(src, dst, x, store, scorer=stage is graph)
                     quantized, one = _session(dst), x[:1]
                     report[unit] = {"file": int8_file(stage["file"]), **_paired_ms(session, quantized, one),
                                     "max_abs_diff": float(np.abs(_run(quantized, x) - _run(session, x)).max())}
-                    cache[unit] = (dst, report[unit])
+                    cache[ident] = (dst, report[unit])
             if unit in report:
                 stage["int8"] = report[unit]
                 stage["precision"] = "int8" if unit in served else "fp32"
             if stage is graph:
                 break
-            chain += (unit,)
+            chain += (ident,)
             key = (graph["size"], chain)
             if key not in inputs:
                 inputs[key] = _run(session or _session(src), x)

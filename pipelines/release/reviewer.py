@@ -215,16 +215,17 @@ class GraphMemo:
 
     def _signatures(self, metas: dict[str, dict], units: frozenset) -> dict[str, tuple[str, tuple]]:
         """graph or detector output name -> (its family, what its raw output depends on)."""
-        from pipelines.serve.models import served_unit
+        from pipelines.serve.models import served_unit, unit_name
 
-        def precision(unit: str, entry: dict) -> str:
-            return served_unit(unit, entry, units)[1]
+        def precision(name: str, graph: dict, stage: dict | None = None) -> tuple[str, str]:
+            unit = unit_name(name, graph, stage)
+            return unit, served_unit(unit, graph if stage is None else stage, units)[1]
 
         out = {}
         for family, meta in metas.items():
             for name, graph in meta.get("graphs", {}).items():
-                out[name] = (family, (name, precision(name, graph),
-                                      tuple((s["id"], precision(s["id"], s)) for s in graph.get("trunk", ()))))
+                out[name] = (family, (*precision(name, graph),
+                                      tuple(precision(name, graph, s) for s in graph.get("trunk", ()))))
             if "yolo" in meta:
                 out["boxes"] = (family, ("boxes",))
         return out

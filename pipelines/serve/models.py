@@ -32,6 +32,17 @@ def _pad(graph: dict) -> float | None:
     return float(crop["pad"]) if crop else None
 
 
+def unit_name(name: str, graph: dict, stage: dict | None = None) -> str:
+    """The unit the INT8 choice names (:mod:`pipelines.release.quantize`): graph ``name`` itself (``stage`` None), or a
+    trunk stage as that graph reads it: its id on the photos, ``<id>@crop<pad>`` on a crop graph's product crops. The
+    same weights on the crops are a unit of their own: INT8 can hold on one input and not on the other (stage 1 as
+    INT8 moved the blur check's real-photo figures, which read the photos, not the crops)."""
+    if stage is None:
+        return name
+    pad = _pad(graph)
+    return stage["id"] if pad is None else f"{stage['id']}@crop{pad:g}"
+
+
 def served_unit(unit: str, entry: dict, int8: set[str] | frozenset[str] | None) -> tuple[str, str]:
     """(file, precision) a unit (trunk stage id or graph name, its bundle entry ``entry``) runs: INT8 where it has an
     INT8 twin and ``int8`` names it, or, with ``int8`` None, where its entry's ``precision`` says so."""
@@ -58,8 +69,9 @@ class ReviewerModels:
     the photos itself.
 
     A graph or stage with an INT8 twin (``"int8"`` in its entry, :mod:`pipelines.release.quantize`) runs the
-    precision its entry names (``"precision"``); ``int8`` overrides that: the units (stage ids, graph names)
-    to run as INT8, every other as FP32 (``()``: all FP32, as the ONNX-to-torch parity check needs).
+    precision its entry names (``"precision"``); ``int8`` overrides that: the units (:func:`unit_name`: graph names,
+    stage ids, a stage on the crops by its own name) to run as INT8, every other as FP32 (``()``: all FP32, as the
+    ONNX-to-torch parity check needs). A stage runs one session per precision, shared by every graph reading it so.
 
     A graph whose entry has ``crop`` (the SKU embedding, ``train.sku.crop_pad``) reads each photo's square around its
     most confident product box from the detector's YOLO graph (:func:`pipelines.serve.images.product_crop`; the
@@ -92,7 +104,7 @@ class ReviewerModels:
         def served(unit: str, entry: dict) -> tuple[str, str]:
             return served_unit(unit, entry, chosen)
 
-        self.precision: dict[str, str] = {}          # unit -> the precision it runs
+        self.precision: dict[str, str] = {}          # unit (:func:`unit_name`) -> the precision it runs
         for family, path in bundles.items():
             meta = self.metas[family]
             for name, graph in meta["graphs"].items():
@@ -100,12 +112,13 @@ class ReviewerModels:
                 session = ort.InferenceSession(str(Path(path) / file), options, providers=["CPUExecutionProvider"])
                 chain = []
                 for stage in graph.get("trunk", ()):
-                    file, precision = served(stage["id"], stage)
+                    unit = unit_name(name, graph, stage)
+                    file, precision = served(unit, stage)
                     key = stage["id"] if precision == "fp32" else f"{stage['id']}:int8"
                     if key not in self.stages:
                         self.stages[key] = ort.InferenceSession(str(Path(path) / file), options,
                                                                 providers=["CPUExecutionProvider"])
-                    self.precision[stage["id"]] = precision
+                    self.precision[unit] = precision
                     chain.append(key)
                 gallery = None
                 if graph["output"] == "embedding":

@@ -125,3 +125,35 @@ def test_the_served_outputs_are_the_whole_networks_and_a_bundle_without_stages_s
     mixed = ReviewerModels({**bundles, "blur": old}, threads=2, int8=())
     np.testing.assert_allclose(mixed.outputs(photos)["blur"], served["blur"], atol=1e-5)
     assert len(mixed.stages) == len(ReviewerModels(bundles, threads=1).stages)   # the others still share theirs
+
+
+def test_a_stage_on_the_crops_is_a_unit_of_its_own_for_int8(exported, tmp_path):
+    """The SKU graph's trunk stages on the product crops are named apart from the same stages on the photos
+    (``<id>@crop<pad>``): one can serve INT8 while the other stays FP32, each precision one shared session."""
+    from pipelines.release.quantize import entries, quantize_bundle, set_precision
+    from pipelines.serve.bundle import read_meta
+    from pipelines.serve.models import unit_name
+
+    root, bundles = exported["root"], exported["bundles"]
+    sku = tmp_path / "sku"
+    shutil.copytree(bundles["sku"], sku)
+    meta = read_meta(sku)
+    stage = meta["graphs"]["sku"]["trunk"][-1]
+    crop_unit = unit_name("sku", meta["graphs"]["sku"], stage)
+    assert crop_unit == f"{stage['id']}@crop1.25"
+    assert crop_unit in {u for u, _ in entries(meta)} and stage["id"] not in {u for u, _ in entries(meta)}
+    photos = parity_photos(root, 4)
+    report = quantize_bundle(sku, photos, [crop_unit], served=[crop_unit])
+    assert set(report) == {crop_unit}
+    assert dict(entries(read_meta(sku)))[crop_unit]["precision"] == "int8"      # what the service then runs
+    served = {**bundles, "sku": sku}
+    models = ReviewerModels(served, threads=1, int8=[crop_unit])
+    assert models.precision[crop_unit] == "int8" and models.precision[stage["id"]] == "fp32"
+    assert {stage["id"], f"{stage['id']}:int8"} <= set(models.stages)
+    fp32 = ReviewerModels(served, threads=1, int8=()).infer(photos)
+    mixed = models.infer(photos)
+    for check in ("blur", "manipulation", "prohibited", "defects"):  # the photos' stages: untouched
+        assert [a[check] for a in mixed] == [a[check] for a in fp32], check
+    assert [a["sku"]["similarity"] for a in mixed] != [a["sku"]["similarity"] for a in fp32]
+    set_precision(sku, [])                                           # and back: every unit FP32
+    assert all(e.get("precision", "fp32") == "fp32" for _, e in entries(read_meta(sku)))
