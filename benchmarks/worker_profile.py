@@ -7,7 +7,7 @@
 
 For each Bento, in turn: ``reviewops deploy``'s blue/green deploy behind the front (as benchmarks/serving_speed.py
 does), a warm-up at concurrency 16, then POST /review at concurrency 16 while py-spy samples the model worker
-(``--seconds``, 200 Hz, Python threads; ONNX Runtime's own threads are none here: one intra-op thread per session,
+(``--process``: or the HTTP worker, or the front; ``--seconds``, 200 Hz, Python threads; ONNX Runtime's own threads are none here: one intra-op thread per session,
 so its compute shows as the calling thread inside ``Session.run``). Written per Bento: the model worker's CPU ms per
 photo over the profiled load (psutil), the share of samples whose stack passes through each top-level package
 (inclusive), and the hottest leaf frames outside ONNX Runtime. Shares are of samples, so a thread waiting on a lock
@@ -32,7 +32,9 @@ from results_header import header  # noqa: E402
 from serving_speed import cpu_seconds, http_load, processes, test_photos  # noqa: E402
 
 PACKAGES = ("onnxruntime", "pipelines", "asyncio", "uvicorn", "starlette", "_bentoml_impl", "_bentoml_sdk", "bentoml",
-            "opentelemetry", "logging", "prometheus_client", "pydantic", "json", "numpy")
+            "opentelemetry", "logging", "prometheus_client", "pydantic", "json", "numpy",
+            # what the HTTP worker adds: the prediction log, photo decoding, the call to the model worker, forms
+            "monitoring", "sqlalchemy", "PIL", "httpx", "aiohttp", "anyio", "multipart", "python_multipart")
 
 
 ALIASES = {"asgi": "opentelemetry", "trace": "opentelemetry"}   # py-spy shortens opentelemetry's paths to these
@@ -82,7 +84,7 @@ def profile(name: str, home: Path, tag: str, photos: list[dict], args, work: Pat
     try:
         procs = processes(result["router_pid"], result["pid"])
         http_load(url, photos, 5, 200, 16)                                      # warm-up
-        spy = subprocess.Popen([args.py_spy, "record", "-p", str(procs["model_worker"].pid), "-d", str(args.seconds),
+        spy = subprocess.Popen([args.py_spy, "record", "-p", str(procs[args.process].pid), "-d", str(args.seconds),
                                 "-r", "200", "-f", "raw", "-o", str(raw), "--nonblocking"])
         time.sleep(1.0)                                                         # py-spy attached
         before = cpu_seconds(procs)
@@ -93,7 +95,7 @@ def profile(name: str, home: Path, tag: str, photos: list[dict], args, work: Pat
     finally:
         stop_all(state)
     n = load["concurrent"]["n"]
-    out = {"bento": tag, "photos": n, "photos_per_s": load["concurrent"]["photos_per_s"],
+    out = {"bento": tag, "process": args.process, "photos": n, "photos_per_s": load["concurrent"]["photos_per_s"],
            "errors": load["concurrent"]["errors"],
            "cpu_ms_per_photo": {k: round((after[k] - before[k]) / n * 1000, 2) for k in after}, **shares(raw)}
     print(f"  {name}: model worker {out['cpu_ms_per_photo']['model_worker']} ms CPU/photo, "
@@ -107,6 +109,8 @@ def main() -> None:
     ap.add_argument("--bento", action="append", required=True, metavar="NAME=HOME:TAG")
     ap.add_argument("--py-spy", default="py-spy")
     ap.add_argument("--seconds", type=int, default=20)
+    ap.add_argument("--process", default="model_worker", choices=("model_worker", "http_worker", "router"),
+                    help="the process py-spy samples (default: the model worker)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "worker_profile.json")
     args = ap.parse_args()
     photos = test_photos(args.root, 64)
