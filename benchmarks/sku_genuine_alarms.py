@@ -9,9 +9,11 @@ Usage, after default-size demos (or their retrained copies):
 For each workspace and split (validation, test): the share of genuine claims the alarm flags, for SKUs the embedding
 trained on and for the held-out (enrolled, never trained) ones, split by reason (``sku_mismatch``: another SKU leads
 by the margin; ``unknown_sku``: the claimed SKU's similarity at or under the threshold); outside-catalogue recall;
-the ROC AUC of the claimed SKU's similarity between genuine claims and outside-catalogue photos; and the
-outside-catalogue calibration photos most similar to the SKU they are listed under (the ones that set the
-threshold at ``recall_targets.unknown_sku``).
+the ROC AUC of the claimed SKU's similarity between genuine claims and outside-catalogue photos; the genuine claims
+flagged by what else the photo shows (``genuine_by_photo``: no other defect, as the whole reviewer's ``clean``, or
+blurred, cut by the frame, off-centre, edited, dirty, a sticker missing, a prohibited item; the manifest's labels,
+:func:`pipelines.release.reviewer.truth`); and the outside-catalogue calibration photos most similar to the SKU they
+are listed under (the ones that set the threshold at ``recall_targets.unknown_sku``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import yaml
 from sklearn.metrics import roc_auc_score
 
@@ -46,6 +49,23 @@ def workspace_params(workspace: Path, scratch: Path):
     return load_params(path)
 
 
+def photo_labels(workspace: Path, params, listing_ids: pd.Series) -> pd.DataFrame:
+    """What else each photo of ``listing_ids`` shows, by the versioned manifests' labels: the whole reviewer's
+    defect columns (:func:`pipelines.release.reviewer.truth`) and ``cut_by_frame`` (the product past the border,
+    a kind of ``off_centre``), in the order of ``listing_ids``."""
+    from pipelines.data.manifest import read_manifest
+    from pipelines.release.reviewer import truth
+
+    manifests = [read_manifest(d) for d in sorted((workspace / "data" / "batches").iterdir()) if d.is_dir()]
+    photos = pd.concat(manifests, ignore_index=True).drop_duplicates("listing_id").set_index("listing_id")
+    photos = photos.loc[listing_ids.to_numpy()]
+    t = truth(photos, set(), list(params.prohibited.categories))     # the claim's own columns are not used here
+    return t.assign(cut_by_frame=photos["cut_by_frame"].astype(bool).to_numpy())
+
+
+BY_PHOTO = ("blur", "cut_by_frame", "off_centre", "manipulation", "dirt", "sticker_missing", "prohibited")
+
+
 def measure(workspace: Path, closest: int, scratch: Path) -> dict:
     from pipelines.serve.decision import sku_alarm
 
@@ -62,6 +82,11 @@ def measure(workspace: Path, closest: int, scratch: Path) -> dict:
                                        "sku_mismatch": _share(reason == "sku_mismatch", mask),
                                        "unknown_sku": _share(reason == "unknown_sku", mask)}
         row["outside_catalogue"] = {"photos": int(outside.sum()), "recall": _share(reason != "", outside)}
+        labels = photo_labels(workspace, params, s["listing_id"])
+        other = labels[list(BY_PHOTO)].any(axis=1).to_numpy()
+        row["genuine_by_photo"] = {
+            kind: {"photos": int((genuine & mask).sum()), "flagged": _share(reason != "", genuine & mask)}
+            for kind, mask in (("no_other_defect", ~other), *((k, labels[k].to_numpy()) for k in BY_PHOTO))}
         sim = s["similarity"].to_numpy(dtype=float)
         both = (genuine | outside) & ~np.isnan(sim)
         row["similarity_auc_outside_vs_genuine"] = round(float(roc_auc_score(outside[both], -sim[both])), 4)
