@@ -259,12 +259,15 @@ def one_side(name: str, home: Path, tag: str, photos: list[dict], args, work: Pa
           flush=True)
     metas = bundle_metas(home, bento_path / "src")
     side["serves_trunk_stages"], side["int8_units"] = serves_trunk_stages(metas), int8_units(metas)
-    side["graphs_cpu_ms_per_photo"] = graphs_cpu_ms(home, bento_path / "src", [p["path"] for p in photos])
-    side["model_worker_cpu_over_graphs_batch1"] = round(side["cpu_ms_per_photo"]["model_worker"]
-                                                        / side["graphs_cpu_ms_per_photo"]["serial_batch1"], 3)
-    side["model_worker_cpu_over_graphs_batch1_both_cores"] = round(
-        side["cpu_ms_per_photo"]["model_worker"] / side["graphs_cpu_ms_per_photo"]["serial_batch1_both_cores"], 3)
-    print(f"  {name}: graphs in process, CPU ms per photo {side['graphs_cpu_ms_per_photo']}", flush=True)
+    try:
+        side["graphs_cpu_ms_per_photo"] = graphs_cpu_ms(home, bento_path / "src", [p["path"] for p in photos])
+    except ValueError as exc:       # bundles this checkout's ReviewerModels cannot open (before the shared trunk)
+        side["graphs_cpu_ms_per_photo"] = {"not_measured": str(exc)}
+    graphs = side["graphs_cpu_ms_per_photo"]
+    for key, base in (("model_worker_cpu_over_graphs_batch1", "serial_batch1"),
+                      ("model_worker_cpu_over_graphs_batch1_both_cores", "serial_batch1_both_cores")):
+        side[key] = round(side["cpu_ms_per_photo"]["model_worker"] / graphs[base], 3) if base in graphs else None
+    print(f"  {name}: graphs in process, CPU ms per photo {graphs}", flush=True)
     side["category_latency_ms"] = prohibited_latency(bento_path / "src" / "params.yaml", side["serves_trunk_stages"],
                                                      args.repeats)
     return side
