@@ -35,20 +35,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reviewer_latency import load, photos  # noqa: E402
+from reviewer_latency import load, per_photo, photos  # noqa: E402
 
 SERIAL_BATCHES = (1, 2, 4, 8, 16)
-
-
-def per_photo(run, x: np.ndarray, batch: int) -> tuple[list[float], list[float]]:
-    """(CPU ms, wall ms) per photo of each call of ``run`` over ``x`` in calls of ``batch`` photos."""
-    cpu, wall = [], []
-    for i in range(0, len(x) - batch + 1, batch):
-        c, w = time.process_time(), time.perf_counter()
-        run(x[i:i + batch])
-        cpu.append((time.process_time() - c) * 1000 / batch)
-        wall.append((time.perf_counter() - w) * 1000 / batch)
-    return cpu, wall
 
 
 def both_cores(run, x: np.ndarray) -> tuple[list[float], list[float]]:

@@ -46,18 +46,16 @@ def photos(root: Path, n: int) -> np.ndarray:
     return load_resized(list(df["path"]), load_params(root / "params.yaml").data.image_size)
 
 
-def timed(models, x: np.ndarray, batch: int, cpu: list[float] | None = None, serial: bool = False) -> list[float]:
-    """ms per photo of each call over ``x`` in calls of ``batch`` photos (wall time; the process's CPU time into
-    ``cpu``); ``serial``: every unit one after another on the calling thread (``infer_serial``)."""
-    out = []
-    run = models.infer_serial if serial else models.infer
+def per_photo(run, x: np.ndarray, batch: int) -> tuple[list[float], list[float]]:
+    """(CPU ms, wall ms) per photo of each call of ``run`` over ``x`` in calls of ``batch`` photos (CPU: the
+    process's)."""
+    cpu, wall = [], []
     for i in range(0, len(x) - batch + 1, batch):
-        start, used = time.perf_counter(), time.process_time()
+        c, w = time.process_time(), time.perf_counter()
         run(x[i:i + batch])
-        out.append((time.perf_counter() - start) * 1000 / batch)
-        if cpu is not None:
-            cpu.append((time.process_time() - used) * 1000 / batch)
-    return out
+        cpu.append((time.process_time() - c) * 1000 / batch)
+        wall.append((time.perf_counter() - w) * 1000 / batch)
+    return cpu, wall
 
 
 def main() -> None:
@@ -79,9 +77,11 @@ def main() -> None:
     cpu_serial = {k: [] for k in sides}
     for _ in range(args.rounds):
         for key, models in sides.items():
-            one[key] += timed(models, x, 1, cpu_one[key])
-            eight[key] += timed(models, x, 8)
-            timed(models, x, 1, cpu_serial[key], serial=True)
+            cpu, wall = per_photo(models.infer, x, 1)
+            one[key] += wall
+            cpu_one[key] += cpu
+            eight[key] += per_photo(models.infer, x, 8)[1]
+            cpu_serial[key] += per_photo(models.infer_serial, x, 1)[0]   # every unit on the calling thread
     result = {
         "command": "python benchmarks/reviewer_latency.py --a <project A> --b <project B> "
                    f"--photos {args.photos} --rounds {args.rounds}",

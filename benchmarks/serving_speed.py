@@ -172,7 +172,8 @@ def graphs_cpu_ms(home: Path, bento_src: Path, paths: list[str], rounds: int = 3
     (``serial_batch1_both_cores``: what they need with both cores busy, as under load); and the process's CPU per photo
     of ``ReviewerModels.infer`` (two threads, as the model worker runs it) one photo at a time and in batches of 8.
     Loaded as the model worker loads them (each unit at the precision its bundle names)."""
-    from batch_cpu import both_cores, per_photo
+    from batch_cpu import both_cores
+    from reviewer_latency import per_photo
     from pipelines.serve.images import load_resized
     from pipelines.serve.models import ReviewerModels
 
