@@ -334,6 +334,8 @@ class GateParams(_Strict):
     max_auto_pass_drop: float = Fraction    # against production: the family's auto-pass share may not fall by more
     max_reviewer_auto_pass_drop: float = Fraction   # the whole reviewer's clean auto-pass (test) may not fall by more
     allow_unmeasured: bool = False          # a check with no positive on the test split passes its floor (tiny data only)
+    outside_catalogue_photos: int = Field(default=0, ge=0)   # generated photos of products in no gallery that join the
+                                            # test split's where unknown_sku is judged (train.caps.extra_photos caps it)
     onnx_parity_tolerance: float = Field(gt=0.0, lt=0.1)   # largest |ONNX - torch| on real photos at registration
     real_photos: RealPhotoFloors
 

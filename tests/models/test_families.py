@@ -95,6 +95,12 @@ def _check_metrics(repo: Path, params, test: dict) -> None:
                         ("outside_catalogue_recall", sku["outside_catalogue_photos"])):
         assert _fraction(sku[key]) if photos else sku[key] is None, (key, sku)
     assert _fraction(sku["auto_pass_share"])
+    generated = sku["generated_outside_catalogue_photos"]  # the gate's generated outside-catalogue photos (tiny: capped)
+    assert 0 < generated <= params.train.caps.extra_photos, sku
+    assert sku["outside_catalogue_photos_pooled"] == generated + sku["outside_catalogue_photos"]
+    assert sku["outside_catalogue_recall_pooled"] * sku["outside_catalogue_photos_pooled"] == pytest.approx(
+        sku["generated_outside_catalogue_recall"] * generated
+        + (sku["outside_catalogue_recall"] or 0.0) * sku["outside_catalogue_photos"])
     every = sku["every_claim_recall"]                    # every enrolled SKU claimed of every photo of another one
     assert every["photos"] == len(enrolled) and all(_fraction(every[k]) for k in every if k != "photos"), every
 

@@ -239,6 +239,20 @@ def test_the_table_layouts_are_those_of_the_metrics_the_families_write(trained_p
         assert regression and all(c.passed for c in regression), family       # the same model never regresses
 
 
+def test_unknown_sku_is_judged_on_the_test_splits_outside_catalogue_photos_pooled_with_the_generated_ones():
+    at = floor("unknown_sku")
+    test = {"wrong_claim_recall": 0.99, "outside_catalogue_recall": 54 / 57, "auto_pass_share": 0.5}
+    alone = by_name(gate.criteria("sku", test, None, PARAMS))["recall floor unknown_sku"]
+    assert not alone.passed and alone.value == round(54 / 57, 4)       # 57 photos: a third miss is under the floor
+    pooled = {**test, "generated_outside_catalogue_recall": 0.995, "generated_outside_catalogue_photos": 1000,
+              "outside_catalogue_recall_pooled": (54 + 995) / 1057, "outside_catalogue_photos_pooled": 1057}
+    judged = by_name(gate.criteria("sku", pooled, None, PARAMS))["recall floor unknown_sku"]
+    assert judged.passed and judged.value == round(1049 / 1057, 4) and judged.limit == at
+    worse = {**pooled, "outside_catalogue_recall_pooled": at - 0.001}      # the pooled figure under it still refuses
+    assert not by_name(gate.criteria("sku", worse, None, PARAMS))["recall floor unknown_sku"].passed
+    assert PARAMS.gate.outside_catalogue_photos >= 1000                  # the default data judges it on the pool
+
+
 @pytest.mark.parametrize("defect, check", [("blur", "blur"), ("off_centre", "centring"), ("wrong_claim", "sku_mismatch"),
                                            ("outside_catalogue", "unknown_sku"), ("prohibited:cash", "prohibited")])
 def test_the_whole_reviewers_photo_recall_is_held_to_the_defects_floor(defect, check):
