@@ -294,8 +294,9 @@ class TrainParams(_Strict):
 
 # The checks the gate judges (each family's ``gate_values`` names them; prohibited ones as ``prohibited:<category>``).
 CHECKS = ("sku_mismatch", "unknown_sku", "blur", "sticker_missing", "dirt", "centring", "prohibited", "manipulation")
-EXTRA_POSITIVE_CHECKS = ("manipulation", "sticker_missing", "dirt")   # checks whose defect the generator can draw on
-                                            # every photo of a calibration set (recall_targets.extra_positives)
+EXTRA_POSITIVE_CHECKS = ("manipulation", "sticker_missing", "dirt", "unknown_sku")   # checks whose defect the
+                                            # generator can draw on every photo of a calibration set
+                                            # (recall_targets.extra_positives; unknown_sku: a product outside the catalogue)
 
 
 class RecallTargets(_Strict):

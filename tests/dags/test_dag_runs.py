@@ -176,16 +176,18 @@ def test_the_retrain_ran_the_real_dvc_yaml_every_metric_and_plot_shows_and_a_sec
     for f in FAMILIES:                    # dvc metrics show: every number evaluate wrote (it leaves out nulls and text)
         assert _numbers(shown[f"metrics/{f}.json"]["data"]) == _numbers(metrics[f]), f
     _check_metrics(repo, params, {f: m["test"] for f, m in metrics.items()})
-    # the SKU alarm calibrates on validation's wrong claims and on every outside-catalogue photo of validation and
-    # train (never trained on, in no gallery); never on test
+    # the SKU alarm calibrates on validation's wrong claims and on validation's outside-catalogue photos (never
+    # trained on, in no gallery) with the generated ones (recall_targets.extra_positives.unknown_sku, capped at the
+    # tiny profile's extra_photos: every one shows a new product); never on test, nor on the training split's
     manifest = versioned_manifest(repo)
     enrolled = set(read_gallery(repo)["sku_id"])
-    seen = manifest[manifest["split"].isin(["val", "train"]) & (manifest["sku_id"] != "none")]
-    val = seen[(seen["split"] == "val") & seen["sku_id"].isin(enrolled) & seen["claimed_sku"].isin(enrolled)]
+    seen = manifest[(manifest["split"] == "val") & (manifest["sku_id"] != "none")]
+    val = seen[seen["sku_id"].isin(enrolled) & seen["claimed_sku"].isin(enrolled)]
+    generated = min(params.recall_targets.extra_positives["unknown_sku"], params.train.caps.extra_photos)
     assert metrics["sku"]["calibration_photos"] == {
         "wrong_claim": int((val["claimed_sku"] != val["sku_id"]).sum()),
-        "outside_catalogue": int((~seen["sku_id"].isin(enrolled)).sum())}, metrics["sku"]["calibration_photos"]
-    assert (~seen.loc[seen["split"] == "train", "sku_id"].isin(enrolled)).any()      # the tiny data has some in train
+        "outside_catalogue": int((~seen["sku_id"].isin(enrolled)).sum()) + generated}, metrics["sku"]["calibration_photos"]
+    assert f"{generated} generated outside-catalogue photos" in metrics["sku"]["threshold_source"]["similarity"]
     out = repo.parent / "plots_html"
     plots = sh(repo, "dvc", "plots", "show", "-o", str(out))
     page = (out / "index.html").read_text()

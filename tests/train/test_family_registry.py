@@ -49,7 +49,7 @@ def test_generated_calibration_positives_are_asked_only_of_checks_the_generator_
     from pipelines.train.families import detector
 
     raw = yaml.safe_load(open("params.yaml"))
-    assert set(raw["recall_targets"]["extra_positives"]) <= {"manipulation", *detector.CHECKS}
+    assert set(raw["recall_targets"]["extra_positives"]) <= {"manipulation", "unknown_sku", *detector.CHECKS}
     raw["recall_targets"]["extra_positives"]["blur"] = 2000          # the blur label is a score, not a drawn defect
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ValueError, match=r"extra_positives: no generated positives for \['blur'\]"):

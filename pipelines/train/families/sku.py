@@ -18,7 +18,7 @@ with its best rival: ``sku_mismatch`` when another SKU leads it by more than the
 ``unknown_sku`` when even the claimed SKU matches at or below the similarity threshold. Both are
 chosen on photos nothing trained on (:func:`calibrate_alarm`, :func:`calibration_frame`): the margin so that
 validation's wrong claims reach ``recall_targets.sku_mismatch``, then the similarity so that outside-catalogue
-products (validation's and the training split's) reach ``recall_targets.unknown_sku`` (each with
+products (validation's and generated ones) reach ``recall_targets.unknown_sku`` (each with
 ``recall_targets.confidence``). An absolute similarity alone had to sit above most genuine claims to
 catch look-alikes (genuine false alarms 0.71-0.86, benchmarks/results/models_demo*.json).
 """
@@ -470,23 +470,41 @@ def alarm_targets(params: Params, unknown_sku: float | None = None) -> dict[str,
             "unknown_sku": params.recall_targets.unknown_sku if unknown_sku is None else unknown_sku}
 
 
+CALIBRATION_SALT = 73          # the seed (``seed * 1000 + salt``) of the generated outside-catalogue calibration photos
+
+
 def calibration_frame(root: Path, params: Params, df: pd.DataFrame, net: SkuNet, arch: dict, gallery,
                       device: torch.device | None = None) -> pd.DataFrame:
-    """What the alarm is calibrated on (a :func:`_scored` frame): every validation product photo, and the training
-    split's photos of products outside the catalogue. The embedding never trains on those (:func:`catalogue`) and
-    the gallery never holds them, so they are as unseen as validation's; with them the similarity threshold rests
-    on about five times as many outside-catalogue photos (default data: 256 against 46), not on the two or three
-    closest look-alikes of one validation split. Wrong claims stay validation's: their photos show catalogue SKUs
-    the embedding trained on."""
+    """What the alarm is calibrated on (a :func:`_scored` frame): every validation product photo, and
+    ``recall_targets.extra_positives.unknown_sku`` generated photos of products outside the catalogue (split
+    ``generated``: rendered once under ``.reviewops/enriched`` as ``sku-outside-calibration`` from a seed of their
+    own; the tiny profile caps the count at its ``extra_photos``), so that the similarity threshold rests on
+    thousands of them, not on the two or three closest look-alikes among validation's 46.
+
+    With none asked for, the training split's outside-catalogue photos join validation's instead (as before). The
+    embedding never trains on them, but they measured easier than any unseen photo: at the similarity where 0.962
+    of 1000 generated ones alarm, 0.995 of the training split's 210 do (95th percentile similarity 0.694 against
+    0.746; c9cc913's seed-7 candidate, benchmarks/results/sku_outside_calibration_c9cc913_seed7.json), so a target
+    reached on them was not reached on the test split. Wrong claims stay validation's: their photos show catalogue
+    SKUs the embedding trained on."""
     val = _scored(root, params, df, net, arch, gallery, "val", device).assign(split="val")
-    outside = _scored(root, params, df, net, arch, gallery, "train", device, outside_only=True).assign(split="train")
-    return pd.concat([val, outside], ignore_index=True)
+    n = params.recall_targets.extra_positives.get("unknown_sku", 0)
+    cap = params.train.caps.extra_photos
+    n = n if cap is None else min(n, cap)
+    if not n:
+        outside = _scored(root, params, df, net, arch, gallery, "train", device, outside_only=True).assign(split="train")
+        return pd.concat([val, outside], ignore_index=True)
+    from pipelines.data.generate import enriched_photos
+
+    photos = enriched_photos(root, params, "sku-outside-calibration", n, {"new_sku_rate": 1.0}, salt=CALIBRATION_SALT)
+    generated = _scored(root, params, photos, net, arch, gallery, None, device, outside_only=True)
+    return pd.concat([val, generated.assign(split="generated")], ignore_index=True)
 
 
 def calibrate_frame(cal: pd.DataFrame, targets: dict[str, float], confidence: float = 0.0,
                     claims: str = "labelled", known=None):
     """:func:`calibrate_alarm` on a scored frame (``_scored``, :func:`calibration_frame`). The similarity's source
-    names the training split too when the frame's outside-catalogue photos include it.
+    names the training split's or the generated outside-catalogue photos too when the frame holds them.
 
     ``claims``: what the margin threshold is calibrated on (``recall_targets.sku_mismatch_claims``):
 
@@ -508,8 +526,12 @@ def calibrate_frame(cal: pd.DataFrame, targets: dict[str, float], confidence: fl
         thresholds, source = calibrate_alarm(margin, cal["similarity"].to_numpy(), np.zeros(len(cal), bool),
                                              cal["outside"].to_numpy(), targets, confidence,
                                              margin_threshold=margin_thr, margin_source=how)
-    if source["similarity"] == "validation" and "split" in cal and (cal["outside"] & (cal["split"] == "train")).any():
-        source["similarity"] = "validation and the training split's outside-catalogue photos"
+    if source["similarity"] == "validation" and "split" in cal:
+        for split, what in (("train", "the training split's outside-catalogue photos"),
+                            ("generated", "{n} generated outside-catalogue photos")):
+            n = int((cal["outside"] & (cal["split"] == split)).sum())
+            if n:
+                source["similarity"] = f"validation and {what.format(n=n)}"
     return thresholds, source
 
 
