@@ -45,6 +45,7 @@ class GateResult:
     criteria: list[Criterion] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     reviewer: dict | None = None      # the whole reviewer with every candidate, on this family's defects (shown)
+    figures: str | None = None        # the candidate's own test figures, the family's summary line (shown)
     time: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
 
     @property
@@ -194,6 +195,7 @@ def gate_family(family: str, root: Path, params: Params) -> GateResult:
                               f"{sorted(prod_meta.get('int8_units') or [])}; now format {form['export_format']} with "
                               f"{form['int8_units']}")
     result.criteria, result.reviewer = judge(family, root, params, prod_meta)
+    result.figures = families.get(family).summary(read_metrics(family, root)["test"])
     failed = [c for c in result.criteria if not c.passed]
     if failed:
         result.reasons += [f"{c.name}: {c.detail}" for c in failed]
@@ -224,6 +226,8 @@ def markdown(result: GateResult) -> str:
                   for c in result.criteria]
         lines.append("")
     lines += [f"- {r}" for r in result.reasons]
+    if result.figures:
+        lines += ["", f"The candidate on the test split: {result.figures}."]
     if result.reviewer:
         lines += ["", "## The whole reviewer with every candidate (metrics/reviewer.json)", "",
                   "| figure | " + " | ".join(result.reviewer) + " |", "|---|" + "---|" * len(result.reviewer)]

@@ -35,6 +35,8 @@ def test_gate_promotes_every_family_and_deploy_reports_the_smoke_set(stack):
     floors = [c for c in report["criteria"] if c["name"].startswith("recall floor")]
     categories = load_params(stack["repo"] / "params.yaml").prohibited.categories
     assert report["verdict"] == "promoted" and [c["name"] for c in floors] == [f"recall floor prohibited:{c}" for c in categories]
+    sku = (stack["repo"] / "reports" / "gate" / "sku.md").read_text()   # what unknown_sku's floor was judged on
+    assert "The candidate on the test split: seen top-1" in sku and "pooled" in sku, sku
 
 
 def test_review_answers_the_contract_for_multipart_and_base64(stack, client):
