@@ -66,7 +66,7 @@ def measure(workspace: Path, scratch: Path, generated_n: int) -> dict:
                                               params.recall_targets.sku_mismatch_claims, known)
             alarm = sku.alarms(test, thr, known)
             figures = {**sku.open_set_metrics(test, alarm),
-                       **sku.pooled_outside(test, alarm, gate_test, sku.alarms(gate_test, thr, known))}
+                       **sku.pooled_outside(test, alarm, gate_test, thr, known)}
             out["targets"][f"{name} {target}"] = {
                 "similarity_threshold": _r(thr["similarity"]), "source": source["similarity"],
                 "genuine_false_alarm_rate": _r(figures["genuine_false_alarm_rate"]),

@@ -53,7 +53,7 @@ def measure(workspace: Path, scratch: Path) -> dict:
             "test": _set(test[outside], test_alarm[outside]),
             "generated": _set(generated, sku.alarms(generated, thresholds, known))}
     figures = {**sku.open_set_metrics(test, test_alarm),
-               **sku.pooled_outside(test, test_alarm, generated, sku.alarms(generated, thresholds, known))}
+               **sku.pooled_outside(test, test_alarm, generated, thresholds, known)}
     alone = {k: v for k, v in figures.items() if k != "outside_catalogue_recall_pooled"}
 
     def judged(test_metrics: dict) -> list[dict]:

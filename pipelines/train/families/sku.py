@@ -41,8 +41,8 @@ from pipelines.data.synth.catalog import sku_index, swap_kind
 from pipelines.serve.bundle import GALLERY_FILE
 from pipelines.serve.decision import sku_alarm, sku_candidates, sku_scores
 from pipelines.params import Params
-from pipelines.train.evaluate import (UNCALIBRATED, metric, threshold_for_recall, threshold_for_weighted_recall,
-                                      write_metrics, write_plot)
+from pipelines.train.evaluate import (UNCALIBRATED, generated_photos, generated_positives, metric,
+                                      threshold_for_recall, threshold_for_weighted_recall, write_metrics, write_plot)
 from pipelines.train.harness import fit
 from pipelines.train.graphs import Bundle, Graph
 from pipelines.train.trunk import Trunk
@@ -471,14 +471,15 @@ def alarm_targets(params: Params, unknown_sku: float | None = None) -> dict[str,
 
 
 CALIBRATION_SALT = 73          # the seed (``seed * 1000 + salt``) of the generated outside-catalogue calibration photos
+NEW_PRODUCTS = {"new_sku_rate": 1.0}   # the generator's rates, every product a new one (outside the catalogue)
 
 
 def calibration_frame(root: Path, params: Params, df: pd.DataFrame, net: SkuNet, arch: dict, gallery,
                       device: torch.device | None = None) -> pd.DataFrame:
     """What the alarm is calibrated on (a :func:`_scored` frame): every validation product photo, and
     ``recall_targets.extra_positives.unknown_sku`` generated photos of products outside the catalogue (split
-    ``generated``: rendered once under ``.reviewops/enriched`` as ``sku-outside-calibration`` from a seed of their
-    own; the tiny profile caps the count at its ``extra_photos``), so that the similarity threshold rests on
+    ``generated``: :func:`pipelines.train.evaluate.generated_positives`, rendered once as
+    ``unknown_sku-calibration`` from a seed of their own), so that the similarity threshold rests on
     thousands of them, not on the two or three closest look-alikes among validation's 46.
 
     With none asked for, the training split's outside-catalogue photos join validation's instead (as before). The
@@ -487,15 +488,10 @@ def calibration_frame(root: Path, params: Params, df: pd.DataFrame, net: SkuNet,
     2000 generated ones 0.976 and 0.979 (benchmarks/results/sku_outside_calibration_*_seed7.json). Wrong claims
     stay validation's: their photos show catalogue SKUs the embedding trained on."""
     val = _scored(root, params, df, net, arch, gallery, "val", device).assign(split="val")
-    n = params.recall_targets.extra_positives.get("unknown_sku", 0)
-    cap = params.train.caps.extra_photos
-    n = n if cap is None else min(n, cap)
-    if not n:
+    photos = generated_positives(root, params, "unknown_sku", NEW_PRODUCTS, CALIBRATION_SALT)
+    if photos.empty:
         outside = _scored(root, params, df, net, arch, gallery, "train", device, outside_only=True).assign(split="train")
         return pd.concat([val, outside], ignore_index=True)
-    from pipelines.data.generate import enriched_photos
-
-    photos = enriched_photos(root, params, "sku-outside-calibration", n, {"new_sku_rate": 1.0}, salt=CALIBRATION_SALT)
     generated = _scored(root, params, photos, net, arch, gallery, None, device, outside_only=True)
     return pd.concat([val, generated.assign(split="generated")], ignore_index=True)
 
@@ -575,23 +571,20 @@ def generated_outside(root: Path, params: Params, net: SkuNet, arch: dict, galle
     its calibration photos 1 of 256 (benchmarks/results/sku_outside_generated_c9cc913_seed7.json). The embedding
     never trains on new products and the threshold is set on other photos of them, so these are as unseen as the
     test split's."""
-    n = params.gate.outside_catalogue_photos
-    cap = params.train.caps.extra_photos
-    n = n if cap is None else min(n, cap)
-    if not n:
-        return pd.DataFrame()
-    from pipelines.data.generate import enriched_photos
-
-    photos = enriched_photos(root, params, "sku-outside-test", n, {"new_sku_rate": 1.0}, salt=OUTSIDE_TEST_SALT)
-    return _scored(root, params, photos, net, arch, gallery, None, device, outside_only=True)
+    photos = generated_photos(root, params, "sku-outside-test", params.gate.outside_catalogue_photos, NEW_PRODUCTS,
+                              OUTSIDE_TEST_SALT)
+    return photos if photos.empty else _scored(root, params, photos, net, arch, gallery, None, device,
+                                               outside_only=True)
 
 
-def pooled_outside(test: pd.DataFrame, test_alarm: np.ndarray, generated: pd.DataFrame,
-                   generated_alarm: np.ndarray) -> dict:
-    """The outside-catalogue recall on the generated photos and pooled with the test split's (what the gate
-    judges ``unknown_sku`` on: :func:`gate_values`)."""
+def pooled_outside(test: pd.DataFrame, test_alarm: np.ndarray, generated: pd.DataFrame, thresholds: dict,
+                   known) -> dict:
+    """The outside-catalogue recall on the generated photos (:func:`generated_outside`, alarmed at ``thresholds``)
+    and pooled with the test split's (what the gate judges ``unknown_sku`` on: :func:`gate_values`); none
+    generated: nothing."""
     if generated.empty:
         return {}
+    generated_alarm = alarms(generated, thresholds, known)
     outside = test["outside"].to_numpy()
     caught = int(test_alarm[outside].sum()) + int(generated_alarm.sum())
     photos = int(outside.sum()) + len(generated)
@@ -624,8 +617,7 @@ def evaluate(root: Path, params: Params) -> dict:
     record = common.read_train_record(FAMILY, root)
     metrics = {
         "test": {**open_set_metrics(test, test_alarm),
-                 **pooled_outside(test, test_alarm, generated,
-                                  alarms(generated, thresholds, known) if len(generated) else np.zeros(0, bool)),
+                 **pooled_outside(test, test_alarm, generated, thresholds, known),
                  "every_claim_recall": every_claim_recall(test, thresholds, known)},
         "validation": {**open_set_metrics(val, alarms(val, thresholds, known)),
                        "every_claim_recall": every_claim_recall(val, thresholds, known)},
