@@ -182,6 +182,7 @@ def real_view(metrics: dict) -> dict:
             "manipulation_false_alarm_rate": manipulation.get("false_alarm_rate"),
             "manipulation_edit_recall": manipulation.get("edit_recall"),
             "manipulation_median_score_unedited": manipulation.get("median_score_unedited"),
+            "manipulation_roc_auc": manipulation.get("roc_auc"),
             "blur_laplacian_pooled_spearman": blur.get("gaussian", {}).get("laplacian_baseline", {}).get("pooled_spearman"),
             "sku_unknown_share": metrics.get("sku", {}).get("unknown_sku_share")}
 

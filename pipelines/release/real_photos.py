@@ -11,7 +11,9 @@ ONNX Runtime, and the one decision rule (:func:`pipelines.serve.decision.decide`
 - **manipulation**: ``false_alarm_rate``, the share of unedited views answered with the reason
   ``manipulation``; ``edit_recall``, the share of edited copies (``edits_per_view`` of each view, the kinds
   in turn: a splice from a view of another check photo, a copy-move, a watermark, a smoothed region, an
-  in-painted object; only edits a person could see, by ``labels.visibility``) answered so, per kind too.
+  in-painted object; only edits a person could see, by ``labels.visibility``) answered so, per kind too;
+  ``roc_auc`` of the score, edits against unedited views (the ordering, whatever the threshold), and the median
+  score of each photo's unedited views.
 - **blur**: every view at each ``gaussian_sigmas`` and ``motion_lengths`` strength (px at 256 px). Per view
   the Spearman of the blur score against the strength (mean over views), pooled over every view and
   strength, the share of views whose score never falls as the blur grows (by more than 0.01), and
@@ -36,7 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
+from scipy.stats import rankdata, spearmanr
 
 from pipelines.data import real_photos as rp
 from pipelines.data.synth.camera import to_jpeg
@@ -136,6 +138,16 @@ def _review(models, rgbs: np.ndarray, claims: list[str | None] | None = None):
     return out
 
 
+def _auc(positives: pd.Series, negatives: pd.Series) -> float | None:
+    """ROC AUC of the score: the chance that a positive scores above a negative (ties count half), from ranks.
+    Unlike the rates at the threshold, it says whether the model orders the photos right at all."""
+    if not len(positives) or not len(negatives):
+        return None
+    ranks = rankdata(np.concatenate([positives.to_numpy(float), negatives.to_numpy(float)]))
+    n = len(positives)
+    return round(float((ranks[:n].sum() - n * (n + 1) / 2) / (n * len(negatives))), 4)
+
+
 def _laplacian(img: np.ndarray) -> float:
     return float(-np.log(cv2.Laplacian(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var() + 1e-6))
 
@@ -195,7 +207,10 @@ def measure(models, params: Params, photos: PhotoSet | None = None,
             "edit_recall": round(float(edit_rows["flagged"].mean()), 4) if len(edit_rows) else None,
             "edit_recall_by_kind": {k: round(float(g["flagged"].mean()), 4) for k, g in edit_rows.groupby("kind")},
             "median_score_unedited": round(float(unedited["score"].median()), 4),
-            "median_score_edited": round(float(edit_rows["score"].median()), 4) if len(edit_rows) else None}
+            "median_score_edited": round(float(edit_rows["score"].median()), 4) if len(edit_rows) else None,
+            "roc_auc": _auc(edit_rows["score"], unedited["score"]),
+            "median_score_unedited_by_photo": {ref: round(float(g["score"].median()), 4)
+                                               for ref, g in unedited.groupby("photo", sort=False)}}
 
     if "blur" in meta:
         series = photos.series

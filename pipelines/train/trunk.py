@@ -93,9 +93,14 @@ class Trunk(nn.Module):
         family whose trunk holds it (:mod:`pipelines.serve.models`)."""
         return [nn.Sequential(*self.stem, self.blocks[0])] + [self.blocks[k] for k in range(1, self.split)]
 
-    def new_tail(self, stages: int | None = None) -> nn.Module:
-        """A fresh trainable tail: every remaining stage (``stages=None``) or a light one (see ``LightTail``)."""
-        return Tail(self._rest, self.split) if stages is None else LightTail(self._rest, self.split, stages)
+    def new_tail(self, stages: int | None = None, pooling: str = "mean_max") -> nn.Module:
+        """A fresh trainable tail: every remaining stage (``stages=None``) or a light one (see ``LightTail``, whose
+        ``pooling`` it takes)."""
+        if stages is None:
+            if pooling != "mean_max":
+                raise ValueError(f"pooling {pooling!r} needs a light tail (tail_stages set)")
+            return Tail(self._rest, self.split)
+        return LightTail(self._rest, self.split, stages, pooling)
 
     def out_channels(self) -> int:
         return 32 if self.split == 0 else self.blocks[-1][-1].conv_pwl.out_channels \
@@ -126,17 +131,27 @@ class Tail(nn.Module):
         return self.bn2(self.conv_head(self.blocks(f))).mean((2, 3))
 
 
-class LightTail(nn.Module):
-    """The next ``stages`` stages only, a 1x1 conv to 256 channels, then average and max pooling (512-d).
+POOLINGS = ("mean_max", "contrast")
 
-    For low-level checks (blur, edits) read at full resolution: max pooling keeps the strongest
-    local evidence (a sharp edge, a seam) that an average over the photo would wash out.
+
+class LightTail(nn.Module):
+    """The next ``stages`` stages only, a 1x1 conv to 256 channels, then pooled over the photo.
+
+    ``pooling="mean_max"``: average and max pooling side by side (512-d). For low-level checks (blur, edits) read at
+    full resolution: max pooling keeps the strongest local evidence (a sharp edge, a seam) that an average over the
+    photo would wash out.
+
+    ``pooling="contrast"``: per channel, the maximum less the average (256-d): how much the strongest place stands out
+    from the rest of the same photo. What a whole scene looks like (a kind of scene never trained on, a camera's
+    texture) raises every place alike and cancels; an edit is local. The head cannot read the photo's overall look.
     """
 
-    num_features = 512
-
-    def __init__(self, donor: nn.Module, split: int, stages: int):
+    def __init__(self, donor: nn.Module, split: int, stages: int, pooling: str = "mean_max"):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
+        self.num_features = 512 if pooling == "mean_max" else 256
         self.blocks = copy.deepcopy(nn.Sequential(*donor.blocks[split:split + stages]))
         last = donor.blocks[split + stages - 1][-1] if stages else None
         channels = (last.conv_pwl.out_channels if hasattr(last, "conv_pwl") else last.conv_pw.out_channels) \
@@ -146,6 +161,8 @@ class LightTail(nn.Module):
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         z = self.proj(self.blocks(f))
+        if self.pooling == "contrast":
+            return z.amax((2, 3)) - z.mean((2, 3))
         return torch.cat([z.mean((2, 3)), z.amax((2, 3))], dim=1)
 
 

@@ -449,3 +449,42 @@ def test_a_residual_trunk_reads_how_the_photo_was_made_not_its_exposure(tiny_pro
     assert not torch.equal(cached, trunk_features(plain, paths, shas, 96, root=tmp_path))
     with pytest.raises(ValueError, match="input filter"):
         Trunk(3, input_filter="sobel")
+
+
+def test_contrast_pooling_reads_how_one_place_stands_out_not_the_photos_overall_look(tmp_path):
+    """train.manipulation.pooling: contrast pools each channel as its maximum less its average over the photo: a
+    level every place of the photo shares (a scene's overall look) cancels, a place that stands out does not. The net
+    is saved and rebuilt with it; a full tail or an unknown pooling is refused."""
+    from pydantic import ValidationError
+
+    from pipelines.params import ManipulationTrain
+    from pipelines.train.families import common, scalar
+    from pipelines.train.trunk import Trunk
+
+    tail = Trunk(3, pretrained=False).new_tail(1, "contrast")
+    tail.blocks, tail.proj = torch.nn.Identity(), torch.nn.Identity()      # the pooling alone, on a map z
+    z = torch.rand(2, 256, 8, 8)
+    level = torch.rand(2, 256, 1, 1) * 5                                   # the same at every place
+    torch.testing.assert_close(tail(z + level), tail(z))
+    spot = z.clone()
+    spot[:, :, 3, 4] += 2.0                                                # one place stands out
+    assert bool((tail(spot) > tail(z) + 0.9).all())                       # max up by >= 1, mean by 2 / 64
+    both = Trunk(3, pretrained=False).new_tail(1)
+    both.blocks, both.proj = torch.nn.Identity(), torch.nn.Identity()
+    assert not torch.allclose(both(z + level), both(z))                    # mean and max pooling read the level
+
+    arch = {"trunk_split": 3, "pretrained": False, "image_size": 64, "tail_stages": 1, "outputs": 1,
+            "pooling": "contrast"}
+    net = scalar.build(arch).eval()
+    assert net.head.fc.in_features == 256
+    common.save("manipulation", tmp_path, "model", net, arch)
+    again, saved = scalar.load_net("manipulation", tmp_path)
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), net(x))
+    assert saved["pooling"] == "contrast"
+    with pytest.raises(ValueError, match="light tail"):
+        Trunk(3, pretrained=False).new_tail(None, "contrast")
+    with pytest.raises(ValidationError):
+        ManipulationTrain(trunk_split=3, lr=0.1, weight_decay=0.0, batch_size=8, max_epochs=1, patience=0,
+                          pooling="median")

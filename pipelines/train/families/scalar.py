@@ -40,7 +40,7 @@ class ScalarHead(nn.Module):
 
 def build(arch: dict) -> TrunkNet:
     trunk = Trunk(arch["trunk_split"], pretrained=arch["pretrained"], input_filter=arch.get("input_filter", "none"))
-    tail = trunk.new_tail(arch.get("tail_stages"))
+    tail = trunk.new_tail(arch.get("tail_stages"), arch.get("pooling", "mean_max"))
     head = ScalarHead(tail.num_features, outputs=arch.get("outputs", 1))
     return TrunkNet(trunk, tail, head).to(memory_format=torch.channels_last)
 
@@ -100,6 +100,8 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
             "outputs": 1 if y_train_np.ndim == 1 else int(y_train_np.shape[1])}
     if getattr(settings, "input_filter", "none") != "none":       # a trunk of its own over the filtered photo
         arch["input_filter"] = settings.input_filter
+    if getattr(settings, "pooling", "mean_max") != "mean_max":
+        arch["pooling"] = settings.pooling
     net = build(arch)
     x_train = common.features(root, params, net.trunk, train_df, size=arch["image_size"])
     views = common.camera_views(params, settings, salt, camera_resize)

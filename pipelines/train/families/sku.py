@@ -47,6 +47,7 @@ from pipelines.train.harness import fit
 from pipelines.train.graphs import Bundle, Graph
 from pipelines.train.trunk import Trunk
 from pipelines.train.families import common
+from pipelines.train.families.scalar import random_crop
 
 FAMILY = "sku"
 
@@ -245,8 +246,8 @@ def train(root: Path, params: Params) -> dict:
     ce = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
 
     def loss_fn(model, batch):
-        x, y = batch
-        e, logits = model.train_outputs(x.contiguous(memory_format=torch.channels_last))
+        x, y = batch                  # train_crop < 1: a window of the crop's trunk output, as if the box were cut
+        e, logits = model.train_outputs(random_crop(x, settings.train_crop).contiguous(memory_format=torch.channels_last))
         return ce(logits, y) + batch_hard_triplet(e, y, settings.triplet_margin)
 
     def score_fn(model, _loader):
