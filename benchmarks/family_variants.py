@@ -66,7 +66,7 @@ def reviewer_view(metrics: dict) -> dict:
         m = metrics.get(split)
         if m:
             out[split] = {k: m[k] for k in ("clean_auto_pass", "auto_pass", "clean", "n", "photo_recall",
-                                             "clean_flagged_by") if k in m}
+                                             "clean_flagged_by", "generated_outside_catalogue") if k in m}
     return out
 
 

@@ -91,7 +91,7 @@ def criteria(family: str, candidate: dict, production: dict | None, params: Para
 
 def reviewer_criteria(reviewer: dict | None, production: dict | None, params: Params) -> list[Criterion]:
     """The whole reviewer with the candidate (:func:`reviewer_figures`, test split): the photo recall of each of
-    the family's defects at its floor, and its clean auto-pass against the one recorded when the production
+    the family's defects at its floor (outside_catalogue pooled with the generated photos where measured), and its clean auto-pass against the one recorded when the production
     model was promoted (none recorded: no comparison)."""
     test = (reviewer or {}).get("test")
     if not test:
@@ -102,7 +102,15 @@ def reviewer_criteria(reviewer: dict | None, production: dict | None, params: Pa
             continue
         defect = key.removeprefix("photo_recall.")
         floor = defect_floor(params, defect)
-        if floor is not None:
+        if floor is None:
+            continue
+        pooled = test.get(f"photo_recall_pooled.{defect}")
+        if pooled is not None:           # outside_catalogue: the test split's few photos with the generated ones
+            out.append(_at_floor(f"reviewer photo recall {defect}", pooled, floor, params,
+                                 f"the whole reviewer sends {pooled:.3f} of {test[f'photos_pooled.{defect}']} "
+                                 f"such photos to a person, the test split's and generated ones pooled (test split "
+                                 f"alone {value or 0:.3f}; floor {floor})"))
+        else:
             out.append(_at_floor(f"reviewer photo recall {defect}", value, floor, params,
                                  f"the whole reviewer sends {value or 0:.3f} of these photos to a person "
                                  f"(floor {floor})"))

@@ -21,6 +21,10 @@ at once while each kind of defect still goes to a person. This stage measures ex
    - ``reason_recall.<defect>``: the share sent with the right reason;
    - ``positives.<defect>``, ``n`` and ``clean``: what each figure rests on.
 
+   On the test split, ``generated_outside_catalogue`` also holds the reviewer on the gate's generated photos of
+   products in no gallery (:func:`generated_outside`) and its photo recall pooled with the test split's
+   ``outside_catalogue``: what the gate judges the whole reviewer's outside-catalogue recall on.
+
 Where ``serving.int8`` is on, the stage also chooses which graphs serve as INT8 (:func:`choose_int8`): each
 graph's INT8 twin (:mod:`pipelines.release.quantize`) that runs faster is tried in the whole reviewer on the
 test split, and kept where every defect's photo recall stays at its floor and the clean auto-pass within
@@ -260,6 +264,28 @@ class GraphMemo:
         return {"clean_auto_pass": m["clean_auto_pass"], "photo_recall": m["photo_recall"]}
 
 
+def generated_outside(root: Path, params: Params, models, test: dict, *, progress: bool = False) -> dict | None:
+    """The whole reviewer on the gate's generated photos of products in no gallery
+    (:func:`pipelines.train.families.sku.generated_outside_photos`, ``gate.outside_catalogue_photos`` of them, the
+    same the SKU family's evaluation scores): the share sent to a person (``photo_recall``), the share with an SKU
+    alarm (``reason_recall``), and the photo recall pooled with the ``test`` split's outside-catalogue photos, which
+    are a few per hundred (57 on the default data, where one photo is 1.8 points). None without an SKU check or
+    such photos."""
+    from pipelines.train.families.sku import generated_outside_photos
+
+    photos = generated_outside_photos(root, params) if "sku" in models.metas else pd.DataFrame()
+    if photos.empty:
+        return None
+    frame = _frame("generated_outside", photos, review(models, photos, params, progress=progress),
+                   _gallery(models.metas), params)
+    m = split_metrics(frame[frame["truth.outside_catalogue"]], ["outside_catalogue"])
+    n, recall = m["positives"]["outside_catalogue"], m["photo_recall"]["outside_catalogue"]
+    n_test, test_recall = test["positives"].get("outside_catalogue", 0), test["photo_recall"].get("outside_catalogue")
+    pooled = ((recall or 0) * n + (test_recall or 0) * n_test) / max(n + n_test, 1)
+    return {"photos": n, "photo_recall": recall, "reason_recall": m["reason_recall"]["outside_catalogue"],
+            "photos_pooled": n + n_test, "photo_recall_pooled": round(pooled, 6) if n + n_test else None}
+
+
 def evaluate_reviewer(root: str | Path, params: Params, *, progress: bool = False) -> dict:
     """Export the candidates, review both splits, write the scores and ``metrics/reviewer.json``; returns the metrics."""
     root = Path(root).resolve()
@@ -278,6 +304,10 @@ def evaluate_reviewer(root: str | Path, params: Params, *, progress: bool = Fals
     defects = defects_of(frame)
     metrics = {split: split_metrics(frame[frame["split"] == split], defects)
                for split in (*SPLITS, LIVE) if (frame["split"] == split).any()}
+    if "test" in metrics:
+        generated = generated_outside(root, params, models, metrics["test"], progress=progress)
+        if generated is not None:
+            metrics["test"]["generated_outside_catalogue"] = generated
     metrics["live_mix_auto_pass"] = metrics[LIVE]["auto_pass"]
     metrics["notes"] = {"live_mix_auto_pass": f"share auto-passed of {metrics[LIVE]['n']} photos of the live mix "
                                               f"(params.yaml live_mix, seed {params.live_mix.seed})",
@@ -430,4 +460,8 @@ def reviewer_figures(family: str, root: Path) -> dict | None:
         out[split] = {"clean_auto_pass": m["clean_auto_pass"], "auto_pass": m.get("auto_pass"),
                       **{f"photo_recall.{d}": m["photo_recall"][d] for d in keep},
                       **{f"reason_recall.{d}": m["reason_recall"][d] for d in keep}}
+        generated = m.get("generated_outside_catalogue")
+        if generated and "outside_catalogue" in keep and generated.get("photo_recall_pooled") is not None:
+            out[split]["photo_recall_pooled.outside_catalogue"] = generated["photo_recall_pooled"]
+            out[split]["photos_pooled.outside_catalogue"] = generated["photos_pooled"]
     return out

@@ -264,6 +264,20 @@ def test_the_whole_reviewers_photo_recall_is_held_to_the_defects_floor(defect, c
     assert [c.passed for c in unmeasured] == [PARAMS.gate.allow_unmeasured] and "not measured" in unmeasured[0].detail
 
 
+def test_the_whole_reviewers_outside_catalogue_recall_is_judged_pooled_with_the_generated_photos():
+    at = floor("unknown_sku")
+    alone = {"photo_recall.outside_catalogue": 54 / 57}                 # a third miss among 57: under the floor
+    assert not by_name(gate.reviewer_criteria({"test": alone}, None, PARAMS))[
+        "reviewer photo recall outside_catalogue"].passed
+    pooled = {**alone, "photo_recall_pooled.outside_catalogue": 1049 / 1057, "photos_pooled.outside_catalogue": 1057}
+    judged = by_name(gate.reviewer_criteria({"test": pooled}, None, PARAMS))["reviewer photo recall outside_catalogue"]
+    assert judged.passed and judged.value == round(1049 / 1057, 4) and judged.limit == at
+    assert "1057" in judged.detail and "test split alone 0.947" in judged.detail
+    worse = {**pooled, "photo_recall_pooled.outside_catalogue": at - 0.001}
+    assert not by_name(gate.reviewer_criteria({"test": worse}, None, PARAMS))[
+        "reviewer photo recall outside_catalogue"].passed
+
+
 def test_the_whole_reviewers_clean_auto_pass_may_not_fall_below_productions_by_more_than_the_tolerance():
     drop = PARAMS.gate.max_reviewer_auto_pass_drop
     production = {"test": {"clean_auto_pass": 0.40}}

@@ -57,7 +57,7 @@ def test_split_figures_count_what_went_to_a_person_and_why():
 def test_the_stage_measures_every_defect_on_both_splits_and_follows_the_thresholds(trained_project, tmp_path):
     from pipelines.data.dataset import split_frame, versioned_manifest
     from pipelines.params import load_params
-    from pipelines.release.reviewer import evaluate_reviewer
+    from pipelines.release.reviewer import evaluate_reviewer, reviewer_figures
 
     metrics = json.loads((trained_project / "metrics" / "reviewer.json").read_text())
     scores = pd.read_parquet(trained_project / "models" / "reviewer" / "scores.parquet")
@@ -80,6 +80,19 @@ def test_the_stage_measures_every_defect_on_both_splits_and_follows_the_threshol
             if m["positives"][d]:
                 assert m["reason_recall"][d] <= m["photo_recall"][d], d
         assert (rows["decision"] == "auto_pass").eq(rows["reasons"].map(len) == 0).all()
+    # the gate's generated outside-catalogue photos (capped by the tiny profile), pooled with the test split's
+    generated, test = metrics["test"]["generated_outside_catalogue"], metrics["test"]
+    assert 0 < generated["photos"] <= min(params.gate.outside_catalogue_photos, params.train.caps.extra_photos)
+    assert generated["reason_recall"] <= generated["photo_recall"]
+    n_test = test["positives"]["outside_catalogue"]
+    assert generated["photos_pooled"] == generated["photos"] + n_test
+    assert generated["photo_recall_pooled"] == pytest.approx(
+        (generated["photo_recall"] * generated["photos"] + (test["photo_recall"]["outside_catalogue"] or 0) * n_test)
+        / generated["photos_pooled"], abs=1e-5)
+    shown = reviewer_figures("sku", trained_project)["test"]
+    assert shown["photo_recall_pooled.outside_catalogue"] == generated["photo_recall_pooled"]
+    assert shown["photo_recall.outside_catalogue"] == test["photo_recall"]["outside_catalogue"]
+    assert "photo_recall_pooled.outside_catalogue" not in reviewer_figures("blur", trained_project)["test"]
     # blur's threshold raised past every score: no photo goes to a person for blur any more
     repo = tmp_path / "repo"
     shutil.copytree(trained_project, repo, symlinks=True)

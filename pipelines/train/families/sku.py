@@ -560,6 +560,13 @@ def every_claim_margin(cal: pd.DataFrame, known, target: float, confidence: floa
 OUTSIDE_TEST_SALT = 71          # the seed (``seed * 1000 + salt``) of the gate's generated outside-catalogue photos
 
 
+def generated_outside_photos(root: Path, params: Params) -> pd.DataFrame:
+    """The manifest of the gate's generated outside-catalogue photos (:func:`generated_outside`): what the SKU
+    family's evaluation and the whole reviewer (:mod:`pipelines.release.reviewer`) both judge them on."""
+    return generated_photos(root, params, "sku-outside-test", params.gate.outside_catalogue_photos, NEW_PRODUCTS,
+                            OUTSIDE_TEST_SALT)
+
+
 def generated_outside(root: Path, params: Params, net: SkuNet, arch: dict, gallery,
                       device: torch.device | None = None) -> pd.DataFrame:
     """A :func:`_scored` frame of ``gate.outside_catalogue_photos`` generated photos of products in no gallery (the
@@ -572,8 +579,7 @@ def generated_outside(root: Path, params: Params, net: SkuNet, arch: dict, galle
     its calibration photos 1 of 256 (benchmarks/results/sku_outside_generated_c9cc913_seed7.json). The embedding
     never trains on new products and the threshold is set on other photos of them, so these are as unseen as the
     test split's."""
-    photos = generated_photos(root, params, "sku-outside-test", params.gate.outside_catalogue_photos, NEW_PRODUCTS,
-                              OUTSIDE_TEST_SALT)
+    photos = generated_outside_photos(root, params)
     return photos if photos.empty else _scored(root, params, photos, net, arch, gallery, None, device,
                                                outside_only=True)
 
