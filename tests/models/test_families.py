@@ -300,7 +300,8 @@ def test_adding_or_retraining_a_prohibited_category_leaves_the_others_bit_identi
 def test_the_sku_embedding_also_learns_practice_skus_that_no_gallery_holds(copy_project):
     """train.sku.extra_photos: generated photos of practice SKUs (catalog.practice_skus) join training as more
     classes; model selection still matches validation against catalogue SKUs, the gallery holds none of them, and
-    extra rates that would bring catalogue or new products into training are refused."""
+    extra rates that would bring catalogue or new products into training are refused. train.sku.train_crop < 1 trains
+    on windows of the crops' trunk features; the gallery is still embedded from whole crops."""
     from pipelines.data.dataset import split_frame, versioned_manifest
     from pipelines.data.gallery import read_gallery
     from pipelines.data.synth.catalog import practice_skus
@@ -309,6 +310,7 @@ def test_the_sku_embedding_also_learns_practice_skus_that_no_gallery_holds(copy_
     repo = copy_project()
     raw = yaml.safe_load((repo / "params.yaml").read_text())
     raw["train"]["sku"]["extra_photos"] = 24
+    raw["train"]["sku"]["train_crop"] = 0.5              # and trained on windows of the crops' features
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     params = load_params(repo / "params.yaml")
     train("sku", repo, params)
