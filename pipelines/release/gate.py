@@ -91,8 +91,9 @@ def criteria(family: str, candidate: dict, production: dict | None, params: Para
 
 def reviewer_criteria(reviewer: dict | None, production: dict | None, params: Params) -> list[Criterion]:
     """The whole reviewer with the candidate (:func:`reviewer_figures`, test split): the photo recall of each of
-    the family's defects at its floor (outside_catalogue pooled with the generated photos where measured), and its clean auto-pass against the one recorded when the production
-    model was promoted (none recorded: no comparison)."""
+    the family's defects at its floor (outside_catalogue pooled with the generated photos where measured), and its
+    clean auto-pass against the one recorded when the production model was promoted (none recorded: no
+    comparison)."""
     test = (reviewer or {}).get("test")
     if not test:
         return []

@@ -247,7 +247,8 @@ def train(root: Path, params: Params) -> dict:
 
     def loss_fn(model, batch):
         x, y = batch                  # train_crop < 1: a window of the crop's trunk output, as if the box were cut
-        e, logits = model.train_outputs(random_crop(x, settings.train_crop).contiguous(memory_format=torch.channels_last))
+        x = random_crop(x, settings.train_crop)
+        e, logits = model.train_outputs(x.contiguous(memory_format=torch.channels_last))
         return ce(logits, y) + batch_hard_triplet(e, y, settings.triplet_margin)
 
     def score_fn(model, _loader):
