@@ -257,6 +257,33 @@ def test_the_sticker_and_dirt_thresholds_are_set_on_validations_positives_and_th
                                                   else "validation")
 
 
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def test_a_family_trained_twice_at_one_seed_ends_with_the_same_weights(copy_project):
+    """torch draws its own seed when it is imported, so layers built before the harness seeded started from another
+    draw in every process: two runs of one setting were two experiments. Each run here starts from another global
+    RNG state (``torch.seed()``) and from no checkpoint; the SKU embedding and a scalar net (blur) come out the same."""
+    import shutil
+
+    repo = copy_project()
+    params = load_params(repo / "params.yaml")
+    runs = []
+    for _ in range(2):
+        torch.seed()
+        np.random.seed(None)
+        shutil.rmtree(repo / ".cache" / "runs", ignore_errors=True)
+        for family in ("sku", "blur"):
+            train(family, repo, params)
+        runs.append({f: _weights(repo / "models" / f / "model.pt") for f in ("sku", "blur")})
+    for family in ("sku", "blur"):
+        first, second = runs[0][family], runs[1][family]
+        assert first.keys() == second.keys()
+        changed = [k for k in first if not torch.equal(first[k], second[k])]
+        assert not changed, (family, changed[:5])
+
+
 def test_adding_or_retraining_a_prohibited_category_leaves_the_others_bit_identical(copy_project):
     """Categories share the frozen trunk and neck; a category's head alone is retrained or added."""
     from pipelines.train.families.prohibited import load_combined, train as train_prohibited, train_neck

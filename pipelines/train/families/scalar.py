@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from pipelines.data.dataset import split_frame
 from pipelines.train import device as devices
-from pipelines.train.harness import fit
+from pipelines.train.harness import fit, seed_everything
 from pipelines.params import Params
 from pipelines.data.real_photos import Samples
 from pipelines.train.trunk import Trunk, TrunkNet
@@ -102,6 +102,8 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
         arch["input_filter"] = settings.input_filter
     if getattr(settings, "pooling", "mean_max") != "mean_max":
         arch["pooling"] = settings.pooling
+    cfg = common.fit_config(settings, params, salt=salt)
+    seed_everything(cfg.seed)         # the fresh tail and head start from the seed's weights, not the process's draw
     net = build(arch)
     x_train = common.features(root, params, net.trunk, train_df, size=arch["image_size"])
     views = common.camera_views(params, settings, salt, camera_resize)
@@ -136,7 +138,6 @@ def train_scalar(family: str, root: Path, params: Params, rows: Callable[[pd.Dat
     def score_fn(model, _loader):
         return val_score(torch.sigmoid(common.predict(model.from_features, x_val, device=device)).numpy(), y_val)
 
-    cfg = common.fit_config(settings, params, salt=salt)
     run = common.run_dir(root, family if name == "model" else f"{family}-{name}", arch, cfg.__dict__,
                          settings.model_dump(), list(train_df["sha256"]), list(val_df["sha256"]),
                          params.real_photos.model_dump() if added else None,

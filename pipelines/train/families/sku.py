@@ -43,7 +43,7 @@ from pipelines.serve.decision import sku_alarm, sku_candidates, sku_scores
 from pipelines.params import Params
 from pipelines.train.evaluate import (UNCALIBRATED, generated_photos, generated_positives, metric,
                                       threshold_for_recall, threshold_for_weighted_recall, write_metrics, write_plot)
-from pipelines.train.harness import fit
+from pipelines.train.harness import fit, seed_everything
 from pipelines.train.graphs import Bundle, Graph
 from pipelines.train.trunk import Trunk
 from pipelines.train.families import common
@@ -232,6 +232,8 @@ def train(root: Path, params: Params) -> dict:
     arch = {"trunk_split": settings.trunk_split, "pretrained": params.train.pretrained,
             "image_size": params.train.input_size(FAMILY), "embedding_dim": settings.embedding_dim,
             "classes": classes, "holdout_skus": held, "crop_pad": settings.crop_pad}
+    cfg = common.fit_config(settings, params, salt=1)
+    seed_everything(cfg.seed)         # the fresh tail and embedding start from the seed's weights, not the process's draw
     net = SkuNet(Trunk(settings.trunk_split, pretrained=params.train.pretrained), settings.embedding_dim,
                  len(classes)).to(memory_format=torch.channels_last)
     views = common.camera_views(params, settings, salt=1)
@@ -256,7 +258,6 @@ def train(root: Path, params: Params) -> dict:
                      common.predict(model.embed_features, x_gallery, device=device), gallery_df["sku_id"].to_numpy(), 1)
         return float((np.array([c[0][0] for c in best]) == val_known["sku_id"].to_numpy()).mean())
 
-    cfg = common.fit_config(settings, params, salt=1)
     trainable = [p for n, p in net.named_parameters() if not n.startswith("trunk.") and p.requires_grad]
     run = common.run_dir(root, FAMILY, arch, cfg.__dict__, settings.model_dump(), list(train_df["sha256"]),
                          list(val_known["sha256"]), [v.digest() for v in views] or None)
