@@ -257,15 +257,13 @@ def test_the_sticker_and_dirt_thresholds_are_set_on_validations_positives_and_th
                                                   else "validation")
 
 
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-
-
 def test_a_family_trained_twice_at_one_seed_ends_with_the_same_weights(copy_project):
     """torch draws its own seed when it is imported, so layers built before the harness seeded started from another
     draw in every process: two runs of one setting were two experiments. Each run here starts from another global
     RNG state (``torch.seed()``) and from no checkpoint; the SKU embedding and a scalar net (blur) come out the same."""
     import shutil
+
+    from pipelines.train.families import common
 
     repo = copy_project()
     params = load_params(repo / "params.yaml")
@@ -276,7 +274,7 @@ def test_a_family_trained_twice_at_one_seed_ends_with_the_same_weights(copy_proj
         shutil.rmtree(repo / ".cache" / "runs", ignore_errors=True)
         for family in ("sku", "blur"):
             train(family, repo, params)
-        runs.append({f: _weights(repo / "models" / f / "model.pt") for f in ("sku", "blur")})
+        runs.append({f: common.load(f, repo, "model")["state_dict"] for f in ("sku", "blur")})
     for family in ("sku", "blur"):
         first, second = runs[0][family], runs[1][family]
         assert first.keys() == second.keys()
