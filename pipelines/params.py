@@ -147,6 +147,8 @@ class TimmFamily(_Strict):
                                                 # training split (a quarter as many to validation); 0: none
     camera_views: int = Field(default=0, ge=0, le=4)  # score families: each training photo also seen this many times as
                                                 # a camera would make it (train.camera, pipelines.train.camera); 0: none
+    ema_decay: float = Field(default=0.0, ge=0.0, lt=1.0)  # validate and keep the moving average of the weights
+                                                # (pipelines.train.harness.WeightAverage); 0: the weights as trained
 
 
 class ExtraPhotosFamily(TimmFamily):

@@ -12,10 +12,16 @@ training and validation, are moved there for the fit, and the model goes back to
 from at the end, so what a family saves or exports afterwards is as before. Checkpoints hold the state
 dicts as they are and are loaded with ``map_location`` to the fit's device: a run interrupted on a GPU
 resumes on the CPU and the other way round.
+
+``ema_decay`` (``train.<family>.ema_decay``; 0: off): validation scores, and the checkpoints keep, an
+exponential moving average of the weights over the training steps (Polyak averaging) instead of the
+weights of the last step. The decay warms up as ``min(ema_decay, (1 + step) / (10 + step))`` so the first
+steps are not averaged with the initial weights; buffers (batch-norm statistics) are the model's own.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
@@ -43,6 +49,7 @@ class FitConfig:
     seed: int = 0
     threads: int = 2
     progress: bool = True
+    ema_decay: float = 0.0        # 0: the weights as trained; else validate and keep their moving average
 
 
 @dataclass
@@ -95,6 +102,36 @@ class _OnDevice:
         return len(self.loader)
 
 
+class WeightAverage:
+    """The exponential moving average of ``model``'s ``trainable`` parameters (a copy of the model, in eval
+    mode, that the loop validates and checkpoints in place of the trained one)."""
+
+    def __init__(self, model: torch.nn.Module, trainable: Iterable[torch.nn.Parameter], decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), got {decay}")
+        self.decay, self.steps = decay, 0
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        ids = {id(p) for p in trainable}
+        self._pairs = [(a, p) for a, p in zip(self.model.parameters(), model.parameters()) if id(p) in ids]
+        self._buffers = list(zip(self.model.buffers(), model.buffers()))
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.steps += 1
+        decay = min(self.decay, (1.0 + self.steps) / (10.0 + self.steps))
+        for average, p in self._pairs:
+            average.lerp_(p.detach(), 1.0 - decay)
+        for average, b in self._buffers:
+            average.copy_(b)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.steps = state["steps"]
+
+
 def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
@@ -136,6 +173,8 @@ def fit(model: torch.nn.Module, train_set: Dataset, val_loader: Iterable,
         raise ValueError(f"{name}: some trainable parameters are not on {device} after moving the model there: "
                          f"pass parameters of the model itself")
     val_loader = _OnDevice(val_loader, device)
+    average = WeightAverage(model, trainable, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    judged = average.model if average is not None else model   # what validation scores and checkpoints keep
     optimiser = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, cfg.max_epochs))
     last, best_path = out_dir / "last.pt", out_dir / "best.pt"
@@ -148,6 +187,8 @@ def fit(model: torch.nn.Module, train_set: Dataset, val_loader: Iterable,
         optimiser.load_state_dict(ckpt["optimiser"])
         scheduler.load_state_dict(ckpt["scheduler"])
         state = ckpt["state"]
+        if average is not None:
+            average.load_state_dict(ckpt["average"])
         _set_rng_state(ckpt["rng"], device)
     start = time.perf_counter() - state["seconds"]
     stopped = False
@@ -168,23 +209,25 @@ def fit(model: torch.nn.Module, train_set: Dataset, val_loader: Iterable,
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+            if average is not None:
+                average.update()
             total, count = total + loss.item(), count + 1
             bar.set_postfix(loss=f"{total / count:.4f}")
         scheduler.step()
         model.eval()
         with torch.no_grad():
-            score = float(score_fn(model, val_loader))
+            score = float(score_fn(judged, val_loader))
         state["history"].append({"epoch": epoch + 1, "train_loss": total / max(1, count), "val_score": score})
         if cfg.progress:
             tqdm.write(f"{name} epoch {epoch + 1}: train loss {total / max(1, count):.4f}, val score {score:.4f}")
         if score > state["best_score"]:
             state["best_score"], state["best_epoch"] = score, epoch
-            _atomic_save({"model": model.state_dict(), "epoch": epoch + 1, "val_score": score}, best_path)
+            _atomic_save({"model": judged.state_dict(), "epoch": epoch + 1, "val_score": score}, best_path)
         state["epoch"] = epoch + 1
         state["seconds"] = time.perf_counter() - start
         _atomic_save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
                       "scheduler": scheduler.state_dict(), "state": state, "rng": _rng_state(device),
-                      "config": asdict(cfg)}, last)
+                      "config": asdict(cfg), "average": average.state_dict() if average is not None else None}, last)
         if cfg.best_possible is not None and state["best_score"] >= cfg.best_possible:
             stopped = True
             if cfg.progress:

@@ -63,10 +63,12 @@ def test_fit_writes_checkpoints_and_keeps_the_best(data, tmp_path):
     assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
 
 
-def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(data, tmp_path):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(data, tmp_path, ema_decay):
     train, val = data
     loader = DataLoader(val, batch_size=16)
-    fit(_model(), train, loader, _loss, _neg_mse, CFG, tmp_path / "straight")
+    cfg = FitConfig(**{**CFG.__dict__, "ema_decay": ema_decay})
+    fit(_model(), train, loader, _loss, _neg_mse, cfg, tmp_path / "straight")
     calls = []
 
     def crash_in_epoch_3(model, val_loader):
@@ -76,14 +78,57 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(data, tmp_pat
         return _neg_mse(model, val_loader)
 
     with pytest.raises(RuntimeError, match="machine lost"):
-        fit(_model(), train, loader, _loss, crash_in_epoch_3, CFG, tmp_path / "resumed")
+        fit(_model(), train, loader, _loss, crash_in_epoch_3, cfg, tmp_path / "resumed")
     assert torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)["state"]["epoch"] == 2
-    fit(_model(), train, loader, _loss, _neg_mse, CFG, tmp_path / "resumed")
+    fit(_model(), train, loader, _loss, _neg_mse, cfg, tmp_path / "resumed")
     a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)
     b = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)
     assert b["state"]["epoch"] == 4
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+    best_a, best_b = (torch.load(tmp_path / run / "best.pt", weights_only=True) for run in ("straight", "resumed"))
+    assert best_a["epoch"] == best_b["epoch"]
+    for k in best_a["model"]:                        # with ema_decay: the average resumed, not restarted
+        assert torch.equal(best_a["model"][k], best_b["model"][k]), k
+
+
+def test_the_weight_average_is_what_validation_scores_and_the_checkpoint_keeps(tmp_path):
+    """With ema_decay the best checkpoint holds the moving average of the weights after each step (warm-up
+    decay min(ema_decay, (1 + t) / (10 + t))), computed here by hand from the weights the loss saw."""
+    torch.manual_seed(0)
+    x, y = torch.randn(48, 5), torch.randn(48)
+    train = torch.utils.data.TensorDataset(x, y)
+    model = torch.nn.Linear(5, 1)
+    seen = []                                        # the weights before each step
+
+    def loss(m, batch):
+        seen.append({k: v.detach().clone() for k, v in m.state_dict().items()})
+        xb, yb = batch
+        return torch.nn.functional.mse_loss(m(xb).squeeze(1), yb)
+
+    scored = []
+
+    def score(m, _loader):
+        scored.append({k: v.detach().clone() for k, v in m.state_dict().items()})
+        return 0.0
+
+    cfg = FitConfig(max_epochs=1, patience=5, lr=0.1, batch_size=16, seed=1, progress=False, ema_decay=0.5)
+    fit(model, train, [], loss, score, cfg, tmp_path)
+    final = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    last = torch.load(tmp_path / "last.pt", weights_only=False)
+    raw = [*seen[1:], last["model"]]                 # the weights after steps 1, 2, 3
+    assert len(raw) == 3
+    expected = {k: v.clone() for k, v in seen[0].items()}
+    for t, w in enumerate(raw, start=1):
+        decay = min(0.5, (1 + t) / (10 + t))
+        expected = {k: decay * expected[k] + (1 - decay) * w[k] for k in expected}
+    best = torch.load(tmp_path / "best.pt", weights_only=True)["model"]
+    for k in expected:
+        assert torch.allclose(best[k], expected[k], atol=1e-6), k
+        assert torch.allclose(scored[0][k], expected[k], atol=1e-6), k   # validation scored the average
+        assert torch.allclose(final[k], expected[k], atol=1e-6), k       # and the model ends with it
+        assert not torch.allclose(expected[k], last["model"][k], atol=1e-4), k  # not the raw weights
+    assert last["average"]["steps"] == 3
 
 
 def test_stops_early_when_validation_stops_improving(data, tmp_path):

@@ -109,7 +109,8 @@ def balanced_batches(labels, batch_size: int, seed: int):
 def fit_config(settings: TimmFamily, params: Params, salt: int = 0, progress: bool = True) -> FitConfig:
     return FitConfig(max_epochs=settings.max_epochs, patience=settings.patience, lr=settings.lr,
                      weight_decay=settings.weight_decay, batch_size=settings.batch_size,
-                     seed=params.seed * 1000 + salt, threads=params.train.threads, progress=progress)
+                     seed=params.seed * 1000 + salt, threads=params.train.threads, progress=progress,
+                     ema_decay=settings.ema_decay)
 
 
 @torch.no_grad()
