@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipelines.data.synth.catalog import catalogue_skus  # noqa: E402
 from pipelines.params import load_params  # noqa: E402
 from pipelines.train.families.sku import SkuNet, batch_hard_triplet  # noqa: E402
 from pipelines.train.harness import WeightAverage  # noqa: E402
@@ -43,7 +44,7 @@ def main() -> None:
     settings = params.train.sku
     torch.set_num_threads(params.train.threads)
     torch.manual_seed(0)
-    classes = 53
+    classes = len(catalogue_skus()) - settings.holdout_skus   # the SKUs the embedding trains on
     net = SkuNet(Trunk(settings.trunk_split, pretrained=False), settings.embedding_dim, classes)
     net = net.to(memory_format=torch.channels_last)
     size = params.train.input_size("sku")
