@@ -15,6 +15,9 @@ positives and on the frozen test split, and the share of the test split's negati
 without the defect) it flags. Where the reviewer stage has run, also the whole reviewer's clean auto-pass and the
 defect's photo recall per split at that threshold, every other check as the stage recorded it
 (:func:`pipelines.release.operating_point.curve` over ``models/reviewer/scores.parquet``).
+With ``--with-items`` manipulation is also calibrated on edits drawn beside prohibited items as the versioned photos
+are (``calibration_edits(prohibited=True)``), and every manipulation row splits the test split's recall into edits
+beside a prohibited item and away from one.
 """
 
 from __future__ import annotations
@@ -42,15 +45,16 @@ def _scored(root: Path, params, check: str, frame):
     return detector.defect_scores(root, params, rows)[f"{check}_score"].to_numpy(), rows[label].to_numpy(bool)
 
 
-def _extra(root: Path, params, check: str, n: int):
-    """The generated positives evaluation calibrates the check on, ``n`` of them."""
+def _extra(root: Path, params, check: str, n: int, prohibited: bool = False):
+    """The generated positives evaluation calibrates the check on, ``n`` of them (``prohibited``: manipulation's
+    drawing prohibited items as the versioned photos do)."""
     from pipelines.train.families import detector, manipulation
 
     targets = params.recall_targets.model_copy(
         update={"extra_positives": {**params.recall_targets.extra_positives, check: n}})
     params = params.model_copy(update={"recall_targets": targets})
     if check == "manipulation":
-        return manipulation.calibration_edits(root, params)
+        return manipulation.calibration_edits(root, params, prohibited=prohibited)
     return detector.calibration_positives(root, params, check)
 
 
@@ -76,7 +80,7 @@ def _reviewer(root: Path, params):
     return at
 
 
-def measure(root: Path, n: int, checks: list[str], targets: list[float]) -> dict:
+def measure(root: Path, n: int, checks: list[str], targets: list[float], with_items: bool = False) -> dict:
     from pipelines.data.dataset import split_frame
     from pipelines.params import load_params
     from pipelines.train.evaluate import calibrate
@@ -92,20 +96,34 @@ def measure(root: Path, n: int, checks: list[str], targets: list[float]) -> dict
         s_test, y_test = _scored(root, params, check, frames["test"])
         s_extra, y_extra = _scored(root, params, check, _extra(root, params, check, n))
         s_extra = s_extra[y_extra]
+        extras = {"validation_and_extra": s_extra}
+        # manipulation's edits, also drawn beside prohibited items (as the versioned photos are); the test split's
+        # recall beside an item and away from one
+        beside = None
+        if check == "manipulation" and with_items:
+            s_items, y_items = _scored(root, params, check, _extra(root, params, check, n, prohibited=True))
+            extras["validation_and_extra_with_items"] = s_items[y_items]
+            beside = frames["test"]["prohibited"].map(len).gt(0).to_numpy()
         target, confidence = getattr(params.recall_targets, check), params.recall_targets.confidence
         rows = {"recall_target": target, "confidence": confidence, "val_positives": int(y_val.sum()),
-                "extra_positives": int(len(s_extra)), "test_positives": int(y_test.sum())}
+                "extra_positives": {k: int(len(v)) for k, v in extras.items()}, "test_positives": int(y_test.sum())}
+        if beside is not None:
+            rows["test_positives_beside_an_item"] = int((y_test & beside).sum())
         for t_name, goal in [("", target)] + [(f"target {t}: ", t) for t in targets if t != target]:
-            choices = {"validation": calibrate(s_val, y_val, goal, confidence)[0],
-                       "validation_and_extra": calibrate(np.concatenate([s_val, s_extra]),
-                                                         np.concatenate([y_val, np.ones(len(s_extra), bool)]),
-                                                         goal, confidence)[0]}
-            for name, t in choices.items():
+            choices = {"validation": (calibrate(s_val, y_val, goal, confidence)[0], s_extra)}
+            for name, s_more in extras.items():
+                choices[name] = (calibrate(np.concatenate([s_val, s_more]),
+                                           np.concatenate([y_val, np.ones(len(s_more), bool)]), goal, confidence)[0],
+                                 s_more)
+            for name, (t, s_more) in choices.items():
                 row = {"threshold": round(float(t), 6),
                        "val_recall": round(float((s_val[y_val] >= t).mean()), 4),
-                       "extra_recall": round(float((s_extra >= t).mean()), 4),
+                       "extra_recall": round(float((s_more >= t).mean()), 4),
                        "test_recall": round(float((s_test[y_test] >= t).mean()), 4),
                        "test_negatives_flagged": round(float((s_test[~y_test] >= t).mean()), 4)}
+                if beside is not None:
+                    row["test_recall_beside_an_item"] = round(float((s_test[y_test & beside] >= t).mean()), 4)
+                    row["test_recall_away_from_items"] = round(float((s_test[y_test & ~beside] >= t).mean()), 4)
                 if reviewer is not None:
                     row["reviewer"] = reviewer(check, float(t))
                 rows[t_name + name] = row
@@ -120,12 +138,15 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000, help="generated photos per check")
     ap.add_argument("--checks", nargs="+", default=list(CHECKS), choices=list(CHECKS))
     ap.add_argument("--targets", nargs="*", type=float, default=[], help="recall targets tried besides the workspace's")
+    ap.add_argument("--with-items", action="store_true",
+                    help="manipulation: also calibrate on edits drawn beside prohibited items")
     ap.add_argument("--label", default=None, help="what the workspace is (stored with the figures)")
     ap.add_argument("--out", type=Path, default=RESULTS / "extra_calibration.json")
     args = ap.parse_args()
-    figures = measure(args.workspace.resolve(), args.n, args.checks, args.targets)
+    figures = measure(args.workspace.resolve(), args.n, args.checks, args.targets, args.with_items)
     record = {**header(f"python benchmarks/extra_calibration.py <workspace> --n {args.n} --checks {' '.join(args.checks)}"
-                        + (f" --targets {' '.join(map(str, args.targets))}" if args.targets else "")),
+                        + (f" --targets {' '.join(map(str, args.targets))}" if args.targets else "")
+                        + (" --with-items" if args.with_items else "")),
               "workspace": args.label, "checks": figures}
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {args.out}")

@@ -88,14 +88,16 @@ ENRICHED_DIR = Path(".reviewops/enriched")  # under a project: extra photos of a
 
 
 def enriched_photos(root: str | Path, params: Params, family: str, n: int, rates: dict[str, float], salt: int,
-                    *, progress: bool = False) -> pd.DataFrame:
+                    *, prohibited: bool = False, progress: bool = False) -> pd.DataFrame:
     """``n`` extra training photos for ``family``, the generator's rates overridden by ``rates`` (its defects made
     common), rendered once under the project's ``.reviewops/enriched``; the manifest's rows with their paths.
     Their seed is ``seed * 1000 + salt``: no versioned batch shares their streams. They show no prohibited item
     (the versioned photos do), so the prohibited category list does not change them: a new category retrains
-    that category only."""
+    that category only. ``prohibited``: they draw ``prohibited.categories`` as the versioned photos do (photos
+    that set a threshold, which should look like the photos the recall is measured on)."""
     batch = cached_batch(Path(root) / ENRICHED_DIR, family, n, params.seed * 1000 + salt, params,
-                         {k: str(v) for k, v in rates.items()}, categories=[], progress=progress)
+                         {k: str(v) for k, v in rates.items()}, categories=None if prohibited else [],
+                         progress=progress)
     return read_photos(batch)
 
 

@@ -124,24 +124,27 @@ def calibrate(scores, labels, target: float, confidence: float = 0.0,
     return threshold, "validation"
 
 
-def generated_photos(root: Path, params, name: str, n: int, rates: dict[str, float], salt: int) -> pd.DataFrame:
+def generated_photos(root: Path, params, name: str, n: int, rates: dict[str, float], salt: int,
+                     prohibited: bool = False) -> pd.DataFrame:
     """``n`` generated photos with ``rates``, rendered once under the project's ``.reviewops/enriched`` as ``name``
-    (seed ``seed * 1000 + salt``); the tiny profile caps the count at its ``extra_photos``. Empty when ``n`` is 0."""
+    (seed ``seed * 1000 + salt``; ``prohibited``: drawing prohibited items as the versioned photos do); the tiny
+    profile caps the count at its ``extra_photos``. Empty when ``n`` is 0."""
     cap = params.train.caps.extra_photos
     n = n if cap is None else min(n, cap)
     if not n:
         return pd.DataFrame()
     from pipelines.data.generate import enriched_photos
 
-    return enriched_photos(root, params, name, n, rates, salt=salt)
+    return enriched_photos(root, params, name, n, rates, salt=salt, prohibited=prohibited)
 
 
-def generated_positives(root: Path, params, check: str, rates: dict[str, float], salt: int) -> pd.DataFrame:
+def generated_positives(root: Path, params, check: str, rates: dict[str, float], salt: int,
+                        prohibited: bool = False) -> pd.DataFrame:
     """``recall_targets.extra_positives[check]`` :func:`generated_photos` with ``rates`` (the check's defect drawn
     on every one) as ``<check>-calibration``. Empty when the check has none. The family keeps the rows its check
     applies to whose defect is labelled (visible by ``labels.visibility``)."""
     return generated_photos(root, params, f"{check}-calibration", params.recall_targets.extra_positives.get(check, 0),
-                            rates, salt)
+                            rates, salt, prohibited)
 
 
 def calibrate_with_extra(s_val, y_val, s_extra, target: float, confidence: float,

@@ -233,6 +233,9 @@ def test_enriched_photos_make_a_familys_defects_common_and_are_rendered_once(tmp
     assert len(list((tmp_path / ENRICHED_DIR).iterdir())) == 1                            # not rendered again
     other = enriched_photos(tmp_path, params, "defects", 60, rates, salt=12)              # another stream
     assert not set(other["sha256"]) & set(df["sha256"])
+    beside = enriched_photos(tmp_path, params, "defects", 60, rates, salt=11, prohibited=True)
+    assert 0 < beside["prohibited"].map(len).gt(0).mean() < 0.6                          # items as the versioned photos
+    assert len(list((tmp_path / ENRICHED_DIR).iterdir())) == 3                            # cached apart
     with pytest.raises(ValueError, match="unknown generator rate"):
         load_params().train.defects.model_validate({**params.train.defects.model_dump(), "extra_rates": {"dust": 1}})
 

@@ -52,7 +52,7 @@ def train(root: Path, params: Params) -> dict:
 CALIBRATION_SALT = 53
 
 
-def calibration_edits(root: Path, params: Params) -> pd.DataFrame:
+def calibration_edits(root: Path, params: Params, prohibited: bool = False) -> pd.DataFrame:
     """``recall_targets.extra_positives.manipulation`` generated photos with an edit drawn on every one (the
     generator's edit kinds and strengths, :func:`pipelines.train.evaluate.generated_positives`), the rows whose edit
     is labelled (visible by ``labels.visibility``).
@@ -60,7 +60,8 @@ def calibration_edits(root: Path, params: Params) -> pd.DataFrame:
     Validation holds about a hundred edits, and the recall target's lower bound puts the threshold at the sixth or
     seventh lowest of them: faint copy-moves whose scores differ twentyfold between training runs, while most
     clean photos score in between. Thousands of edits of the same kinds pin that quantile down."""
-    photos = generated_positives(root, params, FAMILY, {"manipulation_rate": 1.0}, salt=CALIBRATION_SALT)
+    photos = generated_positives(root, params, FAMILY, {"manipulation_rate": 1.0}, salt=CALIBRATION_SALT,
+                                 prohibited=prohibited)
     return photos[_labels(photos).astype(bool)] if len(photos) else photos
 
 
