@@ -58,19 +58,17 @@ def measure(ws: Path, n: int, seed: int) -> dict:
     from pipelines.data.generate import LIVE_MIX_DIR, live_mix_batch
     from pipelines.data.manifest import read_photos
     from pipelines.params import load_params
-    from pipelines.release.reviewer import LIVE, METRICS_FILE, OUT_DIR, _frame, _gallery, defects_of, split_metrics
+    from pipelines.release.reviewer import LIVE, METRICS_FILE, defects_of, reviewed, split_metrics, stage_bundles
     from pipelines.serve.models import ReviewerModels
-    from pipelines.train.review import review
 
     params = load_params(ws / "params.yaml")
     stage = json.loads((ws / METRICS_FILE).read_text())
     floors = stage["floors"]
-    bundles = {p.name: str(p) for p in sorted((ws / OUT_DIR / "bundles").iterdir()) if p.is_dir()}
     started = time.perf_counter()
     photos = read_photos(live_mix_batch(ws / LIVE_MIX_DIR, params, n=n, seed=seed, progress=True))
     rendered = time.perf_counter() - started
-    models = ReviewerModels.as_served(bundles, params)
-    frame = _frame(LIVE, photos, review(models, photos, params, progress=True), _gallery(models.metas), params)
+    models = ReviewerModels.as_served(stage_bundles(ws), params)
+    frame = reviewed(LIVE, photos, models, params, progress=True)
     reviewed = time.perf_counter() - started - rendered
     return {"seed": params.seed, "sample": figures(split_metrics(frame, defects_of(frame)), floors),
             "stage_sample": {"seed": params.live_mix.seed, **figures(stage[LIVE], floors)},

@@ -25,12 +25,12 @@ from sku_genuine_alarms import workspace_params
 
 
 def measure(workspace: Path, scratch: Path) -> dict:
-    from pipelines.release.reviewer import OUT_DIR, generated_outside
+    from pipelines.release.reviewer import generated_outside, stage_bundles
     from pipelines.serve.models import ReviewerModels
     from pipelines.train.families.sku import generated_outside_photos
 
     params = workspace_params(workspace, scratch)
-    bundles = {p.name: str(p) for p in sorted((workspace / OUT_DIR / "bundles").iterdir()) if p.is_dir()}
+    bundles = stage_bundles(workspace)
     models = ReviewerModels.as_served(bundles, params)
     test = json.loads((workspace / "metrics" / "reviewer.json").read_text())["test"]
     photos = len(generated_outside_photos(workspace, params))          # rendered here if not yet

@@ -173,6 +173,19 @@ def _gallery(metas: dict) -> set[str]:
     return set(metas["sku"].get("gallery_skus", [])) if "sku" in metas else set()
 
 
+def reviewed(split: str, photos: pd.DataFrame, models, params: Params, *, progress: bool = False,
+             answers: list[tuple[dict, dict]] | None = None) -> pd.DataFrame:
+    """``photos`` reviewed by ``models`` (ReviewerModels) as the rows of the scores frame labelled ``split``:
+    claims, truth, raw scores, answer. ``answers``: their ``(answer, raw)`` pairs where already known."""
+    answers = answers or review(models, photos, params, progress=progress)
+    return _frame(split, photos, answers, _gallery(models.metas), params)
+
+
+def stage_bundles(root: Path) -> dict[str, str]:
+    """family -> the bundle directory the reviewer stage exported and decided its scores with."""
+    return {p.name: str(p) for p in sorted((Path(root) / OUT_DIR / "bundles").iterdir()) if p.is_dir()}
+
+
 def score(root: Path, params: Params, models, *, progress: bool = False,
           splits: tuple[str, ...] = (*SPLITS, LIVE), answered: dict[str, list] | None = None) -> pd.DataFrame:
     """Every photo of ``splits`` (validation, test and live mix) reviewed by ``models`` (the candidates'
@@ -189,8 +202,7 @@ def score(root: Path, params: Params, models, *, progress: bool = False,
     for split, photos in parts:
         if photos.empty:
             continue
-        answers = (answered or {}).get(split) or review(models, photos, params, progress=progress)
-        frames.append(_frame(split, photos, answers, _gallery(models.metas), params))
+        frames.append(reviewed(split, photos, models, params, progress=progress, answers=(answered or {}).get(split)))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -276,8 +288,7 @@ def generated_outside(root: Path, params: Params, models, test: dict, *, progres
     photos = generated_outside_photos(root, params) if "sku" in models.metas else pd.DataFrame()
     if photos.empty:
         return None
-    frame = _frame("generated_outside", photos, review(models, photos, params, progress=progress),
-                   _gallery(models.metas), params)
+    frame = reviewed("generated_outside", photos, models, params, progress=progress)
     m = split_metrics(frame[frame["truth.outside_catalogue"]], ["outside_catalogue"])
     n, recall = m["positives"]["outside_catalogue"], m["photo_recall"]["outside_catalogue"]
     n_test, test_recall = test["positives"].get("outside_catalogue", 0), test["photo_recall"].get("outside_catalogue")
