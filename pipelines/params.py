@@ -169,8 +169,10 @@ class ManipulationTrain(ExtraPhotosFamily):
     real_looks: float = Field(default=0.0, ge=0.0, le=1.0)   # of the real samples, the share seen as another camera or film renders the scene
     input_filter: Literal["none", "residual"] = "none"   # residual: the trunk reads the photo's fine residual, scaled
                                                           # per photo (pipelines.train.trunk.Residual): a trunk of its own
-    pooling: Literal["mean_max", "contrast"] = "mean_max"  # the light tail's pooling (pipelines.train.trunk.LightTail);
-                                                          # contrast: each channel's maximum less its average only
+    pooling: Literal["mean_max", "contrast", "local"] = "mean_max"  # the light tail's pooling
+                                                          # (pipelines.train.trunk.LightTail); contrast: each channel's
+                                                          # maximum less its average only; local: a logit per place,
+                                                          # log-sum-exp pooled (multiple-instance learning)
 
 
 class BlurTrain(TimmFamily):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 
 import torch
 from torch import nn
@@ -131,7 +132,8 @@ class Tail(nn.Module):
         return self.bn2(self.conv_head(self.blocks(f))).mean((2, 3))
 
 
-POOLINGS = ("mean_max", "contrast")
+POOLINGS = ("mean_max", "contrast", "local")
+LOCAL_SHARPNESS = 4.0     # the log-sum-exp pooling's r: 0 is the average of the places' logits, infinity their maximum
 
 
 class LightTail(nn.Module):
@@ -144,6 +146,11 @@ class LightTail(nn.Module):
     ``pooling="contrast"``: per channel, the maximum less the average (256-d): how much the strongest place stands out
     from the rest of the same photo. What a whole scene looks like (a kind of scene never trained on, a camera's
     texture) raises every place alike and cancels; an edit is local. The head cannot read the photo's overall look.
+
+    ``pooling="local"``: a logit for every place of the photo (a 1x1 conv), pooled by log-sum-exp (``LOCAL_SHARPNESS``,
+    between their average and their maximum; 1-d): multiple-instance learning. An edited photo needs one place that
+    looks edited, an unedited photo none, so a texture that unedited real photos show everywhere is pushed down at every
+    place, also where it surrounds an edit; the answer cannot rest on what the whole photo looks like.
     """
 
     def __init__(self, donor: nn.Module, split: int, stages: int, pooling: str = "mean_max"):
@@ -151,18 +158,23 @@ class LightTail(nn.Module):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.pooling = pooling
-        self.num_features = 512 if pooling == "mean_max" else 256
+        self.num_features = {"mean_max": 512, "contrast": 256, "local": 1}[pooling]
         self.blocks = copy.deepcopy(nn.Sequential(*donor.blocks[split:split + stages]))
         last = donor.blocks[split + stages - 1][-1] if stages else None
         channels = (last.conv_pwl.out_channels if hasattr(last, "conv_pwl") else last.conv_pw.out_channels) \
             if last is not None else donor.blocks[split - 1][-1].conv_pwl.out_channels
         self.proj = nn.Sequential(nn.Conv2d(channels, 256, 1, bias=False), nn.BatchNorm2d(256), nn.ReLU6(inplace=True))
+        if pooling == "local":
+            self.drop, self.local = nn.Dropout(0.2), nn.Conv2d(256, 1, 1)
         self.requires_grad_(True)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         z = self.proj(self.blocks(f))
         if self.pooling == "contrast":
             return z.amax((2, 3)) - z.mean((2, 3))
+        if self.pooling == "local":
+            places = self.local(self.drop(z)).flatten(1) * LOCAL_SHARPNESS
+            return (torch.logsumexp(places, 1, keepdim=True) - math.log(places.shape[1])) / LOCAL_SHARPNESS
         return torch.cat([z.mean((2, 3)), z.amax((2, 3))], dim=1)
 
 

@@ -515,3 +515,46 @@ def test_contrast_pooling_reads_how_one_place_stands_out_not_the_photos_overall_
     with pytest.raises(ValidationError):
         ManipulationTrain(trunk_split=3, lr=0.1, weight_decay=0.0, batch_size=8, max_epochs=1, patience=0,
                           pooling="median")
+
+
+def test_local_pooling_scores_each_place_and_answers_with_the_strongest(tmp_path):
+    """train.manipulation.pooling: local gives every place of the photo a logit and pools them by log-sum-exp: the
+    answer lies between the places' average and their maximum, one place standing out moves it, the same change
+    spread thinly over the photo moves it far less. Saved, rebuilt and exported to ONNX (what serving runs) alike."""
+    import math
+
+    import onnxruntime as ort
+
+    from pipelines.train.families import common, scalar
+    from pipelines.train.onnx_export import export_dynamic_batch
+    from pipelines.train.trunk import LOCAL_SHARPNESS, Trunk
+
+    tail = Trunk(3, pretrained=False).new_tail(1, "local").eval()
+    tail.blocks, tail.proj = torch.nn.Identity(), torch.nn.Identity()      # the pooling alone, on a map z
+    z = torch.rand(2, 256, 8, 8)
+    places = tail.local(z).flatten(1)
+    with torch.no_grad():
+        pooled = tail(z).squeeze(1)
+        assert bool(((pooled >= places.mean(1) - 1e-5) & (pooled <= places.amax(1) + 1e-5)).all())
+        ref = (torch.logsumexp(places * LOCAL_SHARPNESS, 1) - math.log(64)) / LOCAL_SHARPNESS
+        torch.testing.assert_close(pooled, ref)
+        direction = tail.local.weight.flatten() / tail.local.weight.norm()   # raises a place's logit by 1 per unit
+        spot, spread = z.clone(), z.clone()
+        spot[:, :, 3, 4] += 6.0 * direction                                  # one place: +6 on its logit
+        spread += (6.0 / 64) * direction[:, None, None]                      # the same total over every place
+        assert bool((tail(spot) - tail(z) > 3 * (tail(spread) - tail(z))).all())
+
+    arch = {"trunk_split": 3, "pretrained": False, "image_size": 64, "tail_stages": 1, "outputs": 1,
+            "pooling": "local"}
+    net = scalar.build(arch).eval()
+    assert net.head.fc.in_features == 1 and net.head.drop.p == 0.0
+    common.save("manipulation", tmp_path, "model", net, arch)
+    again, saved = scalar.load_net("manipulation", tmp_path)
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), net(x))
+        want = net(x).numpy()
+    assert saved["pooling"] == "local"
+    export_dynamic_batch(net, x[:2], tmp_path / "local.onnx", "photos", "scores")
+    served = ort.InferenceSession(str(tmp_path / "local.onnx")).run(None, {"photos": x.numpy()})[0]
+    np.testing.assert_allclose(served, want, atol=1e-4)

@@ -41,7 +41,8 @@ class ScalarHead(nn.Module):
 def build(arch: dict) -> TrunkNet:
     trunk = Trunk(arch["trunk_split"], pretrained=arch["pretrained"], input_filter=arch.get("input_filter", "none"))
     tail = trunk.new_tail(arch.get("tail_stages"), arch.get("pooling", "mean_max"))
-    head = ScalarHead(tail.num_features, outputs=arch.get("outputs", 1))
+    head = ScalarHead(tail.num_features, dropout=0.0 if tail.num_features == 1 else 0.2,   # a local tail's one pooled
+                      outputs=arch.get("outputs", 1))                                          # logit: no dropout on it
     return TrunkNet(trunk, tail, head).to(memory_format=torch.channels_last)
 
 
