@@ -69,10 +69,10 @@ def measure(ws: Path, n: int, seed: int) -> dict:
     rendered = time.perf_counter() - started
     models = ReviewerModels.as_served(stage_bundles(ws), params)
     frame = reviewed(LIVE, photos, models, params, progress=True)
-    reviewed = time.perf_counter() - started - rendered
+    review_seconds = time.perf_counter() - started - rendered
     return {"seed": params.seed, "sample": figures(split_metrics(frame, defects_of(frame)), floors),
             "stage_sample": {"seed": params.live_mix.seed, **figures(stage[LIVE], floors)},
-            "render_seconds": round(rendered, 1), "review_seconds": round(reviewed, 1)}
+            "render_seconds": round(rendered, 1), "review_seconds": round(review_seconds, 1)}
 
 
 def main() -> None:

@@ -132,7 +132,8 @@ class Tail(nn.Module):
         return self.bn2(self.conv_head(self.blocks(f))).mean((2, 3))
 
 
-POOLINGS = ("mean_max", "contrast", "local")
+POOLED_FEATURES = {"mean_max": 512, "contrast": 256, "local": 1}   # each light-tail pooling's output width
+POOLINGS = tuple(POOLED_FEATURES)
 LOCAL_SHARPNESS = 4.0     # the log-sum-exp pooling's r: 0 is the average of the places' logits, infinity their maximum
 
 
@@ -158,7 +159,7 @@ class LightTail(nn.Module):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.pooling = pooling
-        self.num_features = {"mean_max": 512, "contrast": 256, "local": 1}[pooling]
+        self.num_features = POOLED_FEATURES[pooling]
         self.blocks = copy.deepcopy(nn.Sequential(*donor.blocks[split:split + stages]))
         last = donor.blocks[split + stages - 1][-1] if stages else None
         channels = (last.conv_pwl.out_channels if hasattr(last, "conv_pwl") else last.conv_pw.out_channels) \
