@@ -33,6 +33,7 @@ import datetime
 import json
 import os
 import platform
+import tempfile
 import time
 from pathlib import Path
 
@@ -107,8 +108,10 @@ def main() -> None:
     from pipelines.release.real_photos import photo_set
     from pipelines.train import families
 
-    base = held_out_params(workspace, args.hold_out, Path(f"/tmp/params-holdout-{os.getpid()}.yaml"))
-    params = load_params(base)
+    with tempfile.TemporaryDirectory() as tmp:   # the scratch copy keeps its own params.yaml; nothing left behind
+        base = held_out_params(workspace, args.hold_out, Path(tmp) / "params.yaml")
+        params = load_params(base)
+        scratch_project(workspace, args.scratch, FAMILY, {}, None, base)
     checks = [r for r in params.real_photos.checks if r not in args.hold_out]
     photos = photo_set(params)               # the check photos and the held-out scenes: the same views for both models
     result = {"command": "python benchmarks/manipulation_scene_holdout.py <demo workspace> --hold-out "
@@ -124,7 +127,6 @@ def main() -> None:
     print(json.dumps(result["trained_with_them"], indent=1), flush=True)
 
     print(f"retraining {FAMILY} without them in {args.scratch}", flush=True)
-    scratch_project(workspace, args.scratch, FAMILY, {}, None, base)
     started = time.perf_counter()
     record = families.train(FAMILY, args.scratch, params)
     metrics = families.evaluate(FAMILY, args.scratch, params)
