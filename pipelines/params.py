@@ -193,6 +193,9 @@ class SkuTrain(ExtraPhotosFamily):
                                             # box, this many times its longer side (null: the whole photo)
     twins: int = Field(default=0, ge=0)     # each batch pairs half its SKUs with one of their this many most
                                             # confusable SKUs (sku.confusable); 0: SKUs drawn at random
+    parts: int = Field(default=0, ge=0, le=8)  # >0: the tail's last map cut into this many horizontal stripes, each
+                                            # with an embedding and a classifier of its own (sku.SkuNet)
+    parts_weight: float = Field(default=0.5, gt=0.0, lt=1.0)  # their share of a photo's similarity
 
 
 class ProhibitedTrain(TimmFamily):

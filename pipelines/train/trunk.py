@@ -128,8 +128,12 @@ class Tail(nn.Module):
         self.bn2 = copy.deepcopy(donor.bn2)
         self.requires_grad_(True)
 
+    def spatial(self, f: torch.Tensor) -> torch.Tensor:
+        """The head's map before pooling: (n, 1280, h, w)."""
+        return self.bn2(self.conv_head(self.blocks(f)))
+
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return self.bn2(self.conv_head(self.blocks(f))).mean((2, 3))
+        return self.spatial(f).mean((2, 3))
 
 
 POOLED_FEATURES = {"mean_max": 512, "contrast": 256, "local": 1}   # each light-tail pooling's output width

@@ -517,6 +517,54 @@ def test_contrast_pooling_reads_how_one_place_stands_out_not_the_photos_overall_
                           pooling="median")
 
 
+def test_sku_stripes_keep_where_a_part_sits_and_their_vector_weighs_whole_and_stripes(tmp_path):
+    """train.sku.parts: the tail's last map is cut into horizontal stripes, each with an embedding of its own. The same
+    parts in another band (a layout twin) leave the whole-map average unchanged but not the stripes. A photo's vector
+    is a unit vector whose dot product is (1 - w) times the whole embeddings' cosine plus w times the stripes' mean
+    cosine. Saved, rebuilt and exported to ONNX (what serving runs) alike; parts 0 is the plain embedding."""
+    import onnxruntime as ort
+    import torch.nn.functional as F
+
+    from pipelines.train.families import common, sku
+    from pipelines.train.onnx_export import export_dynamic_batch
+    from pipelines.train.trunk import Trunk
+
+    net = sku.SkuNet(Trunk(4, pretrained=False), 16, 5, parts=2, parts_weight=0.4).eval()
+    z = torch.rand(2, 1280, 6, 6)
+    moved = torch.cat([z[:, :, 3:], z[:, :, :3]], dim=2)              # the top band's content moved to the bottom
+    torch.testing.assert_close(moved.mean((2, 3)), z.mean((2, 3)))
+    top, bottom = net._stripes(z)
+    torch.testing.assert_close(top, z[:, :, :3].mean((2, 3)))
+    torch.testing.assert_close(net._stripes(moved)[0], bottom)
+
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        f = net.trunk(x)
+        v = net.embed_features(f)
+        assert v.shape == (3, 16 * 3)
+        torch.testing.assert_close(v.norm(dim=1), torch.ones(3))
+        zf = net.tail.spatial(f)
+        whole = F.normalize(net.neck(net.embed(zf.mean((2, 3)))), dim=1)
+        stripes = [F.normalize(n(e(s)), dim=1) for n, e, s in zip(net.part_neck, net.part_embed, net._stripes(zf))]
+        want = 0.6 * whole @ whole.T + 0.4 * sum(s @ s.T for s in stripes) / 2
+        torch.testing.assert_close(v @ v.T, want)
+        e, logits, part_logits = net.train_parts(f)
+        assert logits.shape == (3, 5) and [t.shape for t in part_logits] == [(3, 5), (3, 5)]
+
+    arch = {"trunk_split": 4, "pretrained": False, "image_size": 64, "embedding_dim": 16,
+            "classes": list("abcde"), "parts": 2, "parts_weight": 0.4}
+    common.save("sku", tmp_path, "model", net, arch)
+    again, _ = sku.load_model(tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), net(x))
+        want = net(x).numpy()
+    export_dynamic_batch(net, x[:2], tmp_path / "sku.onnx", "photos", "embedding")
+    served = ort.InferenceSession(str(tmp_path / "sku.onnx")).run(None, {"photos": x.numpy()})[0]
+    np.testing.assert_allclose(served, want, atol=1e-4)
+    plain = sku.SkuNet(Trunk(4, pretrained=False), 16, 5).eval()
+    assert not hasattr(plain, "part_embed") and plain(x).shape == (3, 16)
+
+
 def test_local_pooling_scores_each_place_and_answers_with_the_strongest(tmp_path):
     """train.manipulation.pooling: local gives every place of the photo a logit and pools them by log-sum-exp: the
     answer lies between the places' average and their maximum, one place standing out moves it, the same change

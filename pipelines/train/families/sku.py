@@ -53,20 +53,64 @@ FAMILY = "sku"
 
 
 class SkuNet(nn.Module):
-    def __init__(self, trunk: Trunk, embedding_dim: int, num_classes: int):
+    """The SKU embedding: the frozen trunk, a trained tail, a linear embedding with a BNNeck and a classifier.
+
+    ``parts`` > 0 (``train.sku.parts``): the tail's last map is also cut into that many horizontal stripes, each
+    average-pooled into an embedding, a neck and a classifier of its own (the part-based baseline of Sun et al. 2018,
+    PCB). A photo's vector is then its normalised whole-photo embedding scaled by sqrt(1 - ``parts_weight``) beside
+    the stripes' normalised embeddings, each scaled by sqrt(``parts_weight`` / parts): a unit vector whose dot
+    product with another is ``(1 - w)`` times the whole embeddings' cosine plus ``w`` times the stripes' mean cosine.
+    The average over the whole map keeps no place; a stripe keeps which band of the product a part sits in (the
+    camera module's, for layout twins)."""
+
+    def __init__(self, trunk: Trunk, embedding_dim: int, num_classes: int, parts: int = 0,
+                 parts_weight: float = 0.5):
         super().__init__()
         self.trunk, self.tail = trunk, trunk.new_tail()
         self.embed = nn.Linear(self.tail.num_features, embedding_dim)
         self.neck = nn.BatchNorm1d(embedding_dim)
         self.neck.bias.requires_grad_(False)  # BNNeck: no shift before the classifier
         self.classifier = nn.Linear(embedding_dim, num_classes, bias=False)
+        self.parts, self.parts_weight = parts, parts_weight
+        if parts:
+            self.part_embed = nn.ModuleList(nn.Linear(self.tail.num_features, embedding_dim) for _ in range(parts))
+            self.part_neck = nn.ModuleList(nn.BatchNorm1d(embedding_dim) for _ in range(parts))
+            for neck in self.part_neck:
+                neck.bias.requires_grad_(False)
+            self.part_classifier = nn.ModuleList(nn.Linear(embedding_dim, num_classes, bias=False)
+                                                 for _ in range(parts))
+
+    def _stripes(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """The map ``z`` (n, c, h, w) average-pooled over ``parts`` horizontal bands of its rows."""
+        h = int(z.shape[2])      # a constant of the graph: the input size is fixed
+        bounds = [round(i * h / self.parts) for i in range(self.parts + 1)]
+        return [z[:, :, a:b].mean((2, 3)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def _outputs(self, f: torch.Tensor):
+        if not self.parts:
+            return self.embed(self.tail(f)), []
+        z = self.tail.spatial(f)
+        return self.embed(z.mean((2, 3))), [embed(s) for embed, s in zip(self.part_embed, self._stripes(z))]
 
     def train_outputs(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        e = self.embed(self.tail(f))
+        e, _ = self._outputs(f)
         return e, self.classifier(self.neck(e))
 
+    def train_parts(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """The whole embedding, its logits and every stripe's logits (what the loss reads with ``parts``)."""
+        e, stripes = self._outputs(f)
+        return e, self.classifier(self.neck(e)), [c(n(s)) for c, n, s in
+                                                  zip(self.part_classifier, self.part_neck, stripes)]
+
     def embed_features(self, f: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.neck(self.embed(self.tail(f))), dim=1)
+        e, stripes = self._outputs(f)
+        whole = F.normalize(self.neck(e), dim=1)
+        if not self.parts:
+            return whole
+        w = self.parts_weight
+        return torch.cat([whole * (1.0 - w) ** 0.5]
+                         + [F.normalize(n(s), dim=1) * (w / self.parts) ** 0.5 for n, s in zip(self.part_neck, stripes)],
+                         dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The normalised embedding of a photo batch (what serving compares with the gallery)."""
@@ -232,10 +276,12 @@ def train(root: Path, params: Params) -> dict:
     arch = {"trunk_split": settings.trunk_split, "pretrained": params.train.pretrained,
             "image_size": params.train.input_size(FAMILY), "embedding_dim": settings.embedding_dim,
             "classes": classes, "holdout_skus": held, "crop_pad": settings.crop_pad}
+    if settings.parts:          # only then, so that the default's arch (and its training run's key) stays as it was
+        arch.update(parts=settings.parts, parts_weight=settings.parts_weight)
     cfg = common.fit_config(settings, params, salt=1)
     seed_everything(cfg.seed)         # the fresh tail and embedding start from the seed's weights, not the process's draw
     net = SkuNet(Trunk(settings.trunk_split, pretrained=params.train.pretrained), settings.embedding_dim,
-                 len(classes)).to(memory_format=torch.channels_last)
+                 len(classes), settings.parts, settings.parts_weight).to(memory_format=torch.channels_last)
     views = common.camera_views(params, settings, salt=1)
     x_train = torch.cat([embed_input(root, params, net, arch, train_df, "labelled", view=v) for v in (None, *views)])
     x_val = embed_input(root, params, net, arch, val_known, "labelled")
@@ -250,7 +296,12 @@ def train(root: Path, params: Params) -> dict:
     def loss_fn(model, batch):
         x, y = batch                  # train_crop < 1: a window of the crop's trunk output, as if the box were cut
         x = random_crop(x, settings.train_crop)
-        e, logits = model.train_outputs(x.contiguous(memory_format=torch.channels_last))
+        x = x.contiguous(memory_format=torch.channels_last)
+        if settings.parts:    # each stripe its own classification, as PCB trains its parts
+            e, logits, stripes = model.train_parts(x)
+            return (ce(logits, y) + batch_hard_triplet(e, y, settings.triplet_margin)
+                    + sum(ce(s, y) for s in stripes) / len(stripes))
+        e, logits = model.train_outputs(x)
         return ce(logits, y) + batch_hard_triplet(e, y, settings.triplet_margin)
 
     def score_fn(model, _loader):
@@ -296,7 +347,8 @@ def load_model(root: Path) -> tuple[SkuNet, dict]:
     """The saved net, on the CPU (what export and serving take)."""
     blob = common.load(FAMILY, root, "model")
     arch = blob["arch"]
-    net = SkuNet(Trunk(arch["trunk_split"], pretrained=arch["pretrained"]), arch["embedding_dim"], len(arch["classes"]))
+    net = SkuNet(Trunk(arch["trunk_split"], pretrained=arch["pretrained"]), arch["embedding_dim"], len(arch["classes"]),
+                 arch.get("parts", 0), arch.get("parts_weight", 0.5))
     net.load_state_dict(blob["state_dict"])
     return net.eval(), arch
 
@@ -612,10 +664,11 @@ def scored_frames(root: Path, params: Params, net: SkuNet, arch: dict, device: t
     return cal, test, frozenset(gallery[1]), gallery
 
 
-def evaluate(root: Path, params: Params) -> dict:
-    device = common.device(params)
-    net, arch = load_model(root)
-    net.to(device)
+def open_set_figures(root: Path, params: Params, net: SkuNet, arch: dict,
+                     device: torch.device | None = None) -> tuple[dict, pd.DataFrame]:
+    """The trained embedding ``net`` (on ``device``) over the enrolled gallery, its alarm calibrated on validation
+    (:func:`calibration_frame`, :func:`calibrate_frame`): the figures metrics/sku.json holds, and the scored test
+    frame."""
     cal, test, known, gallery = scored_frames(root, params, net, arch, device)
     targets = alarm_targets(params)
     thresholds, source = calibrate_frame(cal, targets, params.recall_targets.confidence,
@@ -623,8 +676,7 @@ def evaluate(root: Path, params: Params) -> dict:
     val = cal[cal["split"] == "val"].reset_index(drop=True)
     generated = generated_outside(root, params, net, arch, gallery, device)
     test_alarm = alarms(test, thresholds, known)
-    record = common.read_train_record(FAMILY, root)
-    metrics = {
+    figures = {
         "test": {**open_set_metrics(test, test_alarm),
                  **pooled_outside(test, test_alarm, generated, thresholds, known),
                  "every_claim_recall": every_claim_recall(test, thresholds, known)},
@@ -635,9 +687,17 @@ def evaluate(root: Path, params: Params) -> dict:
                                "outside_catalogue": int(cal["outside"].sum())},
         "gallery": {"skus": len(known), "photos": int(len(gallery[1])), "untrained_skus": sorted(arch["holdout_skus"])},
         "holdout_skus": sorted(arch["holdout_skus"]),
-        "train_seconds": record["seconds"],
-        "train_device": common.train_device(record),
     }
+    return figures, test
+
+
+def evaluate(root: Path, params: Params) -> dict:
+    device = common.device(params)
+    net, arch = load_model(root)
+    net.to(device)
+    figures, test = open_set_figures(root, params, net, arch, device)
+    record = common.read_train_record(FAMILY, root)
+    metrics = {**figures, "train_seconds": record["seconds"], "train_device": common.train_device(record)}
     write_metrics(FAMILY, metrics, root)
     write_plot(FAMILY, "similarity_histogram", _histogram(test), root)
     return metrics
