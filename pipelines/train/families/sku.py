@@ -276,7 +276,7 @@ def train(root: Path, params: Params) -> dict:
     arch = {"trunk_split": settings.trunk_split, "pretrained": params.train.pretrained,
             "image_size": params.train.input_size(FAMILY), "embedding_dim": settings.embedding_dim,
             "classes": classes, "holdout_skus": held, "crop_pad": settings.crop_pad}
-    if settings.parts:          # only then, so that the default's arch (and its training run's key) stays as it was
+    if settings.parts:          # only then: a model without stripes has the arch it had before (and older models load)
         arch.update(parts=settings.parts, parts_weight=settings.parts_weight)
     cfg = common.fit_config(settings, params, salt=1)
     seed_everything(cfg.seed)         # the fresh tail and embedding start from the seed's weights, not the process's draw
