@@ -166,7 +166,7 @@ def ivf(gallery: np.ndarray, sku_of: np.ndarray, queries: np.ndarray) -> dict:
     index.train(gallery[np.sort(rows)])
     index.add(gallery)
     build_s = time.perf_counter() - t
-    out = {"faiss_version": faiss.__version__, "index": "IndexIVFFlat(IndexFlatIP(256), 256, nlist, METRIC_INNER_PRODUCT)",
+    out = {"faiss_version": faiss.__version__, "index": f"IndexIVFFlat(IndexFlatIP({DIM}), {DIM}, nlist, METRIC_INNER_PRODUCT)",
            "params": {"nlist": IVF["nlist"], "train_rows": len(rows), "k": K, "omp_threads": faiss.omp_get_max_threads()},
            "build_s": round(build_s, 2),
            "index_bytes": index.ntotal * (DIM * 4 + 8) + IVF["nlist"] * DIM * 4,   # vectors + ids + centroids
@@ -184,16 +184,28 @@ def ivf(gallery: np.ndarray, sku_of: np.ndarray, queries: np.ndarray) -> dict:
     return out
 
 
+def set_dim(dim: int) -> None:
+    """The vectors' width for this run (every function reads the module's DIM)."""
+    global DIM
+    if dim <= 0:
+        raise SystemExit(f"--dim must be positive, got {dim}")
+    DIM = dim
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="1k and 10k SKUs only; print, write nothing unless --out")
     ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/gallery_search.json (full run)")
+    ap.add_argument("--dim", type=int, default=DIM, help="vector width (256: the embedding; 1024: with "
+                                                         "train.sku.parts: 3)")
     args = ap.parse_args()
+    set_dim(args.dim)
     out_path = args.out or (None if args.quick else Path(__file__).parent / "results" / "gallery_search.json")
     sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000]
     cpu = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
     result: dict = {
-        "command": "python benchmarks/gallery_search.py" + (" --quick" if args.quick else ""),
+        "command": "python benchmarks/gallery_search.py" + (" --quick" if args.quick else "")
+                   + (f" --dim {DIM}" if DIM != 256 else ""),
         "date": datetime.now(UTC).strftime("%Y-%m-%d"), "cpu": cpu.group(1).strip() if cpu else platform.processor(),
         "cores": len(re.findall(r"^processor\s*:", Path("/proc/cpuinfo").read_text(), re.M)),
         "numpy": np.__version__, "python": platform.python_version(),
