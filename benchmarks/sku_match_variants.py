@@ -61,8 +61,6 @@ def main() -> None:
     import torch
     import torch.nn.functional as F
 
-    from pipelines.data.dataset import split_frame
-    from pipelines.data.gallery import read_gallery
     from pipelines.params import load_params
     from pipelines.train.families import common, sku as family
 
@@ -71,31 +69,28 @@ def main() -> None:
     net, arch = family.load_model(root)
     if not arch.get("crop_pad"):
         raise SystemExit(f"{root}: the SKU model reads whole photos (no crop_pad): the variants vary its crop")
-    if not hasattr(net.tail, "conv_head"):
+    if not hasattr(net.tail, "spatial"):
         raise SystemExit(f"{root}: the SKU tail is not the full tail (stages, head conv, average pool)")
+    if net.parts:
+        raise SystemExit(f"{root}: the SKU model has stripes (train.sku.parts); the variants start from the plain one")
 
-    def places(f: torch.Tensor, grid: int | None) -> torch.Tensor:
-        """The embedding of every place of the tail's last map: (n, places, dim), normalised per place."""
-        t = net.tail
-        z = t.bn2(t.conv_head(t.blocks(f)))
+    served_vectors = family.embed_photos            # the service's own vectors (patched below, for the evaluation)
+
+    def places(f: torch.Tensor, grid: int | None) -> list[torch.Tensor]:
+        """The embedding of every place of the tail's last map, each (n, dim), normalised."""
+        z = net.tail.spatial(f)
         if grid:
             z = F.adaptive_avg_pool2d(z, grid)
-        z = z.flatten(2).transpose(1, 2)                           # (n, places, 1280)
-        return F.normalize(net.neck(net.embed(z.flatten(0, 1))).view(z.shape[0], z.shape[1], -1), dim=2)
+        return [F.normalize(net.neck(net.embed(place)), dim=1) for place in z.flatten(2).unbind(2)]
 
     def vectors(d, v: dict) -> torch.Tensor:
         """One vector per photo whose dot products are the variant's similarity."""
-        pads = v["pads"] if v["kind"] == "pads" else [arch["crop_pad"]]
-        feats = [family.embed_input(root, params, net, {**arch, "crop_pad": p}, d, "detected") for p in pads]
-        pooled = [common.predict(net.embed_features, x) for x in feats]
-        if not len(d):
-            return pooled[0]
-        pooled = F.normalize(torch.stack(pooled).mean(0), dim=1)
-        if v["kind"] == "pads":
-            return pooled
-        local = common.predict(lambda f: places(f, v["grid"]).flatten(1), feats[0])
-        n_places = local.shape[1] // pooled.shape[1]
-        return torch.cat([pooled * (1.0 - v["weight"]) ** 0.5, local * (v["weight"] / n_places) ** 0.5], dim=1)
+        if v["kind"] == "local":
+            return common.predict(lambda f: family.weighted_parts(net.embed_features(f), places(f, v["grid"]),
+                                                                  v["weight"]),
+                                  family.embed_input(root, params, net, arch, d, "detected"))
+        views = [served_vectors(root, params, net, {**arch, "crop_pad": p}, d) for p in v["pads"]]
+        return F.normalize(torch.stack(views).mean(0), dim=1) if len(d) else views[0]
 
     def rounded(x):
         if isinstance(x, dict):
@@ -104,22 +99,10 @@ def main() -> None:
 
     rows = []
     for spec, v in zip(args.variants, variants):
-        def scored(root_, params_, df, net_, arch_, gallery, split, device=None, outside_only=False, v=v):
-            g_vectors, g_skus, _ = gallery
-            d = family.products(df if split is None else split_frame(df, split))
-            if outside_only:
-                d = d[~d["sku_id"].isin(set(g_skus))].reset_index(drop=True)
-            cands = family.match(vectors(d, v), g_vectors, g_skus, params.train.sku.candidates)
-            return family.scored_frame(d, cands, set(g_skus), arch["classes"])
-
-        def gallery_fn(root_, params_, net_, arch_, device=None, v=v):
-            g = read_gallery(root).reset_index(drop=True)
-            return vectors(g, v), g["sku_id"].to_numpy(), g
-
-        family._scored, family.embed_gallery = scored, gallery_fn      # the family's evaluation, these vectors
+        # the family's own evaluation, with these vectors wherever it embeds the gallery or a photo
+        family.embed_photos = lambda root_, params_, net_, arch_, d, device=None, v=v: vectors(d, v)
         started = time.time()
         figures, _ = family.open_set_figures(root, params, net, arch)
-
         rows.append({"variant": spec, **v, "seconds": round(time.time() - started, 1),
                      "thresholds": rounded(figures["thresholds"]), "test": rounded(figures["test"]),
                      "validation": rounded(figures["validation"])})

@@ -52,6 +52,12 @@ from pipelines.train.families.scalar import random_crop
 FAMILY = "sku"
 
 
+def weighted_parts(whole: torch.Tensor, parts: list[torch.Tensor], weight: float) -> torch.Tensor:
+    """Unit vectors ``whole`` (n, d) beside unit vectors of each part (n, d'): one unit vector per row, whose dot
+    product with another is ``(1 - weight)`` times the wholes' cosine plus ``weight`` times the parts' mean cosine."""
+    return torch.cat([whole * (1.0 - weight) ** 0.5] + [p * (weight / len(parts)) ** 0.5 for p in parts], dim=1)
+
+
 class SkuNet(nn.Module):
     """The SKU embedding: the frozen trunk, a trained tail, a linear embedding with a BNNeck and a classifier.
 
@@ -107,10 +113,8 @@ class SkuNet(nn.Module):
         whole = F.normalize(self.neck(e), dim=1)
         if not self.parts:
             return whole
-        w = self.parts_weight
-        return torch.cat([whole * (1.0 - w) ** 0.5]
-                         + [F.normalize(n(s), dim=1) * (w / self.parts) ** 0.5 for n, s in zip(self.part_neck, stripes)],
-                         dim=1)
+        return weighted_parts(whole, [F.normalize(n(s), dim=1) for n, s in zip(self.part_neck, stripes)],
+                              self.parts_weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The normalised embedding of a photo batch (what serving compares with the gallery)."""
@@ -353,14 +357,20 @@ def load_model(root: Path) -> tuple[SkuNet, dict]:
     return net.eval(), arch
 
 
+def embed_photos(root: Path, params: Params, net: SkuNet, arch: dict, d: pd.DataFrame,
+                 device: torch.device | None = None) -> torch.Tensor:
+    """The vectors the service matches for the photos ``d`` (the detector's crops; ``net`` run on ``device``), on
+    the CPU: what the gallery and every scored photo are embedded by."""
+    return common.predict(net.embed_features, embed_input(root, params, net, arch, d, "detected"), device=device)
+
+
 def embed_gallery(root: Path, params: Params, net: SkuNet, arch: dict,
                   device: torch.device | None = None) -> tuple[torch.Tensor, np.ndarray, pd.DataFrame]:
     """The enrolled gallery (:func:`pipelines.data.gallery.read_gallery`): embeddings (on the CPU), SKU per
     row, the rows. ``device``: where ``net`` is (None: the CPU, as the bundle exports it). Crops are the
     detector's, as ``reviewops gallery deploy`` embeds the gallery through the service."""
     gallery = read_gallery(root).reset_index(drop=True)
-    x = embed_input(root, params, net, arch, gallery, "detected")
-    return common.predict(net.embed_features, x, device=device), gallery["sku_id"].to_numpy(), gallery
+    return embed_photos(root, params, net, arch, gallery, device), gallery["sku_id"].to_numpy(), gallery
 
 
 def _share(flag: np.ndarray, mask: np.ndarray) -> float:
@@ -410,8 +420,7 @@ def _scored(root: Path, params: Params, df: pd.DataFrame, net: SkuNet, arch: dic
     d = products(df if split is None else split_frame(df, split))
     if outside_only:
         d = d[~d["sku_id"].isin(set(g_skus))].reset_index(drop=True)
-    x = embed_input(root, params, net, arch, d, "detected")
-    cands = match(common.predict(net.embed_features, x, device=device), vectors, g_skus, params.train.sku.candidates)
+    cands = match(embed_photos(root, params, net, arch, d, device), vectors, g_skus, params.train.sku.candidates)
     return scored_frame(d, cands, set(g_skus), arch["classes"])
 
 
