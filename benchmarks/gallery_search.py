@@ -9,8 +9,8 @@ has a true neighbour (cosine ~0.89) and two sibling photos of the same SKU (~0.6
 
 Variants, all on query batches of 1 and 32 photos (serving's batches are 1..32):
 - ``matmul_only``: ``emb @ vectors.T`` alone, the floor of any brute force;
-- ``argsort_full``: as served today (pipelines/serve/models.py): the matmul, then ``decision.rank`` (the full stable
-  argsort that the SKU ranking of every photo walks);
+- ``argsort_full``: the matmul, then ``decision.rank`` (the full stable argsort the SKU ranking walked before
+  ``top_k``);
 - ``argpartition_topk``: the matmul, then ``decision.top_k(sims, 5)`` (argpartition, then a sort of those 5).
 
 Latency per photo = batch time / batch size; median and p95 over repetitions bounded in number and time.
@@ -20,8 +20,12 @@ working memory; faiss's own C++ buffers are not seen) and the peak RSS growth ov
 (VmHWM reset through /proc/self/clear_refs; memory glibc kept from earlier cells is reused, so it can read low).
 Accuracy of faiss against exact search: recall@5 and @3 (shared gallery photos), top-1 photo and top-1 SKU
 agreement (the SKU serving predicts) and agreement of the summed-similarity top-5 vote.
-If a brute-force variant is over 5 ms per photo at 100k x 3, faiss-cpu (IndexIVFFlat, inner product) is
-measured too (build time, latency, memory, recall@5 against exact brute force), when installed.
+If a brute-force variant is over 5 ms per photo at 100k x 3, the served faiss-cpu index
+(``gallery_index.build_index``: IndexIVFFlat, inner product, ``serving.gallery_index``'s nlist and training rows, one
+thread) is measured at several ``nprobe`` (build time, latency, memory, recall@5 against exact brute force).
+``served``, at every size: the search as the service runs it (``GallerySearch`` with ``serving.gallery_index``:
+exact under ``min_mib``, the index from there up), the photo's 5 best SKUs walked from the photos found, and how
+often its top SKU and its 5 SKUs are exact search's.
 """
 
 from __future__ import annotations
@@ -42,12 +46,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipelines.params import load_params  # noqa: E402
 from pipelines.serve.decision import rank, top_k  # noqa: E402
+from pipelines.serve.gallery_index import GallerySearch, build_index  # noqa: E402
 
 DIM, PHOTOS_PER_SKU, K, SEED = 256, 3, 5, 20240
 N_QUERIES = 1024
 LIMIT_MS = 5.0                                        # per photo: beyond it, a real vector index
-IVF = {"nlist": 1024, "train_rows": 50_000, "nprobe": [8, 16, 32, 64]}
+NPROBE = [8, 16, 32, 64]                              # the index's lists read per photo (serving: params.yaml)
 
 
 # --- measuring -----------------------------------------------------------------------------------
@@ -154,24 +160,24 @@ def brute_force(gallery: np.ndarray, queries: np.ndarray, quick: bool) -> dict:
     return out
 
 
-def ivf(gallery: np.ndarray, sku_of: np.ndarray, queries: np.ndarray) -> dict:
+def ivf(gallery: np.ndarray, sku_of: np.ndarray, queries: np.ndarray, config: dict) -> dict:
+    """The served index (:func:`gallery_index.build_index`, ``serving.gallery_index``) at several ``nprobe``."""
     import faiss
 
     exact, exact_sims = exact_topk(gallery, queries)
     exact_sku = vote(exact_sims, exact, sku_of)
     start = reset_peak()
     t = time.perf_counter()
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(DIM), DIM, IVF["nlist"], faiss.METRIC_INNER_PRODUCT)
-    rows = np.random.default_rng(SEED).choice(len(gallery), min(IVF["train_rows"], len(gallery)), replace=False)
-    index.train(gallery[np.sort(rows)])
-    index.add(gallery)
+    index = build_index(gallery, config)
     build_s = time.perf_counter() - t
-    out = {"faiss_version": faiss.__version__, "index": f"IndexIVFFlat(IndexFlatIP({DIM}), {DIM}, nlist, METRIC_INNER_PRODUCT)",
-           "params": {"nlist": IVF["nlist"], "train_rows": len(rows), "k": K, "omp_threads": faiss.omp_get_max_threads()},
+    out = {"faiss_version": faiss.__version__,
+           "index": f"IndexIVFFlat(IndexFlatIP({DIM}), {DIM}, nlist, METRIC_INNER_PRODUCT)",
+           "params": {"nlist": index.nlist, "train_rows": min(len(gallery), config["train_rows"]), "k": K,
+                      "omp_threads": faiss.omp_get_max_threads()},
            "build_s": round(build_s, 2),
-           "index_bytes": index.ntotal * (DIM * 4 + 8) + IVF["nlist"] * DIM * 4,   # vectors + ids + centroids
+           "index_bytes": index.ntotal * (DIM * 4 + 8) + index.nlist * DIM * 4,   # vectors + ids + centroids
            "build_peak_rss_growth_bytes": peak_growth(start), "by_nprobe": {}}
-    for nprobe in IVF["nprobe"]:
+    for nprobe in NPROBE:
         index.nprobe = nprobe
         sims, found = index.search(queries, K)
         row = {f"batch_{b}": timed(lambda q: index.search(q, K), queries, b, 4.0, 300 if b == 1 else 30, 10)
@@ -181,6 +187,23 @@ def ivf(gallery: np.ndarray, sku_of: np.ndarray, queries: np.ndarray) -> dict:
                 "top1_sku_agreement": round(float(np.mean(sku_of[found[:, 0]] == sku_of[exact[:, 0]])), 4),
                 "knn_vote_sku_agreement": round(float(np.mean(vote(sims, found, sku_of) == exact_sku)), 4)}
         out["by_nprobe"][str(nprobe)] = row
+    return out
+
+
+def served(gallery: np.ndarray, sku_of: np.ndarray, queries: np.ndarray, config: dict) -> dict:
+    """The search as the service runs it (:class:`GallerySearch` with ``serving.gallery_index``): exact below
+    ``min_mib``, the index from there up; the photo's 5 best SKUs walked from the photos found."""
+    names = sku_of.astype(str)
+    search = GallerySearch(gallery, names, config)
+    exact = GallerySearch(gallery, names).candidates(queries, K)
+    found = search.candidates(queries, K)
+    top1 = np.mean([f[0][0] == e[0][0] for f, e in zip(found, exact)])
+    top5 = np.mean([[s for s, _ in f] == [s for s, _ in e] for f, e in zip(found, exact)])
+    out = {"search": search.kind, "top1_sku_agreement_with_exact": round(float(top1), 4),
+           "top5_skus_agreement_with_exact": round(float(top5), 4)}
+    for batch in (1, 32):
+        out[f"batch_{batch}"] = timed(lambda q: search.candidates(q, K), queries, batch, 4.0,
+                                      300 if batch == 1 else 30, 10)
     return out
 
 
@@ -214,6 +237,8 @@ def main() -> None:
                   "dtype": "float32", "limit_ms_per_photo": LIMIT_MS,
                   "latency": "batch time / batch size; median and p95 over reps (bounded in count and time)"},
         "sizes": {}}
+    config = load_params().serving.gallery_index.model_dump()
+    result["setup"]["gallery_index"] = config
     t0 = time.perf_counter()
     for skus in sizes:
         start = reset_peak()
@@ -229,10 +254,8 @@ def main() -> None:
             result["faiss_needed"] = bool(over)
             result["over_limit_at_100k"] = over
             if over:
-                try:
-                    entry["faiss_ivf"] = ivf(gallery, sku_of, queries)
-                except ImportError:
-                    entry["faiss_ivf"] = "faiss not installed: uv pip install --python .venv/bin/python faiss-cpu"
+                entry["faiss_ivf"] = ivf(gallery, sku_of, queries, config)
+        entry["served"] = served(gallery, sku_of, queries, config)
         result["sizes"][f"{skus // 1000}k_skus"] = entry
         print(f"{skus:>7} SKUs ({len(gallery)} rows, {gallery.nbytes / 2**20:.0f} MiB): "
               + ", ".join(f"{k} {v:.3f} ms" for k, v in bf.items()), file=sys.stderr, flush=True)

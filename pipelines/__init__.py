@@ -1,7 +1,7 @@
 """ReviewOps: the listing-photo review platform, one sub-package per stage of the flow.
 
     data -> train -> release -> deploy          (the model's way to production)
-    serve                                       (what the reviewer Bento runs: params, numpy, OpenCV, onnxruntime)
+    serve                                       (what the reviewer Bento runs: numpy, OpenCV, onnxruntime, faiss)
     active_learning                             (uncertain photos to annotators and back as a batch)
     app                                         (the task functions the Airflow DAGs call, the CLI, the demo)
 

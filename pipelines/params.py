@@ -425,6 +425,14 @@ class Int8Params(_Strict):
     max_real_photo_change: float = Fraction  # real training photo, within this of FP32's (release.real_photos.TrainingPhotoMemo)
 
 
+class GalleryIndexParams(_Strict):
+    """The SKU gallery searched through faiss-cpu's IVF index from this size up (pipelines/serve/gallery_index.py)."""
+    min_mib: float = Field(ge=0)            # gallery rows x width x 4 bytes at or above which the index is used
+    nlist: int = Field(ge=1)                # k-means lists (at most one per 39 gallery rows)
+    nprobe: int = Field(ge=1)               # lists a photo reads
+    train_rows: int = Field(ge=1)           # gallery rows the lists are learnt from
+
+
 class ServingParams(_Strict):
     """The reviewer service (bentos/): input limits, batching, smoke set, prediction log."""
     port: int = Field(ge=1, le=65535)       # the serving port `reviewops deploy` answers on (loopback)
@@ -441,6 +449,7 @@ class ServingParams(_Strict):
     max_boxes: int = Field(gt=0)            # at most this many sticker and dirt boxes per answer
     ready_probe_s: float = Field(gt=0, le=1)  # /readyz waits at most this long for the model worker's answer
     int8: Int8Params                        # graphs served as INT8 where the whole reviewer holds
+    gallery_index: GalleryIndexParams       # a large SKU gallery's search
 
 
 class SampleSet(_Strict):

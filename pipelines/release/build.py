@@ -30,7 +30,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 SERVING_FILES = ("pipelines/__init__.py", "pipelines/params.py", "pipelines/serve", "monitoring/__init__.py",
                  "monitoring/prediction_log.py", "monitoring/feedback.py")
 SERVING_PACKAGES = ("bentoml", "onnxruntime", "opencv-python", "pillow", "numpy", "pandas", "sqlalchemy", "pyyaml",
-                    "pydantic", "fastapi", "prometheus-client", "psycopg", "psycopg-binary")
+                    "pydantic", "fastapi", "prometheus-client", "psycopg", "psycopg-binary", "faiss-cpu")
 
 
 class BuildError(RuntimeError):

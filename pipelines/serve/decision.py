@@ -72,17 +72,30 @@ def sku_candidates(similarities: np.ndarray, gallery_skus: Sequence[str], n: int
     A SKU's similarity is that of its closest gallery photo (``similarities`` is the photo's row
     against every gallery photo); ties go to the SKU whose photo comes first in the gallery.
     """
-    out: list[list] = []
-    seen: set[str] = set()
     # the best few photos hold the n best SKUs unless a SKU fills them: then the whole ranking is walked
-    head = top_k(similarities, max(4 * n, 32))
+    head = top_k(similarities, candidate_photos(n))
     if len({str(gallery_skus[j]) for j in head}) < n and len(head) < len(similarities):
         head = rank(similarities)
-    for j in head:
+    return best_skus(head, similarities[head], gallery_skus, n)
+
+
+def candidate_photos(n: int) -> int:
+    """How many of a photo's closest gallery photos are read first for its ``n`` best SKUs."""
+    return max(4 * n, 32)
+
+
+def best_skus(photos: Sequence[int], similarities: Sequence[float], gallery_skus: Sequence[str],
+              n: int) -> list[list]:
+    """The first ``n`` distinct SKUs of gallery ``photos`` ranked best first (``similarities`` theirs), as
+    ``[[sku, similarity], ...]``: each SKU at its closest photo's similarity (the walk of the exact search and
+    of the index, :mod:`pipelines.serve.gallery_index`)."""
+    out: list[list] = []
+    seen: set[str] = set()
+    for j, value in zip(photos, similarities):
         sku = str(gallery_skus[j])
         if sku not in seen:
             seen.add(sku)
-            out.append([sku, float(similarities[j])])
+            out.append([sku, float(value)])
             if len(out) == n:
                 break
     return out

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.serve.bundle import GALLERY_FILE, read_meta
-from pipelines.serve.decision import sku_candidates
+from pipelines.serve.gallery_index import GallerySearch
 from pipelines.serve.images import product_crop, resize, to_array
 from pipelines.serve.yolo import YoloOnnx
 
@@ -81,7 +81,7 @@ class ReviewerModels:
     """
 
     def __init__(self, bundles: Mapping[str, str | Path], threads: int = 2, int8: Iterable[str] | None = None,
-                 chunk: int | None = None):
+                 chunk: int | None = None, gallery_index: Mapping | None = None):
         import onnxruntime as ort
 
         self.metas = {family: read_meta(Path(path)) for family, path in bundles.items()}
@@ -123,7 +123,8 @@ class ReviewerModels:
                 gallery = None
                 if graph["output"] == "embedding":
                     g = np.load(Path(path) / GALLERY_FILE)
-                    gallery = (g / np.linalg.norm(g, axis=1, keepdims=True).clip(1e-12), np.array(meta["gallery_skus"]))
+                    gallery = GallerySearch(g / np.linalg.norm(g, axis=1, keepdims=True).clip(1e-12),
+                                            meta["gallery_skus"], gallery_index)
                 self.graphs[name] = (session, graph, meta, gallery, tuple(chain))
                 if _pad(graph) is not None:
                     self.cropped.append(name)
@@ -141,7 +142,8 @@ class ReviewerModels:
         checks, the golden photos, the drift reference) runs so: its scores are the served ones, and cost what they
         cost in serving."""
         return cls(bundles, threads=params.train.threads if threads is None else threads, int8=int8,
-                   chunk=params.serving.thread_chunk or None)
+                   chunk=params.serving.thread_chunk or None,
+                   gallery_index=params.serving.gallery_index.model_dump())
 
     def outputs(self, photos: np.ndarray, boxes: list | None = None) -> dict[str, np.ndarray]:
         """Every graph's raw output rows [N, ...] for ``photos`` (uint8 [N, S, S, 3]), graph name -> array
@@ -260,10 +262,8 @@ class ReviewerModels:
             for o, row in zip(out, y):
                 o[name] = {label: float(p) for label, p in zip(graph["labels"], row)}
         else:                                                   # embedding: the best SKUs over the gallery
-            vectors, skus = gallery
             emb = y / np.linalg.norm(y, axis=1, keepdims=True).clip(1e-12)
-            for o, row in zip(out, emb @ vectors.T):
-                candidates = sku_candidates(row, skus, int(meta["candidates"]))
+            for o, candidates in zip(out, gallery.candidates(emb, int(meta["candidates"]))):
                 o[name] = {"predicted": candidates[0][0], "similarity": candidates[0][1], "candidates": candidates}
 
     def _boxes(self, name: str, photos: np.ndarray, out: list[dict]) -> None:

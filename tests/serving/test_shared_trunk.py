@@ -157,3 +157,19 @@ def test_a_stage_on_the_crops_is_a_unit_of_its_own_for_int8(exported, tmp_path):
     assert [a["sku"]["similarity"] for a in mixed] != [a["sku"]["similarity"] for a in fp32]
     set_precision(sku, [])                                           # and back: every unit FP32
     assert all(e.get("precision", "fp32") == "fp32" for _, e in entries(read_meta(sku)))
+
+
+def test_the_served_sku_answer_through_the_gallery_index_is_exact_search_when_every_list_is_read(exported):
+    """``serving.gallery_index`` from 0 MiB: the trained gallery goes through faiss's IVF index in the served models;
+    reading every list it answers what the exact search answers (pipelines/serve/gallery_index.py)."""
+    root, params, bundles = exported["root"], exported["params"], exported["bundles"]
+    photos = parity_photos(root, 6)
+    config = params.serving.gallery_index.model_dump() | {"min_mib": 0, "nlist": 4, "nprobe": 4}
+    sku = {"sku": bundles["sku"], "detector": bundles["detector"]}
+    exact, indexed = ReviewerModels(sku, threads=1), ReviewerModels(sku, threads=1, gallery_index=config)
+    assert exact.graphs["sku"][3].kind == "exact"
+    assert indexed.graphs["sku"][3].kind.startswith("faiss IndexIVFFlat nlist ")
+    for a, b in zip(exact.infer(photos), indexed.infer(photos)):
+        assert [s for s, _ in a["sku"]["candidates"]] == [s for s, _ in b["sku"]["candidates"]]
+        assert a["sku"]["predicted"] == b["sku"]["predicted"]
+        assert b["sku"]["similarity"] == pytest.approx(a["sku"]["similarity"], abs=1e-5)
