@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.params import load_params  # noqa: E402
 from pipelines.serve.decision import rank, top_k  # noqa: E402
-from pipelines.serve.gallery_index import GallerySearch, build_index  # noqa: E402
+from pipelines.serve.gallery_index import GallerySearch, build_index, index_plan  # noqa: E402
 
 DIM, PHOTOS_PER_SKU, K, SEED = 256, 3, 5, 20240
 N_QUERIES = 1024
@@ -172,7 +172,7 @@ def ivf(gallery: np.ndarray, sku_of: np.ndarray, queries: np.ndarray, config: di
     build_s = time.perf_counter() - t
     out = {"faiss_version": faiss.__version__,
            "index": f"IndexIVFFlat(IndexFlatIP({DIM}), {DIM}, nlist, METRIC_INNER_PRODUCT)",
-           "params": {"nlist": index.nlist, "train_rows": min(len(gallery), config["train_rows"]), "k": K,
+           "params": {"nlist": index.nlist, "train_rows": index_plan(len(gallery), config)[1], "k": K,
                       "omp_threads": faiss.omp_get_max_threads()},
            "build_s": round(build_s, 2),
            "index_bytes": index.ntotal * (DIM * 4 + 8) + index.nlist * DIM * 4,   # vectors + ids + centroids

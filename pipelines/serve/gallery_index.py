@@ -71,6 +71,13 @@ class GallerySearch:
         return out
 
 
+def index_plan(rows: int, config: Mapping) -> tuple[int, int]:
+    """``(nlist, training rows)`` of the index over a gallery of ``rows`` (``config``: ``serving.gallery_index``):
+    at most one list per ``MIN_ROWS_PER_LIST`` rows, and at least that many training rows per list."""
+    nlist = max(1, min(int(config["nlist"]), rows // MIN_ROWS_PER_LIST))
+    return nlist, min(rows, max(nlist * MIN_ROWS_PER_LIST, int(config["train_rows"])))
+
+
 def build_index(vectors: np.ndarray, config: Mapping):
     """faiss's ``IndexIVFFlat`` over unit ``vectors`` (``config``: ``serving.gallery_index``), reading ``nprobe``
     lists a photo on one thread."""
@@ -80,10 +87,9 @@ def build_index(vectors: np.ndarray, config: Mapping):
         raise RuntimeError(f"a gallery of {gallery_mib(vectors):.0f} MiB (serving.gallery_index.min_mib: "
                            f"{config['min_mib']}) is searched through faiss-cpu, which is not installed") from e
     rows, width = vectors.shape
-    nlist = max(1, min(int(config["nlist"]), rows // MIN_ROWS_PER_LIST))
+    nlist, train = index_plan(rows, config)
     quantizer = faiss.IndexFlatIP(width)
     index = faiss.IndexIVFFlat(quantizer, width, nlist, faiss.METRIC_INNER_PRODUCT)
-    train = min(rows, max(nlist * MIN_ROWS_PER_LIST, int(config["train_rows"])))
     index.train(vectors[np.linspace(0, rows - 1, train).astype(int)])   # evenly over the SKUs (rows come by SKU)
     index.add(vectors)
     index.nprobe = min(nlist, int(config["nprobe"]))
